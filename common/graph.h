@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <variant>
@@ -91,6 +92,9 @@ struct Graph {
   std::vector<Node> nodes;
   std::unordered_map<std::string, ValueInfo> values;
   std::map<std::string, TensorData> initializers;
+  // Initializers the optimizer trains (float weights read by compute nodes), marked by the frontend
+  // (fe::import_model); every other initializer is a constant. graph_to_proto does not write it.
+  std::set<std::string> parameters;
   std::map<std::string, std::string> metadata;  // free-form key/value pairs
 
   const ValueInfo* find_value(const std::string& name) const;

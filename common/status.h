@@ -79,6 +79,14 @@ class [[nodiscard]] Result {
   std::optional<T> value_;
 };
 
+// Concatenates stream-able parts into a string.
+template <typename... Parts>
+std::string str_cat(const Parts&... parts) {
+  std::ostringstream out;
+  (out << ... << parts);
+  return out.str();
+}
+
 [[noreturn]] void enforce_failed(const char* file, int line, const char* cond, const std::string& msg);
 
 }  // namespace ravnest
@@ -101,11 +109,7 @@ class [[nodiscard]] Result {
 #define RN_ASSIGN_OR_RETURN(lhs, expr) RN_ASSIGN_OR_RETURN_IMPL(RN_CONCAT(rn_result_, __LINE__), lhs, expr)
 
 // Invariant check for bugs (not user errors): aborts with file, line and message.
-#define RN_ENFORCE(cond, ...)                                                              \
-  do {                                                                                     \
-    if (!(cond)) {                                                                         \
-      std::ostringstream rn_msg_;                                                          \
-      rn_msg_ << "" __VA_OPT__(<< __VA_ARGS__);                                            \
-      ::ravnest::enforce_failed(__FILE__, __LINE__, #cond, rn_msg_.str());                 \
-    }                                                                                      \
+#define RN_ENFORCE(cond, ...)                                                                  \
+  do {                                                                                         \
+    if (!(cond)) ::ravnest::enforce_failed(__FILE__, __LINE__, #cond, ::ravnest::str_cat(__VA_ARGS__)); \
   } while (0)

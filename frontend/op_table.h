@@ -27,6 +27,12 @@ struct OpCost {
 using ShapeFn = std::function<Status(const Node& node, Graph& graph)>;
 using CostFn = std::function<OpCost(const Node& node, const Graph& graph)>;
 
+// Fold rule: computes the node's outputs at compile time. Called by fold_constants
+// only after the node's shape rule ran (output types are in graph.values) and when
+// every input is a constant initializer (or, for `fold_from_shapes` ops, has a static
+// shape). Returns one tensor per output slot ("" outputs get an empty TensorData).
+using FoldFn = std::function<Result<std::vector<TensorData>>(const Node& node, const Graph& graph)>;
+
 class GradBuilder;  // frontend/autodiff.h
 // Gradient rule: given the node and the gradients of its outputs (in the
 // builder), emits B nodes (gradients of inputs that need them) and W nodes
@@ -42,6 +48,8 @@ struct OpDef {
   CostFn cost;
   GradFn grad;  // empty: not differentiable (an error if a gradient must flow through it)
   bool foldable = false;  // evaluated at compile time when all inputs are constant
+  FoldFn fold;            // set exactly when foldable
+  bool fold_from_shapes = false;  // folds from its inputs' static shapes alone (Shape)
 };
 
 // Opsets of the default domain Ravnest accepts in model files.
@@ -51,5 +59,8 @@ inline constexpr int kMaxOpset = 18;
 const OpDef* find_op(const std::string& domain, const std::string& op, int opset);
 // Every op in the table (for docs and coverage tests).
 const std::vector<OpDef>& all_ops();
+// OK if `node` is in the table at `opset`; otherwise kUnsupported naming the node,
+// op, domain and opset, and listing the supported ops.
+Status check_op(const Node& node, int64_t opset);
 
 }  // namespace ravnest::fe

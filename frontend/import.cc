@@ -1,0 +1,207 @@
+// import_model: read -> opset check -> op check -> input shapes -> ONNX shape
+// inference -> IR -> fold_constants -> infer_shapes -> remove_dead_nodes ->
+// parameters. See import.h for what the result guarantees.
+#include "frontend/import.h"
+
+#include <onnx/onnx_pb.h>
+#include <onnx/shape_inference/implementation.h>
+
+#include <exception>
+#include <filesystem>
+#include <set>
+
+#include "common/log.h"
+#include "common/onnx_graph.h"
+#include "frontend/op_table.h"
+#include "frontend/passes.h"
+#include "frontend/rule_util.h"
+
+namespace ravnest::fe {
+namespace {
+
+bool is_default_domain(const std::string& domain) { return domain.empty() || domain == "ai.onnx"; }
+
+Result<int64_t> domain_opset(const onnx::ModelProto& model, const std::string& domain) {
+  for (const auto& entry : model.opset_import())
+    if (is_default_domain(entry.domain()) == is_default_domain(domain) &&
+        (is_default_domain(domain) || entry.domain() == domain))
+      return static_cast<int64_t>(entry.version());
+  return error(Code::kInvalidArgument, "the model imports no opset for domain '",
+               is_default_domain(domain) ? "ai.onnx" : domain, "'");
+}
+
+Status check_opset(const onnx::ModelProto& model, const std::string& path) {
+  auto opset = domain_opset(model, "");
+  if (!opset.ok()) return opset.status().with_context("'" + path + "'");
+  if (opset.value() < kMinOpset || opset.value() > kMaxOpset)
+    return error(Code::kUnsupported, "'", path, "' uses ONNX opset ", opset.value(), ", but Ravnest supports opsets ",
+                 kMinOpset, " to ", kMaxOpset, "; re-export the model with torch.onnx.export(..., opset_version=17)");
+  return ok_status();
+}
+
+// Gives unnamed nodes the names graph_from_proto would give them, so that errors
+// raised before and after conversion name a node the same way.
+void name_unnamed_nodes(onnx::ModelProto& model) {
+  int unnamed = 0;
+  for (auto& np : *model.mutable_graph()->mutable_node())
+    if (np.name().empty()) np.set_name(np.op_type() + "_" + std::to_string(unnamed++));
+}
+
+Status check_ops(const onnx::ModelProto& model) {
+  for (const auto& np : model.graph().node()) {
+    Node node;
+    node.name = np.name();
+    node.op = np.op_type();
+    node.domain = is_default_domain(np.domain()) ? "" : np.domain();
+    auto opset = domain_opset(model, node.domain);
+    RN_RETURN_IF_ERROR(check_op(node, opset.ok() ? opset.value() : 0));
+  }
+  return ok_status();
+}
+
+std::string proto_shape_string(const onnx::TensorShapeProto& shape) {
+  std::string out;
+  for (const auto& dim : shape.dim()) {
+    if (!out.empty()) out += "x";
+    out += dim.has_dim_value() ? std::to_string(dim.dim_value()) : dim.has_dim_param() ? dim.dim_param() : "?";
+  }
+  return out.empty() ? "scalar" : out;
+}
+
+// Applies --shape and --batch to the graph inputs, then requires every input to be static.
+Status apply_input_shapes(onnx::ModelProto& model, const ImportOptions& options) {
+  auto* graph = model.mutable_graph();
+  std::set<std::string> initializers;
+  for (const auto& init : graph->initializer()) initializers.insert(init.name());
+  std::map<std::string, onnx::ValueInfoProto*> inputs;
+  std::string input_list;
+  for (auto& vi : *graph->mutable_input()) {
+    if (initializers.count(vi.name())) continue;
+    inputs[vi.name()] = &vi;
+    input_list += (input_list.empty() ? "'" : ", '") + vi.name() + "'";
+  }
+  for (const auto& [name, shape] : options.shapes) {
+    auto it = inputs.find(name);
+    if (it == inputs.end())
+      return error(Code::kInvalidArgument, "--shape names input '", name, "', but the model's inputs are ", input_list);
+    auto* type = it->second->mutable_type();
+    if (!type->has_tensor_type()) return error(Code::kUnsupported, "graph input '", name, "' is not a tensor");
+    auto* proto_shape = type->mutable_tensor_type()->mutable_shape();
+    if (type->tensor_type().has_shape() && proto_shape->dim_size() != static_cast<int>(shape.size()))
+      return error(Code::kInvalidArgument, "--shape ", name, "=", shape_str(shape), " has rank ", shape.size(),
+                   ", but the model declares input '", name, "' as ", proto_shape_string(*proto_shape), " (rank ",
+                   proto_shape->dim_size(), ")");
+    proto_shape->clear_dim();
+    for (int64_t d : shape) proto_shape->add_dim()->set_dim_value(d);
+  }
+  for (auto& [name, vi] : inputs) {
+    const auto& type = vi->type();
+    if (!type.has_tensor_type()) return error(Code::kUnsupported, "graph input '", name, "' is not a tensor");
+    if (!type.tensor_type().has_shape())
+      return error(Code::kInvalidArgument, "graph input '", name, "' has no shape; pass --shape ", name, "=...");
+    auto* shape = vi->mutable_type()->mutable_tensor_type()->mutable_shape();
+    if (options.batch && shape->dim_size() > 0 && !shape->dim(0).has_dim_value())
+      shape->mutable_dim(0)->set_dim_value(*options.batch);
+    for (int i = 0; i < shape->dim_size(); ++i) {
+      const auto& dim = shape->dim(i);
+      if (dim.has_dim_value()) continue;
+      std::string dim_name = dim.has_dim_param() ? "symbolic dim '" + dim.dim_param() + "'" : "unknown dim";
+      return error(Code::kInvalidArgument, "graph input '", name, "' has ", dim_name, " (dim ", i, " of ",
+                   proto_shape_string(*shape), ") with no value; pass --shape ", name, "=... or --batch N");
+    }
+  }
+  return ok_status();
+}
+
+// Intermediate and output shapes recorded at export time may contradict the new
+// input shapes; ONNX inference and our rules recompute them from the inputs.
+void forget_recorded_shapes(onnx::ModelProto& model) {
+  auto* graph = model.mutable_graph();
+  graph->clear_value_info();
+  for (auto& out : *graph->mutable_output())
+    if (out.type().has_tensor_type()) out.mutable_type()->mutable_tensor_type()->clear_shape();
+}
+
+Status run_onnx_shape_inference(onnx::ModelProto& model, const std::string& path) {
+  try {
+    onnx::ShapeInferenceOptions options(/*check_type=*/true, /*strict_mode=*/1, /*data_prop=*/false);
+    onnx::shape_inference::InferShapes(model, onnx::OpSchemaRegistry::Instance(), options);
+  } catch (const std::exception& e) {
+    return error(Code::kInvalidArgument, "ONNX shape inference failed on '", path, "': ", e.what(),
+                 "; check the --shape/--batch values against the model's inputs");
+  }
+  return ok_status();
+}
+
+// Warns where our shape rules disagree with ONNX's inference (a rule bug or an ONNX
+// inference limitation); our rules win.
+void compare_with_onnx(const Graph& graph, const std::map<std::string, ValueInfo>& onnx_types) {
+  for (const auto& [name, onnx_info] : onnx_types) {
+    const ValueInfo* ours = graph.find_value(name);
+    if (!ours || !onnx_info.is_static() || !ours->is_static()) continue;
+    if (ours->static_shape() != onnx_info.static_shape())
+      RN_LOG_WARN("value '", name, "': Ravnest infers shape ", ours->shape_string(), ", ONNX inferred ",
+                  onnx_info.shape_string(), "; using Ravnest's");
+  }
+}
+
+Status check_all_static(const Graph& graph) {
+  for (const auto& [name, info] : graph.values)
+    if (!info.is_static() || info.dtype == DType::kUndefined)
+      return error(Code::kInternal, "value '", name, "' has no static type (", info.shape_string(),
+                   ") after shape inference");
+  return ok_status();
+}
+
+}  // namespace
+
+Status add_shape_option(const std::string& spec, ImportOptions& options) {
+  size_t eq = spec.rfind('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size())
+    return error(Code::kInvalidArgument, "--shape '", spec, "' must look like NAME=64x1x28x28");
+  std::string name = spec.substr(0, eq);
+  auto shape = parse_shape(spec.substr(eq + 1));
+  if (!shape.ok()) return shape.status().with_context("--shape " + spec);
+  for (int64_t d : shape.value())
+    if (d <= 0) return error(Code::kInvalidArgument, "--shape ", spec, ": every dim must be positive");
+  options.shapes[name] = shape.value();
+  return ok_status();
+}
+
+Status set_batch_option(const std::string& text, ImportOptions& options) {
+  auto shape = parse_shape(text);
+  if (!shape.ok() || shape->size() != 1 || shape.value()[0] <= 0)
+    return error(Code::kInvalidArgument, "--batch '", text, "' must be a positive integer");
+  options.batch = shape.value()[0];
+  return ok_status();
+}
+
+Result<Graph> import_model(const std::string& path, const ImportOptions& options) {
+  RN_ASSIGN_OR_RETURN(onnx::ModelProto model, read_model_proto(path));
+  RN_RETURN_IF_ERROR(check_opset(model, path));
+  name_unnamed_nodes(model);
+  RN_RETURN_IF_ERROR(check_ops(model));
+  RN_RETURN_IF_ERROR(apply_input_shapes(model, options));
+  forget_recorded_shapes(model);
+  RN_RETURN_IF_ERROR(run_onnx_shape_inference(model, path));
+
+  std::string base_dir = std::filesystem::path(path).parent_path().string();
+  auto converted = graph_from_proto(model, base_dir.empty() ? "." : base_dir);
+  if (!converted.ok()) return converted.status().with_context("loading '" + path + "'");
+  Graph graph = std::move(converted).value();
+  if (graph.name.empty()) graph.name = std::filesystem::path(path).stem().string();
+  std::map<std::string, ValueInfo> onnx_types(graph.values.begin(), graph.values.end());
+
+  // Float initializers of the file are weights: never folded, trained if read.
+  for (const auto& [name, tensor] : graph.initializers)
+    if (rules::is_float(tensor.dtype)) graph.parameters.insert(name);
+  RN_RETURN_IF_ERROR(fold_constants(graph));
+  RN_RETURN_IF_ERROR(infer_shapes(graph));
+  remove_dead_nodes(graph);
+  compare_with_onnx(graph, onnx_types);
+  RN_RETURN_IF_ERROR(check_all_static(graph));
+  RN_RETURN_IF_ERROR(graph.validate());
+  return graph;
+}
+
+}  // namespace ravnest::fe
