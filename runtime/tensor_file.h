@@ -1,0 +1,34 @@
+// The Ravnest tensor file (.rvt): weights, checkpoints and test fixtures.
+//
+// Format (docs/bundle-format.md), little endian: "RVNTENS1", u32 count, then per
+// tensor u32 name_len, name, i32 dtype (ONNX code), u32 rank (<= 8), i64 dims,
+// u64 nbytes (== numel * dtype size), data.
+//
+// Guarantees: the writer is atomic — it writes PATH.tmp, fsyncs it, renames it
+// over PATH and fsyncs the folder, so PATH holds either the old or the complete
+// new file. The reader checks every length against the bytes left in the file
+// before allocating, and its errors name the file, the tensor (index and name)
+// and what is wrong.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+#include "runtime/tensor.h"
+
+namespace ravnest::rt {
+
+inline constexpr char kTensorFileMagic[8] = {'R', 'V', 'N', 'T', 'E', 'N', 'S', '1'};
+inline constexpr uint32_t kTensorFileMaxNameBytes = 4096;
+inline constexpr uint32_t kTensorFileMaxRank = 8;
+
+using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+
+Status write_tensor_file(const std::string& path, const NamedTensors& tensors);
+// Tensors come back in file order. Errors are kCorrupt (bad content), kUnsupported
+// (unknown dtype) or kNotFound (cannot open).
+Result<NamedTensors> read_tensor_file(const std::string& path);
+
+}  // namespace ravnest::rt

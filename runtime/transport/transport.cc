@@ -1,0 +1,743 @@
+// Transport over standalone asio: one I/O thread, one connection object per socket,
+// a mailbox for early frames (see transport.h; the protocol is docs/wire-protocol.md).
+//
+// Threading: every asio object and every Connection field is touched only on the
+// I/O thread. The peer table, the mailbox, the refusal list and the connection
+// count are shared with caller threads and guarded by Impl::mu; callers wait on
+// Impl::cv, which is notified whenever any of them changes.
+#include "runtime/transport/transport.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <asio.hpp>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <future>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <tuple>
+
+#include "common/json.h"
+#include "common/log.h"
+#include "runtime/transport/crc32c.h"
+
+namespace ravnest::rt {
+namespace {
+
+using asio::ip::tcp;
+
+// HELLO payloads are small JSON objects; refuse anything larger before allocating.
+constexpr uint64_t kMaxHelloBytes = 64 * 1024;
+constexpr size_t kMaxRefusalsKept = 64;
+
+int64_t ms_between(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count();
+}
+
+Tensor bytes_tensor(const std::string& bytes) {
+  Tensor t = Tensor::empty(DType::kU8, {static_cast<int64_t>(bytes.size())});
+  if (!bytes.empty()) std::memcpy(t.raw(), bytes.data(), bytes.size());
+  return t;
+}
+
+std::string tensor_bytes(const Tensor& t) {
+  return std::string(static_cast<const char*>(t.raw()), t.bytes());
+}
+
+std::string endpoint_str(const tcp::endpoint& ep) {
+  const auto addr = ep.address();
+  std::string host = addr.is_v6() ? "[" + addr.to_string() + "]" : addr.to_string();
+  return host + ":" + std::to_string(ep.port());
+}
+
+// Low latency for small frames; keepalive so that a peer whose host vanished
+// (no FIN, no RST) is noticed in about 25 s even when no data is in flight.
+// Socket buffers are left to the kernel's autotuning.
+void tune_socket(tcp::socket& socket) {
+  asio::error_code ignored;
+  socket.set_option(tcp::no_delay(true), ignored);
+  socket.set_option(asio::socket_base::keep_alive(true), ignored);
+  int fd = socket.native_handle();
+  int idle = 10, interval = 5, count = 3;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
+}
+
+// How a socket error reads to the user, for a peer described as "peer 'x' (addr)".
+Status socket_failure(const std::string& who, const asio::error_code& ec) {
+  if (ec == asio::error::eof) {
+    return error(Code::kNetwork, who, " closed the connection without BYE (the process crashed, was killed, ",
+                 "or closed its socket)");
+  }
+  if (ec == asio::error::connection_reset || ec == asio::error::broken_pipe) {
+    return error(Code::kNetwork, who,
+                 " reset the connection (the process crashed or its host dropped the link): ", ec.message());
+  }
+  return error(Code::kNetwork, "connection to ", who, " failed: ", ec.message());
+}
+
+using MailKey = std::tuple<std::string, uint16_t, uint64_t, uint32_t, uint32_t>;
+
+MailKey mail_key(const std::string& peer, const FrameMeta& m) {
+  return MailKey{peer, static_cast<uint16_t>(m.kind), m.step, m.microbatch, m.tensor_id};
+}
+
+// One TCP connection: handshake state, the frame being read, the write queue.
+struct Connection : std::enable_shared_from_this<Connection> {
+  Connection(asio::io_context& io, tcp::socket s, std::string addr)
+      : socket(std::move(s)), timer(io), address(std::move(addr)) {}
+
+  std::string who() const {
+    return peer_id.empty() ? "unidentified peer at " + address : "peer '" + peer_id + "' (" + address + ")";
+  }
+
+  struct OutFrame {
+    FrameHeader header;
+    Tensor payload;
+    bool counted;  // a send() the caller may flush(); HELLO/BYE are not
+    std::array<uint8_t, kFrameHeaderBytes> bytes{};
+  };
+
+  tcp::socket socket;
+  asio::steady_timer timer;  // handshake deadline
+  std::string address;       // remote "ip:port"
+  std::string peer_id;       // known after HELLO
+  bool registered = false;   // in the peer table (handshake done)
+  bool open = true;
+  // Called instead of the peer-table update when the connection fails before registration.
+  std::function<void(const Status&)> on_handshake_failure;
+
+  std::array<uint8_t, kFrameHeaderBytes> in_header{};
+  std::deque<OutFrame> out;
+  bool writing = false;
+  bool close_after_write = false;
+};
+
+struct Peer {
+  std::string address;
+  std::vector<std::shared_ptr<Connection>> conns;  // live; conns[0] carries our sends
+  Status failure;                                  // set when the last connection went away
+  uint64_t queued = 0;                             // counted frames handed to send() and not yet written
+  uint64_t lost = 0;                               // counted frames dropped because their connection failed
+  Status lost_reason;
+};
+
+}  // namespace
+
+std::string FrameMeta::describe() const {
+  FrameHeader h;
+  h.kind = kind;
+  h.step = step;
+  h.microbatch = microbatch;
+  h.tensor_id = tensor_id;
+  return h.describe();
+}
+
+struct Transport::Impl {
+  explicit Impl(TransportOptions o) : options(std::move(o)), work(asio::make_work_guard(io)) {}
+
+  TransportOptions options;
+  asio::io_context io;
+  asio::executor_work_guard<asio::io_context::executor_type> work;
+  std::thread thread;
+  std::unique_ptr<tcp::acceptor> acceptor;
+  std::atomic<uint16_t> bound_port{0};
+  std::set<std::shared_ptr<Connection>> connections;  // I/O thread only: every open connection
+  bool shutting_down = false;                         // I/O thread only
+
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  std::map<std::string, Peer> peers;              // guarded by mu
+  std::map<MailKey, std::deque<Tensor>> mailbox;  // guarded by mu
+  std::deque<Status> refusals;                    // guarded by mu
+  size_t open_connections = 0;                    // guarded by mu
+
+  // ------------------------------------------------------------ connection lifecycle (I/O thread)
+
+  std::shared_ptr<Connection> adopt(tcp::socket socket, std::string address) {
+    auto c = std::make_shared<Connection>(io, std::move(socket), std::move(address));
+    tune_socket(c->socket);
+    connections.insert(c);
+    std::lock_guard<std::mutex> lock(mu);
+    ++open_connections;
+    return c;
+  }
+
+  // `why` names the connection (every handshake error does).
+  void record_refusal(const Status& why) {
+    Status refusal = why.with_context("node '" + options.node_id + "' refused a connection");
+    RN_LOG_WARN(refusal.message());
+    std::lock_guard<std::mutex> lock(mu);
+    refusals.push_back(refusal);
+    if (refusals.size() > kMaxRefusalsKept) refusals.pop_front();
+    cv.notify_all();
+  }
+
+  // Closes `c` and tells whoever cares why: the peer table if registered, else the
+  // handshake. The reason is recorded before the socket closes, so whoever sees the
+  // close (the remote end, a test) finds the reason already there.
+  void fail_connection(std::shared_ptr<Connection> c, const Status& why) {  // by value: callers may pass a set element
+    if (!c->open) return;
+    c->open = false;
+    uint64_t dropped = 0;
+    for (const auto& f : c->out) dropped += f.counted ? 1 : 0;
+    c->out.clear();
+    // Moving the callback out also breaks its reference cycle through `c`.
+    std::function<void(const Status&)> on_handshake_failure = std::move(c->on_handshake_failure);
+    c->on_handshake_failure = nullptr;
+    if (!c->registered) {
+      if (on_handshake_failure) on_handshake_failure(why);
+    } else if (!shutting_down) {
+      RN_LOG_WARN("transport ", options.node_id, ": ", why.message());
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (c->registered) {
+        Peer& peer = peers[c->peer_id];
+        std::erase(peer.conns, c);
+        peer.queued -= dropped;
+        peer.lost += dropped;
+        if (dropped) peer.lost_reason = why;
+        if (peer.conns.empty()) peer.failure = why;
+      }
+      cv.notify_all();
+    }
+    asio::error_code ignored;
+    c->socket.shutdown(tcp::socket::shutdown_both, ignored);
+    c->socket.close(ignored);
+    c->timer.cancel();
+    connections.erase(c);
+    std::lock_guard<std::mutex> lock(mu);
+    --open_connections;
+    cv.notify_all();
+  }
+
+  void register_peer(const std::shared_ptr<Connection>& c) {
+    c->registered = true;
+    c->on_handshake_failure = nullptr;
+    c->timer.cancel();
+    std::lock_guard<std::mutex> lock(mu);
+    Peer& peer = peers[c->peer_id];
+    if (peer.conns.empty()) peer.failure = Status();  // a peer that came back
+    peer.address = c->address;
+    peer.conns.push_back(c);
+    cv.notify_all();
+  }
+
+  // ------------------------------------------------------------ writing (I/O thread)
+
+  void enqueue(const std::shared_ptr<Connection>& c, Connection::OutFrame frame) {
+    if (!c->open) {
+      if (frame.counted) {
+        std::lock_guard<std::mutex> lock(mu);
+        Peer& peer = peers[c->peer_id];
+        peer.queued -= 1;
+        peer.lost += 1;
+        peer.lost_reason = peer.failure.ok() ? error(Code::kNetwork, c->who(), " connection closed") : peer.failure;
+        cv.notify_all();
+      }
+      return;
+    }
+    // The payload checksum is computed here, on the I/O thread, not in the caller's compute path.
+    frame.header.payload_crc = crc32c(frame.payload.raw(), frame.payload.bytes());
+    frame.bytes = encode_header(frame.header);
+    c->out.push_back(std::move(frame));
+    if (!c->writing) write_next(c);
+  }
+
+  void write_next(const std::shared_ptr<Connection>& c) {
+    if (!c->open) return;
+    if (c->out.empty()) {
+      c->writing = false;
+      if (c->close_after_write) {
+        // Half-close: the peer reads everything we sent, then its EOF ends our read loop.
+        asio::error_code ignored;
+        c->socket.shutdown(tcp::socket::shutdown_send, ignored);
+      }
+      return;
+    }
+    c->writing = true;
+    const Connection::OutFrame& f = c->out.front();
+    std::array<asio::const_buffer, 2> buffers = {asio::buffer(f.bytes),
+                                                 asio::buffer(f.payload.raw(), f.payload.bytes())};
+    asio::async_write(c->socket, buffers, [this, c](const asio::error_code& ec, size_t) {
+      if (!c->open) return;  // failed meanwhile; the queue was already accounted
+      if (ec) {
+        fail_connection(c, socket_failure(c->who(), ec));
+        return;
+      }
+      bool counted = c->out.front().counted;
+      c->out.pop_front();
+      if (counted) {
+        std::lock_guard<std::mutex> lock(mu);
+        peers[c->peer_id].queued -= 1;
+        cv.notify_all();
+      }
+      write_next(c);
+    });
+  }
+
+  void send_hello(const std::shared_ptr<Connection>& c, const Json& body) {
+    std::string text = body.dump(0);
+    Result<FrameHeader> h = make_header(FrameKind::kHello, 0, 0, 0, DType::kU8, {static_cast<int64_t>(text.size())});
+    RN_ENFORCE(h.ok(), h.status().to_string());
+    enqueue(c, Connection::OutFrame{*h, bytes_tensor(text), false});
+  }
+
+  // ------------------------------------------------------------ reading (I/O thread)
+
+  using FrameHandler = std::function<void(Status, FrameHeader, Tensor)>;
+
+  // Reads one frame: header, validation against `limits`, payload, payload checksum.
+  void read_frame(const std::shared_ptr<Connection>& c, const FrameLimits& limits, FrameHandler done) {
+    asio::async_read(c->socket, asio::buffer(c->in_header),
+                     [this, c, limits, done = std::move(done)](const asio::error_code& ec, size_t) mutable {
+                       if (!c->open) return;
+                       if (ec) return done(socket_failure(c->who(), ec), {}, {});
+                       Result<FrameHeader> h = decode_header(c->in_header, limits);
+                       if (!h.ok()) return done(h.status().with_context("bad frame from " + c->who()), {}, {});
+                       Tensor payload = Tensor::empty(h->dtype, h->shape);
+                       if (h->payload_bytes == 0) return check_payload(c, std::move(*h), std::move(payload), done);
+                       void* dst = payload.raw();
+                       asio::async_read(c->socket, asio::buffer(dst, h->payload_bytes),
+                                        [this, c, h = std::move(*h), payload = std::move(payload),
+                                         done = std::move(done)](const asio::error_code& ec2, size_t) mutable {
+                                          if (!c->open) return;
+                                          if (ec2) return done(socket_failure(c->who(), ec2), {}, {});
+                                          check_payload(c, std::move(h), std::move(payload), done);
+                                        });
+                     });
+  }
+
+  void check_payload(const std::shared_ptr<Connection>& c, FrameHeader h, Tensor payload, const FrameHandler& done) {
+    uint32_t crc = crc32c(payload.raw(), payload.bytes());
+    if (crc != h.payload_crc) {
+      return done(error(Code::kCorrupt, "bad frame from ", c->who(), ": field 'payload_crc' is ", h.payload_crc,
+                        " but the payload of ", h.describe(), " checksums to ", crc, " (corrupted in transit)"),
+                  {}, {});
+    }
+    done(Status(), std::move(h), std::move(payload));
+  }
+
+  // After the handshake: deliver frames to the mailbox until the connection ends.
+  void read_loop(const std::shared_ptr<Connection>& c) {
+    read_frame(c, options.limits, [this, c](Status st, FrameHeader h, Tensor payload) {
+      if (!st.ok()) return fail_connection(c, st);
+      switch (h.kind) {
+        case FrameKind::kBye:
+          return fail_connection(c, error(Code::kNetwork, c->who(), " closed the connection (it sent BYE)"));
+        case FrameKind::kHello:
+          return fail_connection(c, error(Code::kCorrupt, "bad frame from ", c->who(),
+                                          ": field 'kind' is HELLO after the handshake was done"));
+        case FrameKind::kHeartbeat: break;
+        default: {
+          std::lock_guard<std::mutex> lock(mu);
+          FrameMeta meta{h.kind, h.step, h.microbatch, h.tensor_id};
+          mailbox[mail_key(c->peer_id, meta)].push_back(std::move(payload));
+          cv.notify_all();
+        }
+      }
+      read_loop(c);
+    });
+  }
+
+  // ------------------------------------------------------------ handshake
+
+  void arm_handshake_timer(const std::shared_ptr<Connection>& c, Clock::time_point deadline, Status on_expiry) {
+    c->timer.expires_at(deadline);
+    c->timer.async_wait([this, c, on_expiry](const asio::error_code& ec) {
+      if (ec || c->registered) return;
+      fail_connection(c, on_expiry);
+    });
+  }
+
+  Json hello_body(bool accepted, const std::string& refusal) const {
+    Json body = Json::object();
+    body.set("node", options.node_id);
+    body.set("run", options.run_id);
+    body.set("protocol", static_cast<int>(kProtocolVersion));
+    if (!accepted) body.set("error", refusal);
+    body.set("accepted", accepted);
+    return body;
+  }
+
+  // Listening side: read the peer's HELLO, check it, answer, then register or refuse.
+  void accept_handshake(const std::shared_ptr<Connection>& c) {
+    c->on_handshake_failure = [this](const Status& why) { record_refusal(why); };
+    arm_handshake_timer(
+        c, Clock::now() + options.handshake_timeout,
+        error(Code::kTimeout, c->who(), " sent no HELLO within ", options.handshake_timeout.count(), " ms"));
+    read_frame(c, FrameLimits{kMaxHelloBytes}, [this, c](Status st, FrameHeader h, Tensor payload) {
+      if (!st.ok()) {
+        if (st.code() == Code::kUnsupported)
+          refuse(c, st);  // another protocol version: tell it why
+        else
+          fail_connection(c, st);
+        return;
+      }
+      if (h.kind != FrameKind::kHello) {
+        return fail_connection(c, error(Code::kCorrupt, "bad frame from ", c->who(), ": field 'kind' of the first ",
+                                        "frame is ", frame_kind_name(h.kind), ", expected HELLO"));
+      }
+      Result<Json> body = parse_json(tensor_bytes(payload));
+      Result<std::string> node = body.ok() ? body->get_string("node") : Result<std::string>(body.status());
+      Result<std::string> run = body.ok() ? body->get_string("run") : Result<std::string>(body.status());
+      if (!node.ok() || !run.ok() || node->empty()) {
+        Status why = !node.ok() ? node.status() : !run.ok() ? run.status() : error(Code::kCorrupt, "empty node id");
+        return fail_connection(c, error(Code::kCorrupt, "bad HELLO from ", c->who(), ": ", why.message()));
+      }
+      c->peer_id = *node;
+      if (*run != options.run_id) {
+        return refuse(c, error(Code::kInvalidArgument, "run id mismatch: ", c->who(), " announced run '", *run,
+                               "' but node '", options.node_id, "' belongs to run '", options.run_id,
+                               "'; start every node of a run from the same compiled bundles"));
+      }
+      send_hello(c, hello_body(true, ""));
+      register_peer(c);
+      read_loop(c);
+    });
+  }
+
+  // Records the refusal, answers with a refusing HELLO, and half-closes; the
+  // handshake timer closes the socket if the peer does not close it first.
+  void refuse(const std::shared_ptr<Connection>& c, const Status& why) {
+    c->on_handshake_failure = nullptr;
+    record_refusal(why);
+    send_hello(c, hello_body(false, why.message()));
+    c->close_after_write = true;
+    if (!c->writing) write_next(c);
+    drain(c);
+  }
+
+  // Reads and discards until the peer closes, so that our last frame is not lost
+  // to a reset caused by unread data.
+  void drain(const std::shared_ptr<Connection>& c) {
+    c->socket.async_read_some(asio::buffer(c->in_header), [this, c](const asio::error_code& ec, size_t) {
+      if (!c->open) return;
+      if (ec) return fail_connection(c, Status());
+      drain(c);
+    });
+  }
+
+  void start_accept() {
+    acceptor->async_accept([this](const asio::error_code& ec, tcp::socket socket) {
+      if (shutting_down || !acceptor->is_open()) return;
+      if (ec) {
+        RN_LOG_WARN("transport ", options.node_id, ": accept failed: ", ec.message());
+      } else {
+        asio::error_code ep_ec;
+        tcp::endpoint remote = socket.remote_endpoint(ep_ec);
+        auto c = adopt(std::move(socket), ep_ec ? std::string("unknown address") : endpoint_str(remote));
+        accept_handshake(c);
+      }
+      start_accept();
+    });
+  }
+
+  // Connecting side: one attempt; `done(status, retryable)` is called exactly once.
+  void connect_once(const std::string& peer_id, const tcp::endpoint& ep, Deadline deadline,
+                    std::function<void(Status, bool)> done) {
+    if (shutting_down) return done(error(Code::kNetwork, "transport is shutting down"), false);
+    auto c = std::make_shared<Connection>(io, tcp::socket(io), endpoint_str(ep));
+    auto finished = std::make_shared<bool>(false);
+    auto finish = [finished, done](Status st, bool retryable) {
+      if (*finished) return;
+      *finished = true;
+      done(std::move(st), retryable);
+    };
+    c->peer_id = peer_id;
+    connections.insert(c);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      ++open_connections;
+    }
+    // Failures before registration: refused/reset are worth retrying (the peer may be starting).
+    c->on_handshake_failure = [finish](const Status& why) { finish(why, why.code() == Code::kNetwork); };
+    arm_handshake_timer(c, deadline, error(Code::kTimeout, "no answer to HELLO before the deadline"));
+    c->socket.async_connect(ep, [this, c, peer_id, finish](const asio::error_code& ec) {
+      if (!c->open) return;
+      if (ec) return fail_connection(c, error(Code::kNetwork, ec.message()));
+      tune_socket(c->socket);
+      send_hello(c, hello_body(true, ""));
+      read_frame(c, FrameLimits{kMaxHelloBytes}, [this, c, peer_id, finish](Status st, FrameHeader h, Tensor payload) {
+        if (!st.ok()) {
+          // A version mismatch or bad reply will not improve by retrying.
+          if (st.code() != Code::kNetwork) finish(st, false);
+          return fail_connection(c, st);
+        }
+        Result<Json> body = parse_json(tensor_bytes(payload));
+        Result<bool> accepted = body.ok() ? body->get_bool("accepted") : Result<bool>(body.status());
+        Result<std::string> node = body.ok() ? body->get_string("node") : Result<std::string>(body.status());
+        if (h.kind != FrameKind::kHello || !accepted.ok() || !node.ok()) {
+          finish(error(Code::kCorrupt, "bad HELLO answer from ", c->who()), false);
+          return fail_connection(c, Status());
+        }
+        if (!*accepted) {
+          finish(error(Code::kInvalidArgument, c->who(),
+                       " refused the handshake: ", body->get_string_or("error", "no reason given").value()),
+                 false);
+          return fail_connection(c, Status());
+        }
+        if (*node != peer_id) {
+          finish(error(Code::kInvalidArgument, "expected peer '", peer_id, "' at ", c->address, " but node '", *node,
+                       "' answered; check the peer addresses in the bundle"),
+                 false);
+          return fail_connection(c, Status());
+        }
+        register_peer(c);
+        read_loop(c);
+        finish(Status(), false);
+      });
+    });
+  }
+
+  // ------------------------------------------------------------ shutdown
+
+  void begin_close() {
+    shutting_down = true;
+    asio::error_code ignored;
+    if (acceptor) acceptor->close(ignored);
+    std::vector<std::shared_ptr<Connection>> all(connections.begin(), connections.end());
+    for (const auto& c : all) {
+      if (!c->registered) {
+        fail_connection(c, error(Code::kNetwork, "transport is shutting down"));
+        continue;
+      }
+      enqueue(c,
+              Connection::OutFrame{*make_header(FrameKind::kBye, 0, 0, 0, DType::kU8, {0}), bytes_tensor(""), false});
+      c->close_after_write = true;
+      if (!c->writing) write_next(c);
+    }
+  }
+
+  void force_close() {
+    std::vector<std::shared_ptr<Connection>> all(connections.begin(), connections.end());
+    for (const auto& c : all) fail_connection(c, error(Code::kNetwork, "transport shut down"));
+    acceptor.reset();
+  }
+
+  std::string describe_peer(const std::string& peer_id) const {  // requires mu
+    auto it = peers.find(peer_id);
+    if (it == peers.end()) return "peer '" + peer_id + "' (never connected)";
+    return "peer '" + peer_id + "' (" + it->second.address + ")";
+  }
+};
+
+// ================================================================ Transport
+
+Transport::Transport(TransportOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {
+  impl_->thread = std::thread([impl = impl_.get()] { impl->io.run(); });
+}
+
+Transport::~Transport() {
+  Impl& d = *impl_;
+  asio::post(d.io, [&d] { d.begin_close(); });
+  {
+    // Wait (bounded) for queued frames and BYE to go out and peers to close their side.
+    std::unique_lock<std::mutex> lock(d.mu);
+    d.cv.wait_for(lock, d.options.close_timeout, [&d] { return d.open_connections == 0; });
+  }
+  asio::post(d.io, [&d] { d.force_close(); });
+  d.work.reset();
+  d.thread.join();
+}
+
+Status Transport::listen(const std::string& host, uint16_t port) {
+  Impl& d = *impl_;
+  asio::error_code ec;
+  asio::ip::address addr = asio::ip::make_address(host, ec);
+  if (ec) return error(Code::kInvalidArgument, "cannot listen on '", host, "': not an IP address (", ec.message(), ")");
+  tcp::endpoint ep(addr, port);
+  auto acceptor = std::make_unique<tcp::acceptor>(d.io);
+  std::string where = endpoint_str(ep);
+  acceptor->open(ep.protocol(), ec);
+  if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor->bind(ep, ec);
+  if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return error(Code::kNetwork, "node '", d.options.node_id, "' cannot listen on ", where, ": ", ec.message());
+  d.bound_port = acceptor->local_endpoint(ec).port();
+  std::promise<void> started;
+  asio::post(d.io, [&d, &started, a = std::move(acceptor)]() mutable {
+    d.acceptor = std::move(a);
+    d.start_accept();
+    started.set_value();
+  });
+  started.get_future().wait();
+  return ok_status();
+}
+
+uint16_t Transport::port() const {
+  return impl_->bound_port;
+}
+
+const std::string& Transport::node_id() const {
+  return impl_->options.node_id;
+}
+
+Status Transport::connect(const std::string& peer_id, const std::string& host, uint16_t port, Deadline deadline) {
+  Impl& d = *impl_;
+  {
+    std::lock_guard<std::mutex> lock(d.mu);
+    auto it = d.peers.find(peer_id);
+    if (it != d.peers.end() && !it->second.conns.empty()) return ok_status();
+  }
+  asio::error_code ec;
+  tcp::endpoint ep;
+  asio::ip::address addr = asio::ip::make_address(host, ec);
+  if (!ec) {
+    ep = tcp::endpoint(addr, port);
+  } else {
+    tcp::resolver resolver(d.io);
+    auto results = resolver.resolve(host, std::to_string(port), ec);
+    if (ec || results.empty()) {
+      return error(Code::kNetwork, "cannot resolve host '", host, "' of peer '", peer_id, "': ", ec.message());
+    }
+    ep = *results.begin();
+  }
+  const Clock::time_point start = Clock::now();
+  auto pause = d.options.connect_retry_interval;
+  int attempts = 0;
+  Status last;
+  while (true) {
+    ++attempts;
+    auto result = std::make_shared<std::promise<std::pair<Status, bool>>>();
+    std::future<std::pair<Status, bool>> future = result->get_future();
+    asio::post(d.io, [&d, peer_id, ep, deadline, result] {
+      d.connect_once(peer_id, ep, deadline, [result](Status st, bool retryable) {
+        result->set_value({std::move(st), retryable});
+      });
+    });
+    auto [st, retryable] = future.get();  // the attempt's own timer bounds this by `deadline`
+    if (st.ok()) return st;
+    last = st;
+    if (!retryable) return st.with_context("connecting to peer '" + peer_id + "' at " + endpoint_str(ep));
+    if (Clock::now() + pause >= deadline) break;
+    std::this_thread::sleep_for(pause);
+    pause = std::min<std::chrono::milliseconds>(pause * 2, std::chrono::milliseconds(1000));
+  }
+  return error(Code::kTimeout, "could not connect to peer '", peer_id, "' at ", endpoint_str(ep), " within ",
+               ms_between(start, deadline), " ms (", attempts, " attempts; last error: ", last.message(),
+               "); is it running and listening there?");
+}
+
+Status Transport::wait_for_peer(const std::string& peer_id, Deadline deadline) {
+  Impl& d = *impl_;
+  const Clock::time_point start = Clock::now();
+  std::unique_lock<std::mutex> lock(d.mu);
+  auto connected = [&] {
+    auto it = d.peers.find(peer_id);
+    return it != d.peers.end() && !it->second.conns.empty();
+  };
+  if (d.cv.wait_until(lock, deadline, connected)) return ok_status();
+  auto it = d.peers.find(peer_id);
+  if (it != d.peers.end() && !it->second.failure.ok()) return it->second.failure;
+  return error(Code::kTimeout, "node '", d.options.node_id, "' waited ", ms_between(start, deadline), " ms for peer '",
+               peer_id, "' to connect; it did not");
+}
+
+Status Transport::send(const std::string& peer_id, const FrameMeta& meta, const Tensor& tensor) {
+  Impl& d = *impl_;
+  RN_ASSIGN_OR_RETURN(FrameHeader header, make_header(meta.kind, meta.step, meta.microbatch, meta.tensor_id,
+                                                      tensor.dtype(), tensor.shape()));
+  if (header.payload_bytes > d.options.limits.max_payload_bytes) {
+    return error(Code::kInvalidArgument, "cannot send ", meta.describe(), " to peer '", peer_id,
+                 "': ", header.payload_bytes, " bytes exceed the frame limit of ", d.options.limits.max_payload_bytes);
+  }
+  if (header.payload_bytes > 0 && tensor.raw() == nullptr) {
+    return error(Code::kInvalidArgument, "cannot send ", meta.describe(), " to peer '", peer_id, "': no data");
+  }
+  std::shared_ptr<Connection> c;
+  {
+    std::lock_guard<std::mutex> lock(d.mu);
+    auto it = d.peers.find(peer_id);
+    if (it == d.peers.end()) {
+      return error(Code::kNotFound, "cannot send ", meta.describe(), ": no connection to peer '", peer_id,
+                   "'; connect() to it or wait_for_peer() first");
+    }
+    Peer& peer = it->second;
+    if (peer.conns.empty()) return peer.failure.with_context("cannot send " + meta.describe());
+    c = peer.conns.front();
+    peer.queued += 1;
+  }
+  asio::post(d.io, [&d, c, header, tensor] { d.enqueue(c, Connection::OutFrame{header, tensor, true}); });
+  return ok_status();
+}
+
+Status Transport::flush(Deadline deadline) {
+  Impl& d = *impl_;
+  const Clock::time_point start = Clock::now();
+  std::unique_lock<std::mutex> lock(d.mu);
+  auto drained = [&] {
+    for (const auto& [id, peer] : d.peers)
+      if (peer.queued) return false;
+    return true;
+  };
+  if (!d.cv.wait_until(lock, deadline, drained)) {
+    for (const auto& [id, peer] : d.peers) {
+      if (peer.queued) {
+        return error(Code::kTimeout, "flush waited ", ms_between(start, deadline), " ms; ", peer.queued, " frames to ",
+                     d.describe_peer(id), " are still unwritten (slow link or stalled receiver)");
+      }
+    }
+  }
+  for (auto& [id, peer] : d.peers) {
+    if (peer.lost) {
+      Status st = error(Code::kNetwork, peer.lost, " frames queued for ", d.describe_peer(id),
+                        " were not delivered: ", peer.lost_reason.message());
+      peer.lost = 0;
+      return st;
+    }
+  }
+  return ok_status();
+}
+
+Result<Tensor> Transport::recv(const std::string& peer_id, const FrameMeta& meta, Deadline deadline) {
+  Impl& d = *impl_;
+  const Clock::time_point start = Clock::now();
+  const MailKey key = mail_key(peer_id, meta);
+  std::unique_lock<std::mutex> lock(d.mu);
+  while (true) {
+    auto box = d.mailbox.find(key);
+    if (box != d.mailbox.end()) {
+      Tensor t = std::move(box->second.front());
+      box->second.pop_front();
+      if (box->second.empty()) d.mailbox.erase(box);
+      return t;
+    }
+    auto peer = d.peers.find(peer_id);
+    if (peer != d.peers.end() && !peer->second.failure.ok()) {
+      return peer->second.failure.with_context("waiting for " + meta.describe());
+    }
+    if (d.cv.wait_until(lock, deadline) == std::cv_status::timeout && d.mailbox.count(key) == 0) {
+      peer = d.peers.find(peer_id);
+      if (peer != d.peers.end() && !peer->second.failure.ok()) {
+        return peer->second.failure.with_context("waiting for " + meta.describe());
+      }
+      bool connected = peer != d.peers.end() && !peer->second.conns.empty();
+      return error(Code::kTimeout, "node '", d.options.node_id, "' timed out after ", ms_between(start, deadline),
+                   " ms waiting for ", meta.describe(), " from ", d.describe_peer(peer_id),
+                   connected ? "; the peer is connected but has not sent it" : "");
+    }
+  }
+}
+
+std::vector<std::string> Transport::connected_peers() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  std::vector<std::string> out;
+  for (const auto& [id, peer] : impl_->peers)
+    if (!peer.conns.empty()) out.push_back(id);
+  return out;
+}
+
+std::vector<Status> Transport::refused_connections() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return std::vector<Status>(impl_->refusals.begin(), impl_->refusals.end());
+}
+
+}  // namespace ravnest::rt

@@ -1,0 +1,104 @@
+// Transport: tensors between named peers over TCP, with deadlines on every wait.
+//
+// Guarantees:
+//  * One I/O thread per Transport runs all socket work, so send() only queues and
+//    returns: communication overlaps the caller's computation. Frames to one peer
+//    are written in the order send() was called.
+//  * connect() and accepted connections start with a HELLO handshake (node id,
+//    run id, protocol version). A peer with another run id or protocol version is
+//    refused; the connecting side gets the reason from connect(), the listening
+//    side records it in refused_connections().
+//  * recv() returns exactly the frame asked for by (peer, kind, step, microbatch,
+//    tensor id); frames that arrive earlier wait in a mailbox. A frame received
+//    before its peer went away can still be received.
+//  * Every wait takes a deadline and fails with kTimeout naming the peer, the frame
+//    and the time waited. When a peer closes its socket, crashes or sends a bad
+//    frame, pending and later recv()/send() for that peer fail promptly with
+//    kNetwork (closed, reset, crashed) or kCorrupt (bad frame), naming the peer id,
+//    its address and the reason (the bad field for a bad frame).
+//  * Every frame length is validated against FrameLimits before allocation.
+//  * The destructor sends BYE to every peer, waits (bounded) for queued frames to
+//    be written, closes every socket and joins the I/O thread.
+// asio stays inside transport.cc.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "runtime/tensor.h"
+#include "runtime/transport/frame.h"
+
+namespace ravnest::rt {
+
+using Clock = std::chrono::steady_clock;
+using Deadline = Clock::time_point;
+inline Deadline deadline_after(std::chrono::milliseconds timeout) {
+  return Clock::now() + timeout;
+}
+
+struct TransportOptions {
+  std::string node_id;  // this node's id, sent in HELLO; peers know us by it
+  std::string run_id;   // peers announcing another run id are refused
+  FrameLimits limits;
+  // An accepted socket must complete its HELLO within this time.
+  std::chrono::milliseconds handshake_timeout{5000};
+  // connect() retries a refused connection after this pause, doubling up to 1 s.
+  std::chrono::milliseconds connect_retry_interval{20};
+  // The destructor waits at most this long for queued frames and BYE to be written.
+  std::chrono::milliseconds close_timeout{2000};
+};
+
+// What identifies a frame besides its tensor.
+struct FrameMeta {
+  FrameKind kind = FrameKind::kActivation;
+  uint64_t step = 0;
+  uint32_t microbatch = 0;
+  uint32_t tensor_id = 0;
+  std::string describe() const;  // "ACTIVATION step 3 microbatch 1 tensor 0"
+};
+
+class Transport {
+ public:
+  explicit Transport(TransportOptions options);
+  ~Transport();
+  Transport(const Transport&) = delete;
+  Transport& operator=(const Transport&) = delete;
+
+  // Binds and starts accepting peers. Port 0 picks a free port; see port().
+  Status listen(const std::string& host, uint16_t port);
+  // The bound listening port (0 before listen()).
+  uint16_t port() const;
+
+  // Connects to `peer_id` at host:port and completes the handshake, retrying
+  // refused connections until `deadline` (the peer may not have started yet).
+  // Returns at once if a connection to peer_id already exists (e.g. it connected to us).
+  Status connect(const std::string& peer_id, const std::string& host, uint16_t port, Deadline deadline);
+  // Waits until `peer_id` is connected (by either side).
+  Status wait_for_peer(const std::string& peer_id, Deadline deadline);
+
+  // Queues `tensor` for `peer_id` and returns. The transport keeps a reference to
+  // the tensor's storage; the caller must not modify it until flush() returns
+  // (copy with clone() first if it must). Fails at once if the peer is unknown or gone.
+  Status send(const std::string& peer_id, const FrameMeta& meta, const Tensor& tensor);
+  // Waits until every queued frame has been written to its socket. Reports frames
+  // that were lost because their peer went away.
+  Status flush(Deadline deadline);
+  // Waits for the frame (peer_id, meta) and returns its tensor.
+  Result<Tensor> recv(const std::string& peer_id, const FrameMeta& meta, Deadline deadline);
+
+  const std::string& node_id() const;
+  // Peers with a live connection.
+  std::vector<std::string> connected_peers() const;
+  // Why incoming connections were refused (bad frame, wrong run id, ...), oldest first, at most 64.
+  std::vector<Status> refused_connections() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ravnest::rt

@@ -1,0 +1,493 @@
+// Wire frames and the TCP transport: header validation field by field, tensors both
+// ways between two transports on 127.0.0.1, the mailbox, deadlines, peers that
+// leave, crash (a real child process killed with SIGKILL) or misbehave (raw sockets).
+// Every wait is bounded by a deadline of a few seconds.
+#include "runtime/transport/transport.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "common/json.h"
+#include "runtime/transport/crc32c.h"
+#include "runtime/transport/frame.h"
+
+namespace ravnest::rt {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr auto kWait = 5s;  // bound of every wait in these tests
+
+// ------------------------------------------------------------------ helpers
+
+::testing::AssertionResult has(const Status& st, Code code, std::initializer_list<std::string> parts) {
+  if (st.ok()) return ::testing::AssertionFailure() << "expected an error, got OK";
+  if (st.code() != code) {
+    return ::testing::AssertionFailure() << "expected code " << code_name(code) << ", got " << st.to_string();
+  }
+  for (const std::string& p : parts) {
+    if (st.message().find(p) == std::string::npos) {
+      return ::testing::AssertionFailure() << "message lacks '" << p << "': " << st.message();
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+TransportOptions options(const std::string& node, const std::string& run = "run-1") {
+  TransportOptions o;
+  o.node_id = node;
+  o.run_id = run;
+  return o;
+}
+
+Tensor pattern(DType dtype, Shape shape, uint32_t seed) {
+  Tensor t = Tensor::empty(dtype, std::move(shape));
+  auto* b = static_cast<uint8_t*>(t.raw());
+  uint32_t x = seed * 2654435761u + 1;
+  for (size_t i = 0; i < t.bytes(); ++i) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    b[i] = static_cast<uint8_t>(x);
+  }
+  return t;
+}
+
+::testing::AssertionResult same(const Tensor& a, const Tensor& b) {
+  if (a.dtype() != b.dtype()) return ::testing::AssertionFailure() << "dtype differs";
+  if (a.shape() != b.shape()) {
+    return ::testing::AssertionFailure() << "shape " << shape_str(a.shape()) << " vs " << shape_str(b.shape());
+  }
+  if (a.bytes() && std::memcmp(a.raw(), b.raw(), a.bytes()) != 0)
+    return ::testing::AssertionFailure() << "bytes differ";
+  return ::testing::AssertionSuccess();
+}
+
+FrameMeta act(uint64_t step, uint32_t mb = 0, uint32_t id = 0) {
+  return FrameMeta{FrameKind::kActivation, step, mb, id};
+}
+
+// Two transports, "b" connected to listening "a".
+struct Pair {
+  std::unique_ptr<Transport> a = std::make_unique<Transport>(options("a"));
+  std::unique_ptr<Transport> b = std::make_unique<Transport>(options("b"));
+  Pair() {
+    EXPECT_TRUE(a->listen("127.0.0.1", 0).ok());
+    EXPECT_NE(a->port(), 0);
+    Status st = b->connect("a", "127.0.0.1", a->port(), deadline_after(kWait));
+    EXPECT_TRUE(st.ok()) << st.to_string();
+    st = a->wait_for_peer("b", deadline_after(kWait));
+    EXPECT_TRUE(st.ok()) << st.to_string();
+  }
+};
+
+// A blocking client socket for speaking (or mis-speaking) the protocol by hand.
+class RawClient {
+ public:
+  explicit RawClient(uint16_t port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    timeval tv{5, 0};  // every read is bounded
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  }
+  ~RawClient() { ::close(fd_); }
+  bool connected() const { return connected_; }
+
+  void write(const void* data, size_t n) {
+    const char* p = static_cast<const char*>(data);
+    while (n > 0) {
+      ssize_t w = ::send(fd_, p, n, MSG_NOSIGNAL);
+      if (w <= 0) return;
+      p += w;
+      n -= static_cast<size_t>(w);
+    }
+  }
+  // Reads exactly n bytes; false on EOF, error or the 5 s timeout.
+  bool read(void* data, size_t n) {
+    char* p = static_cast<char*>(data);
+    while (n > 0) {
+      ssize_t r = ::recv(fd_, p, n, 0);
+      if (r <= 0) return false;
+      p += r;
+      n -= static_cast<size_t>(r);
+    }
+    return true;
+  }
+  // True when the server closed the connection (EOF or reset) before the timeout.
+  bool closed_by_server() {
+    char buf[4096];
+    while (true) {
+      ssize_t r = ::recv(fd_, buf, sizeof(buf), 0);
+      if (r == 0) return true;
+      if (r < 0) return errno == ECONNRESET;
+    }
+  }
+  void send_frame(FrameHeader h, const std::string& payload, bool corrupt_crc = false) {
+    h.payload_crc = crc32c(payload.data(), payload.size()) ^ (corrupt_crc ? 1u : 0u);
+    auto bytes = encode_header(h);
+    write(bytes.data(), bytes.size());
+    write(payload.data(), payload.size());
+  }
+  void send_hello(const std::string& node, const std::string& run, uint16_t version = kProtocolVersion) {
+    std::string body = "{\"node\":\"" + node + "\",\"run\":\"" + run + "\",\"protocol\":1}";
+    FrameHeader h = *make_header(FrameKind::kHello, 0, 0, 0, DType::kU8, {static_cast<int64_t>(body.size())});
+    h.version = version;
+    send_frame(h, body);
+  }
+  // Reads the server's HELLO answer.
+  Result<Json> read_hello() {
+    std::array<uint8_t, kFrameHeaderBytes> bytes;
+    if (!read(bytes.data(), bytes.size())) return error(Code::kNetwork, "no HELLO answer");
+    RN_ASSIGN_OR_RETURN(FrameHeader h, decode_header(bytes, FrameLimits{}));
+    std::string payload(h.payload_bytes, '\0');
+    if (!read(payload.data(), payload.size())) return error(Code::kNetwork, "short HELLO answer");
+    return parse_json(payload);
+  }
+
+ private:
+  int fd_ = -1;
+  bool connected_ = false;
+};
+
+// ------------------------------------------------------------------ frames
+
+TEST(Crc32c, StandardCheckValueAndExtension) {
+  EXPECT_EQ(crc32c("123456789", 9), 0xE3069283u);
+  EXPECT_EQ(crc32c("", 0), 0u);
+  std::string long_text(1000, 'x');
+  for (size_t i = 0; i < long_text.size(); ++i) long_text[i] = static_cast<char>(i * 13);
+  uint32_t whole = crc32c(long_text.data(), long_text.size());
+  for (size_t split : {0, 1, 7, 8, 9, 500, 999}) {
+    EXPECT_EQ(crc32c(long_text.data() + split, long_text.size() - split, crc32c(long_text.data(), split)), whole);
+  }
+}
+
+FrameHeader sample_header() {
+  FrameHeader h = *make_header(FrameKind::kGradient, (uint64_t{1} << 40) + 3, 7, 9, DType::kF16, {2, 3, 4});
+  h.payload_crc = 0xDEADBEEF;
+  return h;
+}
+
+// Re-stamps the header checksum after a test edits a field, so the edited field is what fails.
+void reseal(std::array<uint8_t, kFrameHeaderBytes>& b) {
+  uint32_t crc = crc32c(b.data(), 108);
+  std::memcpy(b.data() + 108, &crc, 4);
+}
+
+template <typename T>
+std::array<uint8_t, kFrameHeaderBytes> with_field(size_t offset, T value) {
+  auto b = encode_header(sample_header());
+  std::memcpy(b.data() + offset, &value, sizeof(T));
+  reseal(b);
+  return b;
+}
+
+TEST(Frame, HeaderRoundTrip) {
+  FrameHeader h = sample_header();
+  auto bytes = encode_header(h);
+  EXPECT_EQ(std::memcmp(bytes.data(), "RVNF", 4), 0);
+  Result<FrameHeader> back = decode_header(bytes, FrameLimits{});
+  ASSERT_TRUE(back.ok()) << back.status().to_string();
+  EXPECT_EQ(back->version, kProtocolVersion);
+  EXPECT_EQ(back->kind, FrameKind::kGradient);
+  EXPECT_EQ(back->step, (uint64_t{1} << 40) + 3);
+  EXPECT_EQ(back->microbatch, 7u);
+  EXPECT_EQ(back->tensor_id, 9u);
+  EXPECT_EQ(back->dtype, DType::kF16);
+  EXPECT_EQ(back->codec, Codec::kRaw);
+  EXPECT_EQ(back->shape, (Shape{2, 3, 4}));
+  EXPECT_EQ(back->payload_bytes, 48u);
+  EXPECT_EQ(back->payload_crc, 0xDEADBEEFu);
+  // A scalar and an empty tensor are valid too.
+  EXPECT_TRUE(decode_header(encode_header(*make_header(FrameKind::kLabels, 0, 0, 0, DType::kI64, {})), {}).ok());
+  EXPECT_TRUE(decode_header(encode_header(*make_header(FrameKind::kControl, 0, 0, 0, DType::kF32, {0, 5})), {}).ok());
+}
+
+TEST(Frame, EachInvalidFieldIsRejectedByName) {
+  FrameLimits limits;
+  auto rejects = [&](const std::array<uint8_t, kFrameHeaderBytes>& b, Code code,
+                     std::initializer_list<std::string> parts) {
+    Result<FrameHeader> r = decode_header(b, limits);
+    return has(r.ok() ? Status() : r.status(), code, parts);
+  };
+  EXPECT_TRUE(rejects(with_field<uint32_t>(0, 0x12345678), Code::kCorrupt, {"field 'magic' is 0x12345678"}));
+  EXPECT_TRUE(rejects(with_field<uint16_t>(4, 2), Code::kUnsupported, {"field 'version' is 2", "version 1"}));
+  auto flipped = encode_header(sample_header());
+  flipped[50] ^= 0x40;  // a dims byte, without re-stamping the checksum
+  EXPECT_TRUE(rejects(flipped, Code::kCorrupt, {"field 'header_crc'"}));
+  EXPECT_TRUE(rejects(with_field<uint16_t>(6, 0), Code::kCorrupt, {"field 'kind' is 0"}));
+  EXPECT_TRUE(rejects(with_field<uint16_t>(6, 99), Code::kCorrupt, {"field 'kind' is 99"}));
+  EXPECT_TRUE(rejects(with_field<int32_t>(24, 5), Code::kCorrupt, {"field 'dtype' is 5"}));
+  EXPECT_TRUE(rejects(with_field<uint8_t>(28, 1), Code::kCorrupt, {"field 'codec' is 1"}));
+  EXPECT_TRUE(rejects(with_field<uint8_t>(29, 9), Code::kCorrupt, {"field 'rank' is 9, at most 8"}));
+  EXPECT_TRUE(rejects(with_field<uint16_t>(30, 1), Code::kCorrupt, {"field 'reserved' is 1"}));
+  EXPECT_TRUE(rejects(with_field<int64_t>(32 + 8, -3), Code::kCorrupt, {"field 'dims' is -3 at index 1"}));
+  EXPECT_TRUE(rejects(with_field<int64_t>(32 + 8 * 5, 4), Code::kCorrupt, {"field 'dims' is 4 at index 5"}));
+  EXPECT_TRUE(rejects(with_field<uint64_t>(96, 47), Code::kCorrupt,
+                      {"field 'payload_bytes' is 47", "shape 2x3x4 of float16 needs 48 bytes"}));
+  EXPECT_TRUE(rejects(with_field<int64_t>(32, INT64_MAX), Code::kCorrupt, {"field 'dims'", "overflows"}));
+  limits.max_payload_bytes = 40;
+  EXPECT_TRUE(
+      rejects(encode_header(sample_header()), Code::kCorrupt, {"field 'payload_bytes' is 48, above the limit of 40"}));
+
+  Result<FrameHeader> deep = make_header(FrameKind::kActivation, 0, 0, 0, DType::kF32, Shape(9, 1));
+  EXPECT_TRUE(has(deep.status(), Code::kInvalidArgument, {"rank 9"}));
+}
+
+// ------------------------------------------------------------------ transport
+
+TEST(Transport, ExchangesTensorsBothWaysInAnyOrder) {
+  Pair p;
+  // b -> a: five activations of several dtypes; a receives them in reverse order.
+  std::vector<Tensor> sent;
+  const DType dtypes[] = {DType::kF32, DType::kI64, DType::kF16, DType::kU8, DType::kF64};
+  for (uint32_t i = 0; i < 5; ++i) {
+    sent.push_back(pattern(dtypes[i], {static_cast<int64_t>(i + 1), 3}, i));
+    ASSERT_TRUE(p.b->send("a", act(10 + i, i % 2, i), sent.back()).ok());
+  }
+  // a -> b: gradients and labels, interleaved kinds with equal (step, microbatch, id).
+  Tensor grad = pattern(DType::kF32, {4, 4}, 100);
+  Tensor labels = pattern(DType::kI64, {4}, 101);
+  Tensor scalar = pattern(DType::kF32, {}, 102);
+  ASSERT_TRUE(p.a->send("b", FrameMeta{FrameKind::kGradient, 1, 0, 0}, grad).ok());
+  ASSERT_TRUE(p.a->send("b", FrameMeta{FrameKind::kLabels, 1, 0, 0}, labels).ok());
+  ASSERT_TRUE(p.a->send("b", FrameMeta{FrameKind::kControl, 1, 0, 0}, scalar).ok());
+
+  for (int i = 4; i >= 0; --i) {
+    Result<Tensor> got =
+        p.a->recv("b", act(10 + static_cast<uint64_t>(i), static_cast<uint32_t>(i) % 2, static_cast<uint32_t>(i)),
+                  deadline_after(kWait));
+    ASSERT_TRUE(got.ok()) << got.status().to_string();
+    EXPECT_TRUE(same(*got, sent[static_cast<size_t>(i)])) << "activation " << i;
+  }
+  Result<Tensor> got_labels = p.b->recv("a", FrameMeta{FrameKind::kLabels, 1, 0, 0}, deadline_after(kWait));
+  Result<Tensor> got_scalar = p.b->recv("a", FrameMeta{FrameKind::kControl, 1, 0, 0}, deadline_after(kWait));
+  Result<Tensor> got_grad = p.b->recv("a", FrameMeta{FrameKind::kGradient, 1, 0, 0}, deadline_after(kWait));
+  ASSERT_TRUE(got_labels.ok() && got_grad.ok() && got_scalar.ok());
+  EXPECT_TRUE(same(*got_labels, labels));
+  EXPECT_TRUE(same(*got_grad, grad));
+  EXPECT_TRUE(same(*got_scalar, scalar));
+  EXPECT_TRUE(p.a->flush(deadline_after(kWait)).ok());
+  EXPECT_TRUE(p.b->flush(deadline_after(kWait)).ok());
+  EXPECT_EQ(p.a->connected_peers(), std::vector<std::string>{"b"});
+  EXPECT_TRUE(p.a->refused_connections().empty());
+}
+
+TEST(Transport, SameKeyFramesArriveInSendOrder) {
+  Pair p;
+  for (uint32_t i = 0; i < 20; ++i) {
+    Tensor t = Tensor::empty(DType::kI32, {1});
+    t.data<int32_t>()[0] = static_cast<int32_t>(i);
+    ASSERT_TRUE(p.b->send("a", act(0), t).ok());
+  }
+  for (int32_t i = 0; i < 20; ++i) {
+    Result<Tensor> got = p.a->recv("b", act(0), deadline_after(kWait));
+    ASSERT_TRUE(got.ok()) << got.status().to_string();
+    EXPECT_EQ(got->data<int32_t>()[0], i);
+  }
+}
+
+TEST(Transport, LargeTensorArrivesIntact) {
+  Pair p;
+  Tensor big = pattern(DType::kF32, {16, 1024, 1024}, 7);  // 64 MiB
+  ASSERT_TRUE(p.a->send("b", act(1), big).ok());
+  Status flushed = p.a->flush(deadline_after(kWait * 4));
+  EXPECT_TRUE(flushed.ok()) << flushed.to_string();
+  Result<Tensor> got = p.b->recv("a", act(1), deadline_after(kWait * 4));
+  ASSERT_TRUE(got.ok()) << got.status().to_string();
+  EXPECT_TRUE(same(*got, big));
+}
+
+TEST(Transport, RecvTimesOutNamingPeerAndFrame) {
+  Pair p;
+  Result<Tensor> r = p.a->recv("b", act(42, 3, 1), deadline_after(200ms));
+  EXPECT_TRUE(has(r.status(), Code::kTimeout,
+                  {"waiting for ACTIVATION step 42 microbatch 3 tensor 1", "peer 'b' (127.0.0.1:", " ms"}));
+  Result<Tensor> never = p.a->recv("nobody", act(0), deadline_after(100ms));
+  EXPECT_TRUE(has(never.status(), Code::kTimeout, {"peer 'nobody' (never connected)"}));
+}
+
+TEST(Transport, DestroyedPeerFailsRecvAndSendPromptly) {
+  Pair p;
+  Tensor last = pattern(DType::kF32, {8}, 1);
+  ASSERT_TRUE(p.b->send("a", act(0), last).ok());
+  p.b.reset();  // sends what is queued, then BYE, then closes
+  // The frame sent before leaving is still delivered ...
+  Result<Tensor> got = p.a->recv("b", act(0), deadline_after(kWait));
+  ASSERT_TRUE(got.ok()) << got.status().to_string();
+  EXPECT_TRUE(same(*got, last));
+  // ... and the next wait fails with kNetwork well before its deadline (a timeout would be kTimeout).
+  Result<Tensor> r = p.a->recv("b", act(1), deadline_after(kWait));
+  EXPECT_TRUE(has(r.status(), Code::kNetwork, {"peer 'b' (127.0.0.1:", "closed the connection"}));
+  Status s = p.a->send("b", act(2), last);
+  EXPECT_TRUE(has(s, Code::kNetwork, {"peer 'b'", "closed the connection"}));
+  EXPECT_TRUE(p.a->connected_peers().empty());
+}
+
+TEST(Transport, ConnectRetriesUntilThePeerListens) {
+  uint16_t port = 0;
+  {
+    Transport probe(options("probe"));
+    ASSERT_TRUE(probe.listen("127.0.0.1", 0).ok());
+    port = probe.port();
+  }  // the port is free again
+  Transport a(options("a"));
+  std::unique_ptr<Transport> late;
+  std::thread starter([&] {
+    std::this_thread::sleep_for(300ms);  // the peer starts after the first attempts were refused
+    late = std::make_unique<Transport>(options("late"));
+    EXPECT_TRUE(late->listen("127.0.0.1", port).ok());
+  });
+  Status st = a.connect("late", "127.0.0.1", port, deadline_after(kWait));
+  starter.join();
+  EXPECT_TRUE(st.ok()) << st.to_string();
+  ASSERT_TRUE(a.send("late", act(5), pattern(DType::kF32, {3}, 5)).ok());
+  Result<Tensor> got = late->recv("a", act(5), deadline_after(kWait));
+  EXPECT_TRUE(got.ok()) << got.status().to_string();
+}
+
+TEST(Transport, ConnectToNobodyTimesOutWithTheLastError) {
+  uint16_t port = 0;
+  {
+    Transport probe(options("probe"));
+    ASSERT_TRUE(probe.listen("127.0.0.1", 0).ok());
+    port = probe.port();
+  }
+  Transport a(options("a"));
+  Status st = a.connect("ghost", "127.0.0.1", port, deadline_after(300ms));
+  EXPECT_TRUE(has(st, Code::kTimeout, {"peer 'ghost' at 127.0.0.1:", "attempts", "refused"}));
+}
+
+TEST(Transport, KilledChildProcessFailsPendingRecv) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // The child: a tiny server that sends one frame and then idles until it is killed.
+    ::close(fds[0]);
+    Transport child(options("child"));
+    if (!child.listen("127.0.0.1", 0).ok()) ::_exit(2);
+    uint16_t port = child.port();
+    if (::write(fds[1], &port, sizeof(port)) != sizeof(port)) ::_exit(3);
+    if (!child.wait_for_peer("parent", deadline_after(kWait)).ok()) ::_exit(4);
+    if (!child.send("parent", act(0), pattern(DType::kF32, {4}, 9)).ok()) ::_exit(5);
+    for (int i = 0; i < 200; ++i) ::usleep(50 * 1000);  // at most 10 s
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  uint16_t port = 0;
+  ASSERT_EQ(::read(fds[0], &port, sizeof(port)), static_cast<ssize_t>(sizeof(port)));
+  ::close(fds[0]);
+
+  Transport parent(options("parent"));
+  Status st = parent.connect("child", "127.0.0.1", port, deadline_after(kWait));
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  Result<Tensor> first = parent.recv("child", act(0), deadline_after(kWait));
+  ASSERT_TRUE(first.ok()) << first.status().to_string();
+
+  std::thread killer([pid] { ::kill(pid, SIGKILL); });
+  Result<Tensor> r = parent.recv("child", act(1), deadline_after(kWait));
+  killer.join();
+  int wstatus = 0;
+  ::waitpid(pid, &wstatus, 0);
+  EXPECT_TRUE(WIFSIGNALED(wstatus));
+  EXPECT_TRUE(has(r.status(), Code::kNetwork, {"peer 'child' (127.0.0.1:", "crashed"}));
+}
+
+TEST(Transport, GarbageConnectionIsRefusedNamingTheField) {
+  Transport a(options("a"));
+  ASSERT_TRUE(a.listen("127.0.0.1", 0).ok());
+  RawClient raw(a.port());
+  ASSERT_TRUE(raw.connected());
+  std::string garbage(kFrameHeaderBytes, 'G');
+  raw.write(garbage.data(), garbage.size());
+  EXPECT_TRUE(raw.closed_by_server());
+  std::vector<Status> refused = a.refused_connections();
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_TRUE(has(refused[0], Code::kCorrupt,
+                  {"node 'a' refused a connection: bad frame from unidentified peer at 127.0.0.1:",
+                   "field 'magic' is 0x47474747"}));
+}
+
+TEST(Transport, BadFramesFromAConnectedPeerCloseItNamingTheField) {
+  TransportOptions o = options("a");
+  o.limits.max_payload_bytes = 1 << 20;
+  Transport a(o);
+  ASSERT_TRUE(a.listen("127.0.0.1", 0).ok());
+
+  // A hand-made peer completes the handshake, then sends a frame whose payload checksum is wrong.
+  RawClient raw(a.port());
+  raw.send_hello("raw", "run-1");
+  Result<Json> answer = raw.read_hello();
+  ASSERT_TRUE(answer.ok()) << answer.status().to_string();
+  EXPECT_TRUE(*answer->get_bool("accepted"));
+  EXPECT_EQ(*answer->get_string("node"), "a");
+  raw.send_frame(*make_header(FrameKind::kActivation, 3, 0, 0, DType::kU8, {4}), "abcd", /*corrupt_crc=*/true);
+  Result<Tensor> r = a.recv("raw", act(3), deadline_after(kWait));
+  EXPECT_TRUE(has(r.status(), Code::kCorrupt, {"bad frame from peer 'raw' (127.0.0.1:", "field 'payload_crc'"}));
+  EXPECT_TRUE(raw.closed_by_server());
+
+  // Another claims a payload above the limit: refused before anything is allocated.
+  RawClient big(a.port());
+  big.send_hello("big", "run-1");
+  ASSERT_TRUE(big.read_hello().ok());
+  big.send_frame(*make_header(FrameKind::kActivation, 0, 0, 0, DType::kF32, {1 << 20}), "");
+  Result<Tensor> r2 = a.recv("big", act(0), deadline_after(kWait));
+  EXPECT_TRUE(has(r2.status(), Code::kCorrupt, {"peer 'big'", "field 'payload_bytes' is 4194304, above the limit"}));
+}
+
+TEST(Transport, RunIdMismatchIsRefusedOnBothSides) {
+  Transport a(options("a", "run-1"));
+  ASSERT_TRUE(a.listen("127.0.0.1", 0).ok());
+  Transport b(options("b", "run-2"));
+  Status st = b.connect("a", "127.0.0.1", a.port(), deadline_after(kWait));
+  EXPECT_TRUE(
+      has(st, Code::kInvalidArgument, {"peer 'a' (127.0.0.1:", "refused the handshake", "run 'run-2'", "run 'run-1'"}));
+  std::vector<Status> refused = a.refused_connections();
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_TRUE(has(refused[0], Code::kInvalidArgument, {"run id mismatch: peer 'b' (127.0.0.1:"}));
+  EXPECT_TRUE(a.connected_peers().empty());
+  EXPECT_TRUE(b.connected_peers().empty());
+}
+
+TEST(Transport, ProtocolVersionMismatchIsRefusedWithAReason) {
+  Transport a(options("a"));
+  ASSERT_TRUE(a.listen("127.0.0.1", 0).ok());
+  RawClient raw(a.port());
+  raw.send_hello("future", "run-1", /*version=*/kProtocolVersion + 1);
+  Result<Json> answer = raw.read_hello();
+  ASSERT_TRUE(answer.ok()) << answer.status().to_string();
+  EXPECT_FALSE(*answer->get_bool("accepted"));
+  EXPECT_NE(answer->get_string("error")->find("field 'version' is 2"), std::string::npos);
+  std::vector<Status> refused = a.refused_connections();
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_TRUE(has(refused[0], Code::kUnsupported, {"field 'version' is 2"}));
+}
+
+TEST(Transport, WrongPeerIdAndUnknownPeerAreErrors) {
+  Transport a(options("a"));
+  ASSERT_TRUE(a.listen("127.0.0.1", 0).ok());
+  Transport b(options("b"));
+  Status st = b.connect("x", "127.0.0.1", a.port(), deadline_after(kWait));
+  EXPECT_TRUE(has(st, Code::kInvalidArgument, {"expected peer 'x'", "node 'a' answered"}));
+  EXPECT_TRUE(has(b.send("zzz", act(0), pattern(DType::kF32, {1}, 0)), Code::kNotFound, {"peer 'zzz'"}));
+}
+
+}  // namespace
+}  // namespace ravnest::rt
