@@ -1,0 +1,38 @@
+// compile_model: the whole compiler pipeline behind `ravnestc compile`:
+// import -> cost model -> contiguous stage split -> stage programs (autodiff)
+// -> schedules -> one bundle per node + a text report.
+#pragma once
+
+#include <map>
+#include <ostream>
+#include <string>
+
+#include "common/dtype.h"
+#include "runtime/bundle.h"
+
+namespace ravnest::cg {
+
+struct CompileOptions {
+  std::string model_path;
+  std::string out_dir;
+  int stages = 1;
+  int64_t batch = 64;
+  int64_t microbatches = 1;
+  std::map<std::string, Shape> shapes;  // --shape overrides (per micro-batch)
+  std::string schedule = "1f1b";
+  std::string host = "127.0.0.1";  // every node's host (local runs)
+  int base_port = 29500;           // node i listens on base_port + i
+  rt::TrainingConfig training;     // batch/microbatch fields are filled from above
+};
+
+struct CompileSummary {
+  int stages = 0;
+  std::vector<std::string> node_dirs;
+  std::string run_id;
+};
+
+// Writes DIR/node<i>/ for every stage and DIR/report.txt; `report` also gets
+// the human summary.
+Result<CompileSummary> compile_model(const CompileOptions& options, std::ostream& report);
+
+}  // namespace ravnest::cg

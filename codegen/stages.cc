@@ -1,0 +1,306 @@
+#include "codegen/stages.h"
+
+#include <algorithm>
+#include <set>
+
+#include "frontend/autodiff.h"
+#include "frontend/op_table.h"
+
+namespace ravnest::cg {
+namespace {
+
+bool is_float(DType d) { return d == DType::kF32 || d == DType::kF64 || d == DType::kF16 || d == DType::kBF16; }
+
+// Copies the type of every value the nodes touch (plus `extra`) from `sources`.
+Status fill_values(Graph& g, const std::vector<const std::unordered_map<std::string, ValueInfo>*>& sources) {
+  std::set<std::string> names(g.inputs.begin(), g.inputs.end());
+  names.insert(g.outputs.begin(), g.outputs.end());
+  for (const Node& n : g.nodes) {
+    for (const auto& v : n.inputs) if (!v.empty()) names.insert(v);
+    for (const auto& v : n.outputs) if (!v.empty()) names.insert(v);
+  }
+  for (const auto& name : names) {
+    bool found = false;
+    for (const auto* src : sources) {
+      auto it = src->find(name);
+      if (it != src->end()) {
+        if (!it->second.is_static())
+          return error(Code::kInvalidArgument, "value '", name, "' has no static shape (", it->second.shape_string(),
+                       "); fix the input shapes with --batch or --shape");
+        g.set_value(it->second);
+        found = true;
+        break;
+      }
+    }
+    if (!found) return error(Code::kInternal, "program '", g.name, "': no type for value '", name, "'");
+  }
+  return ok_status();
+}
+
+// Values read by `nodes` and produced by none of them, in first-use order.
+std::vector<std::string> external_reads(const std::vector<Node>& nodes) {
+  std::set<std::string> produced;
+  std::set<std::string> seen;
+  std::vector<std::string> out;
+  for (const Node& n : nodes) {
+    for (const auto& v : n.inputs)
+      if (!v.empty() && !produced.count(v) && seen.insert(v).second) out.push_back(v);
+    for (const auto& v : n.outputs)
+      if (!v.empty()) produced.insert(v);
+  }
+  return out;
+}
+
+std::set<std::string> produced_by(const std::vector<Node>& nodes) {
+  std::set<std::string> out;
+  for (const Node& n : nodes)
+    for (const auto& v : n.outputs)
+      if (!v.empty()) out.insert(v);
+  return out;
+}
+
+void add_unique(std::vector<std::string>& list, const std::string& v) {
+  if (std::find(list.begin(), list.end(), v) == list.end()) list.push_back(v);
+}
+
+}  // namespace
+
+Result<std::vector<StageProgram>> build_stage_programs(const Graph& model, const std::vector<int>& stage_of_node,
+                                                       int num_stages, const StageOptions& options) {
+  const int K = num_stages;
+  if (stage_of_node.size() != model.nodes.size())
+    return error(Code::kInternal, "stage assignment covers ", stage_of_node.size(), " of ", model.nodes.size(), " nodes");
+  for (size_t i = 1; i < stage_of_node.size(); ++i)
+    if (stage_of_node[i] < stage_of_node[i - 1] || stage_of_node[i] >= K)
+      return error(Code::kInternal, "stage assignment is not contiguous at node ", model.nodes[i].name);
+  if (model.inputs.size() != 1)
+    return error(Code::kUnsupported, "the model has ", model.inputs.size(),
+                 " data inputs; Ravnest's trainer feeds exactly one (the images)");
+  if (model.outputs.size() != 1)
+    return error(Code::kUnsupported, "the model has ", model.outputs.size(),
+                 " outputs; Ravnest expects one (the logits the loss is computed on)");
+  const std::string data = model.inputs[0];
+  const std::string logits = model.outputs[0];
+  const ValueInfo* logits_info = model.find_value(logits);
+  if (!logits_info || !logits_info->is_static() || logits_info->dims.size() != 2)
+    return error(Code::kUnsupported, "model output '", logits, "' must be 2-D logits [batch, classes], got ",
+                 logits_info ? logits_info->shape_string() : "?");
+  const int64_t micro = logits_info->dims[0].value;
+
+  // The training forward: the model plus labels and a summed softmax
+  // cross-entropy (the trainer scales its gradient by 1/batch).
+  Graph train = model;
+  train.set_value(ValueInfo::of(options.labels_name, DType::kI64, {micro}));
+  train.set_value(ValueInfo::of(options.loss_name, logits_info->dtype, {}));
+  Node loss;
+  loss.name = "loss";
+  loss.op = "SoftmaxCrossEntropyLoss";
+  loss.inputs = {logits, options.labels_name};
+  loss.outputs = {options.loss_name};
+  loss.attrs["reduction"] = std::string("sum");
+  train.nodes.push_back(loss);
+  std::vector<int> stage_of = stage_of_node;
+  stage_of.push_back(K - 1);
+
+  // Stage that produces each value (data: stage 0, labels: the last stage).
+  std::map<std::string, int> producer_stage{{data, 0}, {options.labels_name, K - 1}};
+  std::map<std::string, int> last_use;
+  for (size_t i = 0; i < train.nodes.size(); ++i) {
+    for (const auto& v : train.nodes[i].outputs)
+      if (!v.empty()) producer_stage[v] = stage_of[i];
+    for (const auto& v : train.nodes[i].inputs)
+      if (!v.empty() && !train.is_initializer(v)) last_use[v] = std::max(last_use[v], stage_of[i]);
+  }
+  last_use[logits] = K - 1;
+  // Crossing after stage s: produced at or before s, used after s. Ordered by production.
+  std::vector<std::string> order{data};
+  for (const Node& n : train.nodes)
+    for (const auto& v : n.outputs)
+      if (!v.empty()) order.push_back(v);
+  std::map<std::string, uint32_t> wire_id;
+  for (const auto& v : order) wire_id.emplace(v, static_cast<uint32_t>(wire_id.size()));
+  auto crossing = [&](int s) {
+    std::vector<std::string> out;
+    for (const auto& v : order)
+      if (producer_stage.count(v) && producer_stage[v] <= s && last_use.count(v) && last_use[v] > s) out.push_back(v);
+    return out;
+  };
+
+  std::vector<StageProgram> stages(K);
+  // Gradients received by stage s (names in stage s+1's recv that carry one).
+  std::set<std::string> grads_from_next;
+  for (int s = K - 1; s >= 0; --s) {
+    StageProgram& sp = stages[s];
+    sp.stage = s;
+    std::vector<std::string> recv = s > 0 ? crossing(s - 1) : std::vector<std::string>{};
+    std::vector<std::string> send = s + 1 < K ? crossing(s) : std::vector<std::string>{};
+
+    Graph fwd;
+    fwd.name = "stage" + std::to_string(s) + ".forward";
+    fwd.opset = train.opset;
+    for (size_t i = 0; i < train.nodes.size(); ++i)
+      if (stage_of[i] == s) {
+        fwd.nodes.push_back(train.nodes[i]);
+        if (train.nodes[i].name != "loss") sp.nodes.push_back(train.nodes[i].name);
+      }
+    if (s == 0) {
+      fwd.inputs.push_back(data);
+      sp.data_input = data;
+    }
+    for (const auto& v : recv) fwd.inputs.push_back(v);
+    if (s == K - 1) {
+      fwd.inputs.push_back(options.labels_name);
+      sp.labels_input = options.labels_name;
+      sp.loss_output = options.loss_name;
+      sp.logits_output = logits;
+    }
+    // A value that only passes through this stage is copied by a relay node,
+    // so that every program output is produced by a node of the program.
+    std::set<std::string> inputs_set(fwd.inputs.begin(), fwd.inputs.end());
+    std::vector<std::string> outputs = send;
+    if (s == K - 1) outputs = {options.loss_name, logits};
+    for (auto& out : outputs) {
+      if (!inputs_set.count(out)) continue;
+      std::string relay = "relay/" + out;
+      Node id;
+      id.name = relay;
+      id.op = "Identity";
+      id.inputs = {out};
+      id.outputs = {relay};
+      fwd.nodes.push_back(id);
+      train.set_value([&] { ValueInfo vi = *train.find_value(out); vi.name = relay; return vi; }());
+      if (out == logits) sp.logits_output = relay;
+      out = relay;
+    }
+    fwd.outputs = outputs;
+    // Parameters and constants this stage reads.
+    for (const auto& v : external_reads(fwd.nodes)) {
+      if (!train.is_initializer(v)) continue;
+      if (train.parameters.count(v)) {
+        fwd.inputs.push_back(v);
+        sp.params.push_back(v);
+        sp.weights.emplace_back(v, train.initializers.at(v));
+        fwd.parameters.insert(v);
+      } else {
+        fwd.initializers[v] = train.initializers.at(v);
+      }
+    }
+    RN_RETURN_IF_ERROR(fill_values(fwd, {&train.values}));
+
+    // Autodiff of this stage.
+    fe::BackwardRequest request;
+    if (s == K - 1) {
+      request.seeds = {options.loss_name};
+    } else {
+      for (size_t i = 0; i < send.size(); ++i)
+        if (grads_from_next.count(send[i])) request.seeds.push_back(outputs[i]);
+    }
+    request.params.insert(sp.params.begin(), sp.params.end());
+    for (const auto& v : recv)
+      if (is_float(fwd.find_value(v)->dtype)) request.inputs_needing_grad.insert(v);
+    auto backward = fe::build_backward(fwd, request);
+    if (!backward.ok()) return backward.status().with_context("stage " + std::to_string(s));
+    fe::BackwardGraph& bg = *backward;
+    for (const auto& p : sp.params)
+      if (std::find(bg.param_grads.begin(), bg.param_grads.end(), fe::grad_name(p)) == bg.param_grads.end())
+        return error(Code::kInvalidArgument, "parameter '", p, "' does not affect the loss; remove it from the model");
+
+    grads_from_next.clear();
+    for (const auto& v : recv)
+      if (std::find(bg.input_grads.begin(), bg.input_grads.end(), fe::grad_name(v)) != bg.input_grads.end())
+        grads_from_next.insert(v);
+
+    // Split the backward into B and W programs.
+    std::vector<Node> b_nodes, w_nodes;
+    for (size_t i = 0; i < bg.nodes.size(); ++i) (bg.work[i] == fe::Work::kB ? b_nodes : w_nodes).push_back(bg.nodes[i]);
+    std::set<std::string> fwd_values;
+    for (const auto& in : fwd.inputs) fwd_values.insert(in);
+    for (const auto& v : produced_by(fwd.nodes)) fwd_values.insert(v);
+    std::set<std::string> b_made = produced_by(b_nodes);
+
+    auto make_program = [&](const std::string& role, const std::vector<Node>& nodes, Graph* g) {
+      g->name = "stage" + std::to_string(s) + "." + role;
+      g->opset = train.opset;
+      g->nodes = nodes;
+      for (const auto& v : external_reads(nodes)) {
+        if (bg.constants.count(v)) g->initializers[v] = bg.constants.at(v);
+        else if (fwd.initializers.count(v)) g->initializers[v] = fwd.initializers.at(v);
+        else g->inputs.push_back(v);
+      }
+    };
+    make_program("backward", b_nodes, &stages[s].backward);
+    make_program("weight", w_nodes, &stages[s].weight);
+    Graph& bprog = stages[s].backward;
+    Graph& wprog = stages[s].weight;
+    for (const auto& g : bg.input_grads) add_unique(bprog.outputs, g);
+    for (const auto& v : wprog.inputs) {
+      if (b_made.count(v)) add_unique(bprog.outputs, v);
+      if (b_made.count(v) || v.rfind("seed/", 0) == 0) add_unique(sp.wstash, v);
+    }
+    wprog.outputs = bg.param_grads;
+    for (const Graph* g : {&bprog, &wprog})
+      for (const auto& v : g->inputs)
+        if (fwd_values.count(v) && !train.parameters.count(v)) add_unique(sp.stash, v);
+    for (const auto& v : sp.stash)
+      if (!inputs_set.count(v)) add_unique(fwd.outputs, v);
+
+    RN_RETURN_IF_ERROR(fill_values(fwd, {&fwd.values}));
+    RN_RETURN_IF_ERROR(fill_values(bprog, {&fwd.values, &bg.values}));
+    RN_RETURN_IF_ERROR(fill_values(wprog, {&fwd.values, &bg.values}));
+
+    // Optimizer: one in-place SGD update per parameter.
+    Graph& opt = sp.optimizer;
+    opt.name = "stage" + std::to_string(s) + ".optimizer";
+    opt.opset = train.opset;
+    opt.inputs.push_back("lr");
+    opt.set_value(ValueInfo::of("lr", DType::kF32, {}));
+    for (const auto& p : sp.params) {
+      const ValueInfo& vi = *fwd.find_value(p);
+      std::string g = fe::grad_name(p), v = "velocity/" + p;
+      for (const auto& name : {p, g, v}) {
+        opt.inputs.push_back(name);
+        opt.set_value(ValueInfo::of(name, vi.dtype, vi.static_shape()));
+      }
+      Node step;
+      step.name = "sgd/" + p;
+      step.op = "SGD";
+      step.domain = kRavnestDomain;
+      step.inputs = {p, g, v, "lr"};
+      step.attrs["momentum"] = static_cast<float>(options.optimizer.momentum);
+      step.attrs["weight_decay"] = static_cast<float>(options.optimizer.weight_decay);
+      step.attrs["nesterov"] = int64_t{options.optimizer.nesterov ? 1 : 0};
+      opt.nodes.push_back(step);
+    }
+
+    // Boundary descriptions with global wire ids (a relay keeps its source's id).
+    auto describe = [&](const std::string& local, const std::string& source) {
+      rt::BoundaryTensor t;
+      t.name = local;
+      t.wire_id = wire_id.at(source);
+      const ValueInfo* vi = fwd.find_value(local);
+      t.dtype = vi->dtype;
+      t.shape = vi->static_shape();
+      return t;
+    };
+    for (const auto& v : recv) sp.recv.push_back(describe(v, v));
+    for (size_t i = 0; i < send.size(); ++i) sp.send.push_back(describe(outputs[i], send[i]));
+
+    for (size_t i = 0; i < fwd.nodes.size(); ++i) {
+      const Node& n = fwd.nodes[i];
+      const fe::OpDef* def = fe::find_op(n.domain, n.op, static_cast<int>(fwd.opset));
+      if (!def || !def->cost) continue;
+      fe::OpCost c = def->cost(n, fwd);
+      sp.forward_flops += c.flops;
+      sp.backward_input_flops += c.backward_input_flops;
+      sp.backward_weight_flops += c.backward_weight_flops;
+    }
+    sp.forward = std::move(fwd);
+    for (const Graph* g : {&sp.forward, &sp.backward, &sp.weight, &sp.optimizer}) {
+      Status st = g->validate();
+      if (!st.ok()) return error(Code::kInternal, "generated program is invalid: ", st.message());
+    }
+  }
+  return stages;
+}
+
+}  // namespace ravnest::cg

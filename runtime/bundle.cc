@@ -1,0 +1,332 @@
+#include "runtime/bundle.h"
+
+#include <onnx/onnx_pb.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "common/onnx_graph.h"
+#include "common/sha256.h"
+#include "runtime/tensor_file.h"
+
+namespace ravnest::rt {
+namespace fs = std::filesystem;
+
+namespace {
+
+Json peer_to_json(const PeerAddress& p) {
+  Json j = Json::object();
+  j.set("id", p.id);
+  j.set("host", p.host);
+  j.set("port", static_cast<int64_t>(p.port));
+  return j;
+}
+
+Result<PeerAddress> peer_from_json(const Json& j, const std::string& path) {
+  PeerAddress p;
+  RN_ASSIGN_OR_RETURN(p.id, j.get_string(path + ".id"));
+  RN_ASSIGN_OR_RETURN(p.host, j.get_string(path + ".host"));
+  RN_ASSIGN_OR_RETURN(int64_t port, j.get_int(path + ".port"));
+  if (port < 0 || port > 65535) return error(Code::kInvalidArgument, path, ".port ", port, " is not a TCP port");
+  p.port = static_cast<uint16_t>(port);
+  return p;
+}
+
+Json strings_to_json(const std::vector<std::string>& list) {
+  Json j = Json::array();
+  for (const auto& s : list) j.push_back(s);
+  return j;
+}
+
+Result<std::vector<std::string>> strings_from_json(const Json& j, const std::string& path) {
+  RN_ASSIGN_OR_RETURN(const Json::Array* list, j.get_array(path));
+  std::vector<std::string> out;
+  for (const Json& item : *list) {
+    if (!item.is_string()) return error(Code::kInvalidArgument, path, " holds ", item.describe(), ", expected strings");
+    out.push_back(item.as_string());
+  }
+  return out;
+}
+
+Json boundary_to_json(const std::vector<BoundaryTensor>& list) {
+  Json j = Json::array();
+  for (const auto& t : list) {
+    Json e = Json::object();
+    e.set("name", t.name);
+    e.set("wire_id", static_cast<int64_t>(t.wire_id));
+    e.set("dtype", dtype_name(t.dtype));
+    Json shape = Json::array();
+    for (int64_t d : t.shape) shape.push_back(d);
+    e.set("shape", std::move(shape));
+    j.push_back(std::move(e));
+  }
+  return j;
+}
+
+Result<DType> dtype_from_name(const std::string& name) {
+  for (DType d : {DType::kF32, DType::kF64, DType::kF16, DType::kBF16, DType::kI64, DType::kI32, DType::kI8,
+                  DType::kU8, DType::kBool})
+    if (name == dtype_name(d)) return d;
+  return error(Code::kInvalidArgument, "unknown dtype '", name, "'");
+}
+
+Result<std::vector<BoundaryTensor>> boundary_from_json(const Json& j, const std::string& path) {
+  RN_ASSIGN_OR_RETURN(const Json::Array* list, j.get_array(path));
+  std::vector<BoundaryTensor> out;
+  for (size_t i = 0; i < list->size(); ++i) {
+    const Json& e = (*list)[i];
+    std::string at = path + "[" + std::to_string(i) + "]";
+    BoundaryTensor t;
+    RN_ASSIGN_OR_RETURN(t.name, e.get_string("name"));
+    RN_ASSIGN_OR_RETURN(int64_t id, e.get_int("wire_id"));
+    if (id < 0 || id > UINT32_MAX) return error(Code::kInvalidArgument, at, ".wire_id out of range");
+    t.wire_id = static_cast<uint32_t>(id);
+    RN_ASSIGN_OR_RETURN(std::string dt, e.get_string("dtype"));
+    RN_ASSIGN_OR_RETURN(t.dtype, dtype_from_name(dt));
+    RN_ASSIGN_OR_RETURN(const Json::Array* shape, e.get_array("shape"));
+    for (const Json& d : *shape) {
+      if (!d.is_int() || d.as_int() < 0) return error(Code::kInvalidArgument, at, ".shape has a bad dimension");
+      t.shape.push_back(d.as_int());
+    }
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+}  // namespace
+
+Json manifest_to_json(const Manifest& m) {
+  Json j = Json::object();
+  j.set("format", kBundleFormatName);
+  j.set("version", m.version);
+  j.set("run_id", m.run_id);
+  j.set("model", m.model);
+  j.set("node", peer_to_json(m.self));
+  j.set("stage", m.stage);
+  j.set("num_stages", m.num_stages);
+  j.set("prev", m.prev ? peer_to_json(*m.prev) : Json());
+  j.set("next", m.next ? peer_to_json(*m.next) : Json());
+
+  const TrainingConfig& t = m.training;
+  Json training = Json::object();
+  training.set("batch", t.batch);
+  training.set("microbatches", t.microbatches);
+  training.set("microbatch_size", t.microbatch_size);
+  training.set("epochs", t.epochs);
+  training.set("max_steps", t.max_steps);
+  training.set("seed", static_cast<int64_t>(t.seed));
+  training.set("evaluate", t.evaluate);
+  Json opt = Json::object();
+  opt.set("type", t.optimizer.type);
+  opt.set("lr", t.optimizer.lr);
+  opt.set("momentum", t.optimizer.momentum);
+  opt.set("weight_decay", t.optimizer.weight_decay);
+  opt.set("nesterov", t.optimizer.nesterov);
+  training.set("optimizer", std::move(opt));
+  Json data = Json::object();
+  data.set("kind", t.data.kind);
+  data.set("dir", t.data.dir);
+  training.set("data", std::move(data));
+  j.set("training", std::move(training));
+
+  Json io = Json::object();
+  io.set("recv", boundary_to_json(m.recv));
+  io.set("send", boundary_to_json(m.send));
+  io.set("data_input", m.data_input);
+  io.set("labels_input", m.labels_input);
+  io.set("loss_output", m.loss_output);
+  io.set("logits_output", m.logits_output);
+  io.set("params", strings_to_json(m.params));
+  io.set("stash", strings_to_json(m.stash));
+  io.set("wstash", strings_to_json(m.wstash));
+  j.set("io", std::move(io));
+
+  Json programs = Json::object();
+  for (const auto& [role, file] : m.programs) programs.set(role, file);
+  j.set("programs", std::move(programs));
+  j.set("weights", m.weights_file);
+  j.set("schedule", m.schedule_file);
+  Json digests = Json::object();
+  for (const auto& [file, digest] : m.digests) digests.set(file, digest);
+  j.set("sha256", std::move(digests));
+  return j;
+}
+
+Result<Manifest> manifest_from_json(const Json& j) {
+  Manifest m;
+  RN_ASSIGN_OR_RETURN(std::string format, j.get_string("format"));
+  if (format != kBundleFormatName)
+    return error(Code::kCorrupt, "format is '", format, "', expected '", kBundleFormatName, "'");
+  RN_ASSIGN_OR_RETURN(int64_t version, j.get_int("version"));
+  if (version != kBundleFormatVersion)
+    return error(Code::kCorrupt, "bundle format version ", version, " is not supported by this ravnest-rt (it reads version ",
+                 kBundleFormatVersion, "); recompile the model with the ravnestc of the same release");
+  m.version = static_cast<int>(version);
+  RN_ASSIGN_OR_RETURN(m.run_id, j.get_string("run_id"));
+  RN_ASSIGN_OR_RETURN(m.model, j.get_string_or("model", ""));
+  RN_ASSIGN_OR_RETURN(m.self, peer_from_json(j, "node"));
+  RN_ASSIGN_OR_RETURN(int64_t stage, j.get_int("stage"));
+  RN_ASSIGN_OR_RETURN(int64_t stages, j.get_int("num_stages"));
+  if (stages < 1 || stages > 4096 || stage < 0 || stage >= stages)
+    return error(Code::kInvalidArgument, "stage ", stage, " of ", stages, " is out of range");
+  m.stage = static_cast<int>(stage);
+  m.num_stages = static_cast<int>(stages);
+  if (m.stage > 0) { RN_ASSIGN_OR_RETURN(m.prev, peer_from_json(j, "prev")); }
+  if (!m.last()) { RN_ASSIGN_OR_RETURN(m.next, peer_from_json(j, "next")); }
+
+  TrainingConfig& t = m.training;
+  RN_ASSIGN_OR_RETURN(t.batch, j.get_int("training.batch"));
+  RN_ASSIGN_OR_RETURN(t.microbatches, j.get_int("training.microbatches"));
+  RN_ASSIGN_OR_RETURN(t.microbatch_size, j.get_int("training.microbatch_size"));
+  if (t.batch < 1 || t.microbatches < 1 || t.microbatch_size * t.microbatches != t.batch)
+    return error(Code::kInvalidArgument, "training.batch ", t.batch, " is not microbatches ", t.microbatches,
+                 " x microbatch_size ", t.microbatch_size);
+  RN_ASSIGN_OR_RETURN(t.epochs, j.get_int_or("training.epochs", 1));
+  RN_ASSIGN_OR_RETURN(t.max_steps, j.get_int_or("training.max_steps", 0));
+  RN_ASSIGN_OR_RETURN(int64_t seed, j.get_int_or("training.seed", 1));
+  t.seed = static_cast<uint64_t>(seed);
+  RN_ASSIGN_OR_RETURN(t.evaluate, j.get_bool_or("training.evaluate", true));
+  RN_ASSIGN_OR_RETURN(t.optimizer.type, j.get_string("training.optimizer.type"));
+  if (t.optimizer.type != "sgd")
+    return error(Code::kUnsupported, "optimizer '", t.optimizer.type, "' is not supported by this runtime (sgd is)");
+  RN_ASSIGN_OR_RETURN(t.optimizer.lr, j.get_double("training.optimizer.lr"));
+  RN_ASSIGN_OR_RETURN(t.optimizer.momentum, j.get_double_or("training.optimizer.momentum", 0.0));
+  RN_ASSIGN_OR_RETURN(t.optimizer.weight_decay, j.get_double_or("training.optimizer.weight_decay", 0.0));
+  RN_ASSIGN_OR_RETURN(t.optimizer.nesterov, j.get_bool_or("training.optimizer.nesterov", false));
+  RN_ASSIGN_OR_RETURN(t.data.kind, j.get_string("training.data.kind"));
+  RN_ASSIGN_OR_RETURN(t.data.dir, j.get_string("training.data.dir"));
+
+  RN_ASSIGN_OR_RETURN(m.recv, boundary_from_json(j, "io.recv"));
+  RN_ASSIGN_OR_RETURN(m.send, boundary_from_json(j, "io.send"));
+  RN_ASSIGN_OR_RETURN(m.data_input, j.get_string("io.data_input"));
+  RN_ASSIGN_OR_RETURN(m.labels_input, j.get_string("io.labels_input"));
+  RN_ASSIGN_OR_RETURN(m.loss_output, j.get_string("io.loss_output"));
+  RN_ASSIGN_OR_RETURN(m.logits_output, j.get_string("io.logits_output"));
+  RN_ASSIGN_OR_RETURN(m.params, strings_from_json(j, "io.params"));
+  RN_ASSIGN_OR_RETURN(m.stash, strings_from_json(j, "io.stash"));
+  RN_ASSIGN_OR_RETURN(m.wstash, strings_from_json(j, "io.wstash"));
+  if (m.first() != !m.data_input.empty() || m.last() != !m.labels_input.empty())
+    return error(Code::kInvalidArgument, "io: only the first stage reads data and only the last reads labels");
+
+  RN_ASSIGN_OR_RETURN(const Json* programs, j.get_object("programs"));
+  for (const auto& [role, file] : programs->members()) {
+    if (!file.is_string()) return error(Code::kInvalidArgument, "programs.", role, " is not a file name");
+    m.programs[role] = file.as_string();
+  }
+  for (const char* role : {"forward", "backward", "weight", "optimizer"})
+    if (!m.programs.count(role)) return error(Code::kInvalidArgument, "programs.", role, " is missing");
+  RN_ASSIGN_OR_RETURN(m.weights_file, j.get_string("weights"));
+  RN_ASSIGN_OR_RETURN(m.schedule_file, j.get_string("schedule"));
+  RN_ASSIGN_OR_RETURN(const Json* digests, j.get_object("sha256"));
+  for (const auto& [file, digest] : digests->members()) {
+    if (!digest.is_string()) return error(Code::kInvalidArgument, "sha256.", file, " is not a string");
+    m.digests[file] = digest.as_string();
+  }
+  return m;
+}
+
+Result<Bundle> load_bundle(const std::string& dir) {
+  Bundle b;
+  b.dir = dir;
+  std::string manifest_path = (fs::path(dir) / "manifest.json").string();
+  if (!fs::exists(manifest_path))
+    return error(Code::kNotFound, "bundle '", dir, "' has no manifest.json; pass a folder written by `ravnestc compile`");
+  auto json = read_json_file(manifest_path);
+  if (!json.ok()) return Status(Code::kCorrupt, json.status().message());
+  auto manifest = manifest_from_json(*json);
+  if (!manifest.ok()) return manifest.status().with_context(manifest_path);
+  b.manifest = std::move(manifest).value();
+  const Manifest& m = b.manifest;
+
+  // Every file the manifest names must be listed with its digest, and match it.
+  std::set<std::string> needed{m.weights_file, m.schedule_file};
+  for (const auto& [role, file] : m.programs) needed.insert(file);
+  for (const std::string& file : needed) {
+    if (file.find('/') != std::string::npos || file.find("..") != std::string::npos)
+      return error(Code::kCorrupt, manifest_path, ": file name '", file, "' must be a plain name inside the bundle");
+    auto it = m.digests.find(file);
+    if (it == m.digests.end()) return error(Code::kCorrupt, manifest_path, ": no sha256 listed for '", file, "'");
+    std::string path = (fs::path(dir) / file).string();
+    if (!fs::exists(path))
+      return error(Code::kCorrupt, "bundle file '", path, "' is missing; copy the whole bundle folder again");
+    RN_ASSIGN_OR_RETURN(std::string digest, sha256_file(path));
+    if (digest != it->second)
+      return error(Code::kCorrupt, "bundle file '", path, "' is corrupt: its SHA-256 is ", digest, " but the manifest says ",
+                   it->second, "; copy the bundle again or recompile");
+  }
+
+  auto load_program = [&](const std::string& role, Graph* out) -> Status {
+    std::string path = (fs::path(dir) / m.programs.at(role)).string();
+    auto proto = read_model_proto(path);
+    if (!proto.ok()) return Status(Code::kCorrupt, proto.status().message());
+    auto graph = graph_from_proto(*proto, "");
+    if (!graph.ok()) return graph.status().with_context(path);
+    *out = std::move(graph).value();
+    return ok_status();
+  };
+  RN_RETURN_IF_ERROR(load_program("forward", &b.forward));
+  RN_RETURN_IF_ERROR(load_program("backward", &b.backward));
+  RN_RETURN_IF_ERROR(load_program("weight", &b.weight));
+  RN_RETURN_IF_ERROR(load_program("optimizer", &b.optimizer));
+
+  std::string weights_path = (fs::path(dir) / m.weights_file).string();
+  RN_ASSIGN_OR_RETURN(b.weights, read_tensor_file(weights_path));
+  std::map<std::string, const Tensor*> by_name;
+  for (const auto& [name, t] : b.weights) by_name[name] = &t;
+  for (const std::string& p : m.params) {
+    auto it = by_name.find(p);
+    if (it == by_name.end())
+      return error(Code::kCorrupt, weights_path, " has no tensor for parameter '", p, "'");
+    const ValueInfo* vi = b.forward.find_value(p);
+    if (vi && vi->is_static() && vi->static_shape() != it->second->shape())
+      return error(Code::kCorrupt, weights_path, ": parameter '", p, "' has shape ", shape_str(it->second->shape()),
+                   " but the forward program expects ", vi->shape_string());
+  }
+
+  std::string schedule_path = (fs::path(dir) / m.schedule_file).string();
+  auto sj = read_json_file(schedule_path);
+  if (!sj.ok()) return Status(Code::kCorrupt, sj.status().message());
+  auto schedule = schedule_from_json(*sj);
+  if (!schedule.ok()) return schedule.status().with_context(schedule_path);
+  b.schedule = std::move(schedule).value();
+  if (b.schedule.stage != m.stage || b.schedule.num_stages != m.num_stages ||
+      b.schedule.microbatches != m.training.microbatches)
+    return error(Code::kCorrupt, schedule_path, " is for stage ", b.schedule.stage, " of ", b.schedule.num_stages,
+                 " with ", b.schedule.microbatches, " micro-batches, but the manifest says stage ", m.stage, " of ",
+                 m.num_stages, " with ", m.training.microbatches);
+  return b;
+}
+
+Status write_bundle(const std::string& dir, Manifest manifest, const std::map<std::string, Graph>& programs,
+                    const std::vector<std::pair<std::string, Tensor>>& weights, const StageSchedule& schedule) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return error(Code::kInvalidArgument, "cannot create bundle folder '", dir, "': ", ec.message());
+  manifest.digests.clear();
+  auto record = [&](const std::string& file) -> Status {
+    RN_ASSIGN_OR_RETURN(std::string digest, sha256_file((fs::path(dir) / file).string()));
+    manifest.digests[file] = digest;
+    return ok_status();
+  };
+  for (const auto& [role, graph] : programs) {
+    auto it = manifest.programs.find(role);
+    if (it == manifest.programs.end()) return error(Code::kInternal, "program role '", role, "' has no file name");
+    RN_RETURN_IF_ERROR(write_model_proto(graph_to_proto(graph), (fs::path(dir) / it->second).string()));
+    RN_RETURN_IF_ERROR(record(it->second));
+  }
+  RN_RETURN_IF_ERROR(write_tensor_file((fs::path(dir) / manifest.weights_file).string(), weights));
+  RN_RETURN_IF_ERROR(record(manifest.weights_file));
+  {
+    std::ofstream out(fs::path(dir) / manifest.schedule_file, std::ios::trunc);
+    out << schedule_to_json(schedule).dump(1) << "\n";
+    if (!out) return error(Code::kInvalidArgument, "cannot write ", manifest.schedule_file, " in '", dir, "'");
+  }
+  RN_RETURN_IF_ERROR(record(manifest.schedule_file));
+  std::ofstream out(fs::path(dir) / "manifest.json", std::ios::trunc);
+  out << manifest_to_json(manifest).dump(2) << "\n";
+  if (!out) return error(Code::kInvalidArgument, "cannot write manifest.json in '", dir, "'");
+  return ok_status();
+}
+
+}  // namespace ravnest::rt

@@ -1,0 +1,117 @@
+// The bundle: everything one machine needs to run its part of a training job.
+// Format: docs/bundle-format.md. The compiler writes bundles with write_bundle();
+// the runtime reads them with load_bundle().
+//
+// Guarantees of load_bundle(): the manifest parses and has this format version;
+// every file it lists exists and matches its SHA-256; the stage programs parse;
+// the weights cover every parameter the programs read, with matching shapes;
+// the schedule validates. Any failure names the file and what is wrong.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/graph.h"
+#include "common/json.h"
+#include "runtime/schedule.h"
+#include "runtime/tensor.h"
+
+namespace ravnest::rt {
+
+inline constexpr int kBundleFormatVersion = 1;
+inline constexpr const char* kBundleFormatName = "ravnest-bundle";
+
+struct PeerAddress {
+  std::string id;
+  std::string host;
+  uint16_t port = 0;
+  std::string str() const { return id + " at " + host + ":" + std::to_string(port); }
+};
+
+// A tensor crossing a stage boundary. `wire_id` is the tensor id in frames.
+struct BoundaryTensor {
+  std::string name;
+  uint32_t wire_id = 0;
+  DType dtype = DType::kF32;
+  Shape shape;  // per micro-batch
+};
+
+struct OptimizerConfig {
+  std::string type = "sgd";
+  double lr = 0.01;
+  double momentum = 0.9;
+  double weight_decay = 0.0;
+  bool nesterov = false;
+};
+
+struct DataConfig {
+  std::string kind = "fashion-mnist";
+  std::string dir = "/usr/share/datasets/fashion-mnist";
+};
+
+struct TrainingConfig {
+  int64_t batch = 64;
+  int64_t microbatches = 1;
+  int64_t microbatch_size = 64;
+  int64_t epochs = 1;
+  int64_t max_steps = 0;  // 0: run whole epochs
+  uint64_t seed = 1;
+  bool evaluate = true;   // test accuracy after each epoch
+  OptimizerConfig optimizer;
+  DataConfig data;
+};
+
+struct Manifest {
+  int version = kBundleFormatVersion;
+  std::string run_id;  // same in every bundle of one compile
+  std::string model;   // name of the source model
+  PeerAddress self;
+  int stage = 0;
+  int num_stages = 1;
+  std::optional<PeerAddress> prev;
+  std::optional<PeerAddress> next;
+  TrainingConfig training;
+
+  std::vector<BoundaryTensor> recv;  // activations from prev (their gradients go back)
+  std::vector<BoundaryTensor> send;  // activations to next (their gradients come back)
+  std::string data_input;            // first stage: the graph input fed with images
+  std::string labels_input;          // last stage: the graph input fed with labels
+  std::string loss_output;           // last stage
+  std::string logits_output;         // last stage
+  std::vector<std::string> params;   // in weights-file order
+  std::vector<std::string> stash;    // F values B or W read
+  std::vector<std::string> wstash;   // B values W reads
+
+  // program role -> file name: forward, backward, weight, optimizer
+  std::map<std::string, std::string> programs;
+  std::string weights_file = "weights.rvt";
+  std::string schedule_file = "schedule.json";
+  std::map<std::string, std::string> digests;  // file name -> sha256 hex
+
+  bool first() const { return stage == 0; }
+  bool last() const { return stage + 1 == num_stages; }
+};
+
+Json manifest_to_json(const Manifest& manifest);
+Result<Manifest> manifest_from_json(const Json& json);
+
+struct Bundle {
+  std::string dir;
+  Manifest manifest;
+  Graph forward, backward, weight, optimizer;
+  std::vector<std::pair<std::string, Tensor>> weights;
+  StageSchedule schedule;
+};
+
+Result<Bundle> load_bundle(const std::string& dir);
+
+// Writes the files of a bundle into `dir` (created if needed), fills
+// manifest.digests, and writes manifest.json last.
+Status write_bundle(const std::string& dir, Manifest manifest, const std::map<std::string, Graph>& programs,
+                    const std::vector<std::pair<std::string, Tensor>>& weights, const StageSchedule& schedule);
+
+}  // namespace ravnest::rt

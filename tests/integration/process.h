@@ -1,0 +1,47 @@
+// Running the real command-line programs from tests: fork/exec with captured
+// output and a hard time limit (the child is killed when it runs past it).
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace ravnest::testing {
+
+struct ProcessResult {
+  int exit_code = -1;      // -1 when killed by a signal
+  int signal = 0;
+  bool timed_out = false;
+  std::string out, err;
+  double seconds = 0;
+};
+
+// Runs argv[0] with the arguments; `extra_env` entries are "NAME=VALUE".
+ProcessResult run_process(const std::vector<std::string>& argv, double timeout_s,
+                          const std::vector<std::string>& extra_env = {});
+
+// A started process whose output is collected until it ends or is killed.
+class Process {
+ public:
+  explicit Process(const std::vector<std::string>& argv, const std::vector<std::string>& extra_env = {});
+  ~Process();
+  int pid() const { return pid_; }
+  // Reads available output for up to `timeout_s`, until `needle` appears in stdout.
+  bool wait_for_output(const std::string& needle, double timeout_s);
+  // Waits for exit (killing at the deadline) and returns the result.
+  ProcessResult wait(double timeout_s);
+  void kill_now(int signal);
+
+ private:
+  void pump(int timeout_ms);
+  int pid_ = -1;
+  int out_fd_ = -1, err_fd_ = -1;
+  ProcessResult result_;
+  bool done_ = false;
+};
+
+std::string binary(const std::string& name);  // path of a built tool
+std::string source_path(const std::string& rel);
+std::string temp_dir(const std::string& name);  // fresh, empty
+bool have_fashion_mnist();
+
+}  // namespace ravnest::testing

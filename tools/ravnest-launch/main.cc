@@ -1,0 +1,349 @@
+// ravnest-launch: runs every node of a bundle folder as local processes on
+// loopback and shows one merged progress line.
+//
+//   ravnest-launch DIR [--steps N] [--no-eval] [--losses FILE] [--save-params DIR]
+//                  [--timeout S] [--rt PATH] [--quiet]
+//
+// Each node gets a free loopback port chosen here (the bundles' own addresses
+// are for real deployments). If any node fails, the others get a grace period
+// to report their own view of the failure, then are stopped; the exit status
+// is then non-zero and names the failed node.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/json.h"
+#include "common/ports.h"
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct NodeProc {
+  std::string id;
+  std::string dir;
+  int stage = 0;
+  int port = 0;
+  pid_t pid = -1;
+  int out_fd = -1;
+  std::string buffer;
+  bool exited = false;
+  int status = 0;
+  int64_t step = 0;
+};
+
+int usage(const char* message) {
+  if (message) std::fprintf(stderr, "ravnest-launch: %s\n", message);
+  std::fprintf(stderr,
+               "usage: ravnest-launch DIR [--steps N] [--no-eval] [--losses FILE] [--save-params DIR]\n"
+               "                      [--timeout SECONDS] [--rt PATH] [--quiet]\n");
+  return 2;
+}
+
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "--:--";
+  long s = std::lround(seconds);
+  char buf[32];
+  if (s >= 3600) std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
+  else std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
+  return buf;
+}
+
+std::string exit_description(int status) {
+  if (WIFEXITED(status)) return "exit status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return std::string("killed by signal ") + strsignal(WTERMSIG(status));
+  return "ended";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string dir;
+  std::vector<std::string> passthrough;
+  std::string rt_path = (fs::read_symlink("/proc/self/exe").parent_path() / "ravnest-rt").string();
+  std::string save_dir;
+  double timeout_s = 0;
+  bool quiet = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
+    if (arg == "--steps" || arg == "--losses") {
+      const char* v = value();
+      if (!v) return usage((arg + " needs a value").c_str());
+      passthrough.push_back(arg);
+      passthrough.push_back(v);
+    } else if (arg == "--no-eval") {
+      passthrough.push_back(arg);
+    } else if (arg == "--save-params") {
+      const char* v = value();
+      if (!v) return usage("--save-params needs a folder");
+      save_dir = v;
+    } else if (arg == "--timeout") {
+      const char* v = value();
+      if (!v || (timeout_s = std::atof(v)) <= 0) return usage("--timeout needs a positive number of seconds");
+    } else if (arg == "--rt") {
+      const char* v = value();
+      if (!v) return usage("--rt needs a path");
+      rt_path = v;
+    } else if (arg == "--quiet") {
+      quiet = true;
+    } else if (arg == "-h" || arg == "--help") {
+      usage(nullptr);
+      return 0;
+    } else if (!arg.empty() && arg[0] == '-') {
+      return usage(("unknown option '" + arg + "'").c_str());
+    } else if (dir.empty()) {
+      dir = arg;
+    } else {
+      return usage("only one bundle folder may be given");
+    }
+  }
+  if (dir.empty()) return usage("a bundle folder (the -o of `ravnestc compile`) is required");
+
+  // Find the nodes.
+  std::vector<NodeProc> nodes;
+  int64_t batch = 0;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    std::fprintf(stderr, "ravnest-launch: error: '%s' is not a folder; pass the -o folder of `ravnestc compile`\n",
+                 dir.c_str());
+    return 1;
+  }
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    fs::path manifest = entry.path() / "manifest.json";
+    if (!entry.is_directory() || !fs::exists(manifest)) continue;
+    auto json = ravnest::read_json_file(manifest.string());
+    if (!json.ok()) {
+      std::fprintf(stderr, "ravnest-launch: error: %s\n", json.status().message().c_str());
+      return 1;
+    }
+    NodeProc n;
+    n.dir = entry.path().string();
+    auto id = json->get_string("node.id");
+    auto stage = json->get_int("stage");
+    auto b = json->get_int("training.batch");
+    if (!id.ok() || !stage.ok() || !b.ok()) {
+      std::fprintf(stderr, "ravnest-launch: error: %s: not a Ravnest manifest (no node.id, stage or training.batch)\n",
+                   manifest.c_str());
+      return 1;
+    }
+    n.id = *id;
+    n.stage = static_cast<int>(*stage);
+    batch = *b;
+    nodes.push_back(std::move(n));
+  }
+  if (nodes.empty()) {
+    std::fprintf(stderr, "ravnest-launch: error: no node bundles (*/manifest.json) in '%s'\n", dir.c_str());
+    return 1;
+  }
+  std::sort(nodes.begin(), nodes.end(), [](const NodeProc& a, const NodeProc& b) { return a.stage < b.stage; });
+  for (auto& n : nodes) {
+    n.port = ravnest::free_loopback_port();
+    if (n.port <= 0) {
+      std::fprintf(stderr, "ravnest-launch: error: no free loopback port for %s\n", n.id.c_str());
+      return 1;
+    }
+  }
+  if (!save_dir.empty()) fs::create_directories(save_dir, ec);
+
+  // Threads: share the cores between the nodes unless the user chose.
+  unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  if (!std::getenv("OMP_NUM_THREADS")) {
+    std::string threads = std::to_string(std::max<unsigned>(1, cores / static_cast<unsigned>(nodes.size())));
+    setenv("OMP_NUM_THREADS", threads.c_str(), 1);
+  }
+  signal(SIGPIPE, SIG_IGN);
+
+  for (auto& n : nodes) {
+    std::vector<std::string> args{rt_path, "--bundle", n.dir, "--listen", "127.0.0.1:" + std::to_string(n.port)};
+    for (const auto& other : nodes)
+      if (other.id != n.id) {
+        args.push_back("--peer");
+        args.push_back(other.id + "=127.0.0.1:" + std::to_string(other.port));
+      }
+    args.insert(args.end(), passthrough.begin(), passthrough.end());
+    if (!save_dir.empty()) {
+      args.push_back("--save-params");
+      args.push_back((fs::path(save_dir) / (n.id + ".rvt")).string());
+    }
+    int pipefd[2];
+    if (pipe(pipefd) != 0) {
+      std::perror("ravnest-launch: pipe");
+      return 1;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+      std::perror("ravnest-launch: fork");
+      return 1;
+    }
+    if (pid == 0) {
+      dup2(pipefd[1], STDOUT_FILENO);
+      close(pipefd[0]);
+      close(pipefd[1]);
+      std::vector<char*> cargs;
+      for (auto& a : args) cargs.push_back(a.data());
+      cargs.push_back(nullptr);
+      execv(cargs[0], cargs.data());
+      std::fprintf(stderr, "ravnest-launch: cannot run %s: %s\n", cargs[0], std::strerror(errno));
+      _exit(127);
+    }
+    close(pipefd[1]);
+    fcntl(pipefd[0], F_SETFL, O_NONBLOCK);
+    n.pid = pid;
+    n.out_fd = pipefd[0];
+  }
+
+  const bool tty = isatty(STDOUT_FILENO);
+  auto start = Clock::now();
+  auto last_print = start - std::chrono::seconds(60);
+  std::string failed;
+  Clock::time_point failure_time;
+  int64_t total_steps = 0, last_step = 0;
+  double loss = NAN, train_acc = NAN;
+  std::vector<std::string> eval_lines;
+  bool progress_open = false;
+
+  auto print_progress = [&](bool force) {
+    if (quiet) return;
+    auto now = Clock::now();
+    double since = std::chrono::duration<double>(now - last_print).count();
+    if (!force && since < (tty ? 0.25 : 10.0)) return;
+    last_print = now;
+    int64_t done = nodes.front().step;
+    for (const auto& n : nodes) done = std::min(done, n.step);
+    double elapsed = std::chrono::duration<double>(now - start).count();
+    double rate = elapsed > 0 ? static_cast<double>(last_step * batch) / elapsed : 0;
+    double eta = done > 0 && total_steps > 0 ? elapsed / static_cast<double>(done) * static_cast<double>(total_steps - done) : NAN;
+    char line[256];
+    std::snprintf(line, sizeof line, "step %lld/%lld | loss %.4f | train acc %5.1f%% | %.0f samples/s | elapsed %s | ETA %s",
+                  static_cast<long long>(done), static_cast<long long>(total_steps), loss, train_acc * 100, rate,
+                  format_duration(elapsed).c_str(), format_duration(eta).c_str());
+    if (tty) {
+      std::printf("\r%-110s", line);
+      progress_open = true;
+    } else {
+      std::printf("%s\n", line);
+    }
+    std::fflush(stdout);
+  };
+  auto end_progress_line = [&] {
+    if (progress_open) std::printf("\n");
+    progress_open = false;
+  };
+
+  auto handle_line = [&](NodeProc& n, const std::string& line) {
+    auto json = ravnest::parse_json(line);
+    if (!json.ok()) return;
+    auto event = json->get_string_or("event", "");
+    if (!event.ok()) return;
+    if (*event == "step") {
+      n.step = json->get_int_or("step", n.step).value();
+      total_steps = json->get_int_or("steps", total_steps).value();
+      if (json->has("loss")) {
+        loss = json->get_double_or("loss", loss).value();
+        train_acc = json->get_double_or("train_accuracy", train_acc).value();
+        last_step = n.step;
+      }
+      print_progress(false);
+    } else if (*event == "eval") {
+      char buf[160];
+      std::snprintf(buf, sizeof buf, "epoch %lld: test accuracy %.2f%% (%lld/%lld)",
+                    static_cast<long long>(json->get_int_or("epoch", 0).value() + 1),
+                    json->get_double_or("accuracy", 0).value() * 100,
+                    static_cast<long long>(json->get_int_or("correct", 0).value()),
+                    static_cast<long long>(json->get_int_or("total", 0).value()));
+      print_progress(true);
+      end_progress_line();
+      std::printf("%s\n", buf);
+      std::fflush(stdout);
+      eval_lines.push_back(buf);
+    }
+  };
+
+  size_t running = nodes.size();
+  bool killed = false;
+  while (running > 0) {
+    std::vector<pollfd> fds;
+    for (auto& n : nodes)
+      if (n.out_fd >= 0) fds.push_back({n.out_fd, POLLIN, 0});
+    if (!fds.empty()) poll(fds.data(), fds.size(), 200);
+    else std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    for (auto& n : nodes) {
+      if (n.out_fd < 0) continue;
+      char buf[65536];
+      while (true) {
+        ssize_t got = read(n.out_fd, buf, sizeof buf);
+        if (got > 0) {
+          n.buffer.append(buf, static_cast<size_t>(got));
+          size_t nl;
+          while ((nl = n.buffer.find('\n')) != std::string::npos) {
+            handle_line(n, n.buffer.substr(0, nl));
+            n.buffer.erase(0, nl + 1);
+          }
+          continue;
+        }
+        if (got == 0) {
+          close(n.out_fd);
+          n.out_fd = -1;
+        }
+        break;
+      }
+    }
+    for (auto& n : nodes) {
+      if (n.exited) continue;
+      int status = 0;
+      if (waitpid(n.pid, &status, WNOHANG) == n.pid) {
+        n.exited = true;
+        n.status = status;
+        --running;
+        bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        if (!ok && failed.empty() && !killed) {
+          failed = n.id;
+          failure_time = Clock::now();
+          end_progress_line();
+          std::fprintf(stderr, "ravnest-launch: %s (stage %d) failed: %s\n", n.id.c_str(), n.stage,
+                       exit_description(status).c_str());
+        }
+      }
+    }
+    auto now = Clock::now();
+    bool timed_out = timeout_s > 0 && std::chrono::duration<double>(now - start).count() > timeout_s;
+    bool grace_over = !failed.empty() && now - failure_time > std::chrono::seconds(15);
+    if ((timed_out || grace_over) && !killed && running > 0) {
+      end_progress_line();
+      if (timed_out) std::fprintf(stderr, "ravnest-launch: timed out after %.0f s; stopping every node\n", timeout_s);
+      else std::fprintf(stderr, "ravnest-launch: stopping the remaining nodes after %s failed\n", failed.c_str());
+      for (auto& n : nodes)
+        if (!n.exited) kill(n.pid, SIGKILL);
+      killed = true;
+      if (failed.empty()) failed = "timeout";
+    }
+  }
+  print_progress(true);
+  end_progress_line();
+  if (!failed.empty()) {
+    std::fprintf(stderr, "ravnest-launch: the run failed (%s)\n",
+                 failed == "timeout" ? "timed out" : ("first failure: " + failed).c_str());
+    return 1;
+  }
+  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  std::printf("done: %lld steps in %s on %zu nodes\n", static_cast<long long>(last_step), format_duration(elapsed).c_str(),
+              nodes.size());
+  if (!eval_lines.empty()) std::printf("final %s\n", eval_lines.back().c_str());
+  return 0;
+}

@@ -1,0 +1,126 @@
+// `ravnestc compile`: ONNX model -> one bundle per node.
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <string>
+
+#include "codegen/compile.h"
+#include "tools/ravnestc/commands.h"
+
+namespace {
+
+int compile_usage(const char* message) {
+  if (message) std::fprintf(stderr, "ravnestc compile: %s\n", message);
+  std::fprintf(stderr,
+               "usage: ravnestc compile MODEL.onnx -o DIR [--stages K] [--batch B] [--microbatches M]\n"
+               "         [--schedule 1f1b|gpipe] [--shape NAME=AxBx...] [--lr X] [--momentum X] [--weight-decay X]\n"
+               "         [--nesterov] [--epochs N] [--steps N] [--seed N] [--data DIR] [--no-eval]\n"
+               "         [--host HOST] [--base-port PORT]\n"
+               "  --batch is the global batch of one step; each micro-batch has B/M samples.\n");
+  return 2;
+}
+
+bool parse_int(const char* text, long long* out) {
+  if (!text || !*text) return false;
+  char* end = nullptr;
+  *out = std::strtoll(text, &end, 10);
+  return *end == '\0';
+}
+
+bool parse_float(const char* text, double* out) {
+  if (!text || !*text) return false;
+  char* end = nullptr;
+  *out = std::strtod(text, &end);
+  return *end == '\0';
+}
+
+}  // namespace
+
+int run_compile(int argc, char** argv) {
+  using namespace ravnest;
+  cg::CompileOptions options;
+  for (int i = 0; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
+    long long n = 0;
+    double x = 0;
+    if (arg == "-o" || arg == "--output") {
+      const char* v = value();
+      if (!v) return compile_usage("-o needs a folder");
+      options.out_dir = v;
+    } else if (arg == "--stages") {
+      if (!parse_int(value(), &n) || n < 1 || n > 1024) return compile_usage("--stages needs a number in 1..1024");
+      options.stages = static_cast<int>(n);
+    } else if (arg == "--batch") {
+      if (!parse_int(value(), &n) || n < 1) return compile_usage("--batch needs a positive number");
+      options.batch = n;
+    } else if (arg == "--microbatches") {
+      if (!parse_int(value(), &n) || n < 1) return compile_usage("--microbatches needs a positive number");
+      options.microbatches = n;
+    } else if (arg == "--schedule") {
+      const char* v = value();
+      if (!v) return compile_usage("--schedule needs gpipe or 1f1b");
+      options.schedule = v;
+    } else if (arg == "--shape") {
+      const char* v = value();
+      const char* eq = v ? std::strchr(v, '=') : nullptr;
+      if (!eq) return compile_usage("--shape needs NAME=AxBx...");
+      auto shape = parse_shape(eq + 1);
+      if (!shape.ok()) return compile_usage(shape.status().message().c_str());
+      options.shapes[std::string(v, eq)] = *shape;
+    } else if (arg == "--lr") {
+      if (!parse_float(value(), &x) || x <= 0) return compile_usage("--lr needs a positive number");
+      options.training.optimizer.lr = x;
+    } else if (arg == "--momentum") {
+      if (!parse_float(value(), &x) || x < 0 || x >= 1) return compile_usage("--momentum needs a number in [0, 1)");
+      options.training.optimizer.momentum = x;
+    } else if (arg == "--weight-decay") {
+      if (!parse_float(value(), &x) || x < 0) return compile_usage("--weight-decay needs a non-negative number");
+      options.training.optimizer.weight_decay = x;
+    } else if (arg == "--nesterov") {
+      options.training.optimizer.nesterov = true;
+    } else if (arg == "--epochs") {
+      if (!parse_int(value(), &n) || n < 1) return compile_usage("--epochs needs a positive number");
+      options.training.epochs = n;
+    } else if (arg == "--steps") {
+      if (!parse_int(value(), &n) || n < 1) return compile_usage("--steps needs a positive number");
+      options.training.max_steps = n;
+    } else if (arg == "--seed") {
+      if (!parse_int(value(), &n) || n < 0) return compile_usage("--seed needs a non-negative number");
+      options.training.seed = static_cast<uint64_t>(n);
+    } else if (arg == "--data") {
+      const char* v = value();
+      if (!v) return compile_usage("--data needs a folder");
+      options.training.data.dir = v;
+    } else if (arg == "--no-eval") {
+      options.training.evaluate = false;
+    } else if (arg == "--host") {
+      const char* v = value();
+      if (!v) return compile_usage("--host needs a host name or address");
+      options.host = v;
+    } else if (arg == "--base-port") {
+      if (!parse_int(value(), &n) || n < 1 || n > 65535) return compile_usage("--base-port needs a port number");
+      options.base_port = static_cast<int>(n);
+    } else if (arg == "-h" || arg == "--help") {
+      compile_usage(nullptr);
+      return 0;
+    } else if (!arg.empty() && arg[0] == '-') {
+      return compile_usage(("unknown option '" + arg + "'").c_str());
+    } else if (options.model_path.empty()) {
+      options.model_path = arg;
+    } else {
+      return compile_usage("only one model file may be given");
+    }
+  }
+  if (options.model_path.empty()) return compile_usage("a model file is required");
+  if (options.out_dir.empty()) return compile_usage("-o DIR is required");
+  auto summary = cg::compile_model(options, std::cout);
+  if (!summary.ok()) {
+    std::fprintf(stderr, "ravnestc: error: %s\n", summary.status().message().c_str());
+    return 1;
+  }
+  std::printf("wrote %d bundle(s) to %s (run id %s); start them with: ravnest-launch %s\n", summary->stages,
+              options.out_dir.c_str(), summary->run_id.c_str(), options.out_dir.c_str());
+  return 0;
+}
