@@ -417,7 +417,6 @@ Status TrainerImpl::evaluate(int64_t epoch) {
                   mf.self.id.c_str(), static_cast<long long>(epoch), accuracy, static_cast<long long>(correct),
                   static_cast<long long>(count));
     progress(line);
-    RN_LOG_INFO("epoch ", epoch + 1, ": test accuracy ", accuracy * 100, "% (", correct, "/", count, ")");
   }
   return ok_status();
 }

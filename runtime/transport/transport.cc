@@ -182,7 +182,9 @@ struct Transport::Impl {
   // Closes `c` and tells whoever cares why: the peer table if registered, else the
   // handshake. The reason is recorded before the socket closes, so whoever sees the
   // close (the remote end, a test) finds the reason already there.
-  void fail_connection(std::shared_ptr<Connection> c, const Status& why) {  // by value: callers may pass a set element
+  // `orderly`: the peer said BYE; that is the normal end of a run, not worth a warning.
+  void fail_connection(std::shared_ptr<Connection> c, const Status& why,
+                       bool orderly = false) {  // by value: callers may pass a set element
     if (!c->open) return;
     c->open = false;
     uint64_t dropped = 0;
@@ -193,6 +195,8 @@ struct Transport::Impl {
     c->on_handshake_failure = nullptr;
     if (!c->registered) {
       if (on_handshake_failure) on_handshake_failure(why);
+    } else if (!shutting_down && orderly) {
+      RN_VERBOSE("transport ", options.node_id, ": ", why.message());
     } else if (!shutting_down) {
       RN_LOG_WARN("transport ", options.node_id, ": ", why.message());
     }
@@ -331,7 +335,7 @@ struct Transport::Impl {
       if (!st.ok()) return fail_connection(c, st);
       switch (h.kind) {
         case FrameKind::kBye:
-          return fail_connection(c, error(Code::kNetwork, c->who(), " closed the connection (it sent BYE)"));
+          return fail_connection(c, error(Code::kNetwork, c->who(), " closed the connection (it sent BYE)"), true);
         case FrameKind::kHello:
           return fail_connection(c, error(Code::kCorrupt, "bad frame from ", c->who(),
                                           ": field 'kind' is HELLO after the handshake was done"));
