@@ -101,10 +101,17 @@ Result<std::vector<uint8_t>> read_external(const onnx::TensorProto& tensor, cons
   std::string location;
   int64_t offset = 0;
   int64_t length = -1;
+  auto parse_count = [&](const std::string& key, const std::string& text, int64_t* out) -> Status {
+    if (text.empty() || text.size() > 18 || text.find_first_not_of("0123456789") != std::string::npos)
+      return error(Code::kCorrupt, "initializer '", tensor.name(), "': external data ", key, " '", text,
+                   "' is not a non-negative integer");
+    *out = std::stoll(text);
+    return ok_status();
+  };
   for (const auto& entry : tensor.external_data()) {
     if (entry.key() == "location") location = entry.value();
-    else if (entry.key() == "offset") offset = std::stoll(entry.value());
-    else if (entry.key() == "length") length = std::stoll(entry.value());
+    else if (entry.key() == "offset") RN_RETURN_IF_ERROR(parse_count("offset", entry.value(), &offset));
+    else if (entry.key() == "length") RN_RETURN_IF_ERROR(parse_count("length", entry.value(), &length));
   }
   if (location.empty())
     return error(Code::kCorrupt, "initializer '", tensor.name(), "' uses external data but names no location");
@@ -122,7 +129,7 @@ Result<std::vector<uint8_t>> read_external(const onnx::TensorProto& tensor, cons
   in.seekg(0, std::ios::end);
   int64_t file_size = in.tellg();
   if (length < 0) length = static_cast<int64_t>(expected);
-  if (offset < 0 || length != static_cast<int64_t>(expected) || offset + length > file_size)
+  if (offset < 0 || length != static_cast<int64_t>(expected) || offset > file_size || length > file_size - offset)
     return error(Code::kCorrupt, "initializer '", tensor.name(), "': external data in '", path.string(),
                  "' (offset ", offset, ", length ", length, ") does not hold the ", expected,
                  " bytes its shape needs (file has ", file_size, " bytes)");

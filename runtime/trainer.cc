@@ -355,6 +355,8 @@ Status TrainerImpl::evaluate(int64_t epoch) {
   const Manifest& mf = m();
   const int64_t mbs = mf.training.microbatch_size;
   const int64_t count = test_count_;
+  if ((mf.first() || mf.last()) && !test_)
+    return error(Code::kInternal, where(), ": evaluation without the test set loaded");
   const uint64_t step = kEvalStepBase + static_cast<uint64_t>(epoch);
   const int64_t batches = (count + mbs - 1) / mbs;
   int64_t correct = 0;
