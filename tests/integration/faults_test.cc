@@ -108,3 +108,42 @@ TEST(Faults, KilledNeighbourIsReportedQuickly) {
 
 }  // namespace
 }  // namespace ravnest
+
+namespace ravnest {
+namespace {
+
+// ravnest-launch exits non-zero and names the node that failed.
+TEST(Faults, LauncherReportsTheFailedNode) {
+  std::string dir = compile_two_stages("launchfail");
+  flip_byte(dir + "/node1/weights.rvt", 100);
+  auto r = run_process({binary("ravnest-launch"), dir, "--quiet", "--timeout", "120"}, 150, {"OMP_NUM_THREADS=1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("node1 (stage 1) failed"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("weights.rvt"), std::string::npos) << r.err;
+  // node0 is stopped (or gives up) instead of waiting forever for its peer.
+  EXPECT_FALSE(r.timed_out);
+}
+
+// The command-line errors of `ravnestc inspect`, end to end.
+TEST(Cli, InspectReportsAndFails) {
+  auto ok = run_process({binary("ravnestc"), "inspect", source_path("models/cnn/cnn.onnx"), "--batch", "64"}, 60);
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_NE(ok.out.find("421,642"), std::string::npos) << ok.out;
+  auto missing = run_process({binary("ravnestc"), "inspect", "/nonexistent/model.onnx"}, 60);
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.err.find("ravnestc: error: model file '/nonexistent/model.onnx' does not exist"), std::string::npos)
+      << missing.err;
+  auto unset = run_process({binary("ravnestc"), "inspect", source_path("models/cnn/cnn.onnx")}, 60);
+  EXPECT_EQ(unset.exit_code, 1);
+  EXPECT_NE(unset.err.find("batch"), std::string::npos) << unset.err;
+  auto usage = run_process({binary("ravnestc"), "inspect"}, 60);
+  EXPECT_EQ(usage.exit_code, 2);
+  auto too_many = run_process({binary("ravnestc"), "compile", source_path("models/cnn/cnn.onnx"), "-o",
+                               testing::temp_dir("toomany"), "--stages", "40"},
+                              60);
+  EXPECT_EQ(too_many.exit_code, 1);
+  EXPECT_NE(too_many.err.find("stages"), std::string::npos) << too_many.err;
+}
+
+}  // namespace
+}  // namespace ravnest
