@@ -9,11 +9,15 @@
 #include <fstream>
 #include <string>
 
+#include <unistd.h>
+
 namespace ravnest::rt {
 namespace {
 
+// Unique per test and process: ctest runs tests of this file in parallel.
 std::string temp_path(const std::string& name) {
-  return ::testing::TempDir() + "/tensor_file_test_" + name;
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  return ::testing::TempDir() + "/tensor_file_test_" + std::to_string(getpid()) + "_" + info->name() + "_" + name;
 }
 
 Tensor iota(DType dtype, Shape shape) {
