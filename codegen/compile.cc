@@ -72,6 +72,16 @@ Result<CompileSummary> compile_model(const CompileOptions& options, std::ostream
   RN_ASSIGN_OR_RETURN(std::vector<StageProgram> stages,
                       build_stage_programs(model, split.stage_of_node, options.stages, stage_options));
 
+  // Every stage's schedule; "auto" optimises for this compile's F/B/W FLOPs per stage.
+  if (options.microbatches > 65536)
+    return error(Code::kInvalidArgument, "--microbatches ", options.microbatches, " is over the limit of 65536");
+  ScheduleCosts schedule_costs;
+  for (const StageProgram& sp : stages)
+    schedule_costs.stages.push_back({sp.forward_flops, sp.backward_input_flops, sp.backward_weight_flops});
+  RN_ASSIGN_OR_RETURN(std::vector<rt::StageSchedule> schedules,
+                      make_schedules(options.schedule, options.stages, static_cast<int>(options.microbatches),
+                                     schedule_costs));
+
   // The run id ties the bundles of one compile together: nodes of different
   // compiles refuse to talk to each other.
   std::ostringstream fingerprint;
@@ -122,8 +132,7 @@ Result<CompileSummary> compile_model(const CompileOptions& options, std::ostream
       weights.emplace_back(name, to_tensor(data));
       param_count += data.numel();
     }
-    RN_ASSIGN_OR_RETURN(rt::StageSchedule schedule,
-                        make_schedule(options.schedule, sp.stage, options.stages, static_cast<int>(options.microbatches)));
+    const rt::StageSchedule& schedule = schedules[static_cast<size_t>(sp.stage)];
     std::string dir = (fs::path(options.out_dir) / m.self.id).string();
     RN_RETURN_IF_ERROR(write_bundle(dir, m,
                                     {{"forward", sp.forward}, {"backward", sp.backward},

@@ -16,7 +16,7 @@ int count(const rt::StageSchedule& s, InstrOp op) {
 }
 
 TEST(Schedule, GeneratedSchedulesValidate) {
-  for (const char* kind : {"1f1b", "gpipe"})
+  for (const char* kind : {"1f1b", "gpipe", "zb-h1", "zb-h2", "auto"})
     for (int p = 1; p <= 8; ++p)
       for (int m : {1, 2, 3, 8, 17})
         for (int s = 0; s < p; ++s) {
@@ -41,6 +41,37 @@ TEST(Schedule, OneFOneBBoundsInFlightMicrobatches) {
       if (i.op == InstrOp::kW) --in_flight;
     }
     EXPECT_EQ(peak, p - s) << "stage " << s;
+  }
+}
+
+// make_schedule(kind, stage, ...) is stage `stage` of make_schedules(kind, ...).
+TEST(Schedule, PerStageAndWholePipelineAgree) {
+  for (const char* kind : {"1f1b", "zb-h1", "zb-h2", "auto"}) {
+    auto all = make_schedules(kind, 4, 9);
+    ASSERT_TRUE(all.ok()) << all.status().to_string();
+    for (int s = 0; s < 4; ++s) {
+      auto one = make_schedule(kind, s, 4, 9);
+      ASSERT_TRUE(one.ok());
+      EXPECT_EQ(one->instrs, (*all)[static_cast<size_t>(s)].instrs) << kind << " stage " << s;
+      EXPECT_EQ(one->kind, kind);
+    }
+  }
+}
+
+// ZB-H1 defers W: stage s holds at most p micro-batches, and some W runs after a later B.
+TEST(Schedule, ZeroBubbleH1DefersWeightGradients) {
+  auto all = make_schedules("zb-h1", 4, 8);
+  ASSERT_TRUE(all.ok());
+  for (const auto& sched : *all) {
+    int in_flight = 0, peak = 0, last_b = -1;
+    bool deferred = false;
+    for (const auto& i : sched.instrs) {
+      if (i.op == InstrOp::kF) peak = std::max(peak, ++in_flight);
+      if (i.op == InstrOp::kW) --in_flight, deferred |= i.microbatch < last_b;
+      if (i.op == InstrOp::kB) last_b = i.microbatch;
+    }
+    EXPECT_LE(peak, 4) << "stage " << sched.stage;
+    EXPECT_EQ(deferred, sched.stage > 0) << "stage " << sched.stage;
   }
 }
 

@@ -11,6 +11,7 @@
 
 int run_inspect(int argc, char** argv);
 int run_compile(int argc, char** argv);
+int run_schedule(int argc, char** argv);
 
 namespace ravnest::cli {
 

@@ -14,8 +14,9 @@ int compile_usage(const char* message) {
   if (message) std::fprintf(stderr, "ravnestc compile: %s\n", message);
   std::fprintf(stderr,
                "usage: ravnestc compile MODEL.onnx -o DIR [--stages K] [--batch B] [--microbatches M]\n"
-               "         [--schedule 1f1b|gpipe] [--shape NAME=AxBx...] [--lr X] [--momentum X] [--weight-decay X]\n"
-               "         [--nesterov] [--epochs N] [--steps N] [--seed N] [--data DIR] [--no-eval]\n"
+               "         [--schedule gpipe|1f1b|zb-h1|zb-h2|auto] [--shape NAME=AxBx...] [--lr X] [--momentum X]\n"
+               "         [--weight-decay X]"
+               " [--nesterov] [--epochs N] [--steps N] [--seed N] [--data DIR] [--no-eval]\n"
                "         [--host HOST] [--base-port PORT]\n"
                "  --batch is the global batch of one step; each micro-batch has B/M samples.\n");
   return 2;
@@ -60,7 +61,7 @@ int run_compile(int argc, char** argv) {
       options.microbatches = n;
     } else if (arg == "--schedule") {
       const char* v = value();
-      if (!v) return compile_usage("--schedule needs gpipe or 1f1b");
+      if (!v) return compile_usage("--schedule needs gpipe, 1f1b, zb-h1, zb-h2 or auto");
       options.schedule = v;
     } else if (arg == "--shape") {
       const char* v = value();

@@ -19,6 +19,7 @@ struct Command {
 constexpr Command kCommands[] = {
     {"inspect", run_inspect, "print per-node shapes, parameters, FLOPs and memory of an ONNX model"},
     {"compile", run_compile, "compile an ONNX model into per-machine bundles"},
+    {"schedule", run_schedule, "simulate a pipeline schedule: makespan, bubble ratio, timeline"},
 };
 
 void print_help(std::FILE* out) {
