@@ -1,6 +1,7 @@
 #include "runtime/trainer.h"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <iomanip>
 #include <cmath>
@@ -13,6 +14,7 @@
 #include "runtime/data/mnist_idx.h"
 #include "runtime/executor.h"
 #include "runtime/tensor_file.h"
+#include "runtime/trace.h"
 #include "runtime/transport/transport.h"
 
 namespace ravnest::rt {
@@ -62,6 +64,30 @@ Result<TensorMap> gather_feeds(const Graph& program, std::initializer_list<const
   return feeds;
 }
 
+// How an instruction shows in the trace: time blocked on receives and time
+// enqueueing sends on the comm lane, work on the compute lane.
+struct InstrSpanKind {
+  TraceLane lane;
+  const char* category;
+};
+InstrSpanKind instr_span_kind(InstrOp op) {
+  switch (op) {
+    case InstrOp::kRecvAct:
+    case InstrOp::kRecvGrad: return {TraceLane::kComm, "wait"};
+    case InstrOp::kSendAct:
+    case InstrOp::kSendGrad: return {TraceLane::kComm, "send"};
+    case InstrOp::kAllReduce: return {TraceLane::kComm, "allreduce"};
+    case InstrOp::kF:
+    case InstrOp::kB:
+    case InstrOp::kW:
+    case InstrOp::kStep: return {TraceLane::kCompute, "compute"};
+  }
+  return {TraceLane::kCompute, "compute"};
+}
+constexpr size_t kInstrOps = static_cast<size_t>(InstrOp::kStep) + 1;
+
+int64_t wire_bytes(const BoundaryTensor& t) { return numel(t.shape) * static_cast<int64_t>(dtype_size(t.dtype)); }
+
 void add_into(Tensor& acc, const Tensor& x) {
   float* a = acc.data<float>();
   const float* b = x.data<float>();
@@ -76,6 +102,9 @@ class TrainerImpl : public Trainer {
   Status run() override;
 
  private:
+  Status train();
+  Status write_trace();
+  void trace_wire(const FrameWritten& written);
   const Manifest& m() const { return b_.manifest; }
   Status connect();
   Status load_data();
@@ -89,6 +118,8 @@ class TrainerImpl : public Trainer {
   Bundle b_;
   TrainerOptions opt_;
   std::unique_ptr<Executor> fwd_, bwd_, wgt_, optim_;
+  // Declared before transport_, whose I/O thread records into it until the transport is destroyed.
+  TraceRecorder trace_;
   std::unique_ptr<Transport> transport_;
   std::optional<PeerAddress> prev_, next_;
   TensorMap params_, grads_, velocity_;
@@ -103,6 +134,9 @@ class TrainerImpl : public Trainer {
   double step_loss_ = 0;
   int64_t step_correct_ = 0;
   std::ofstream losses_;
+  // Per instruction kind (indexed by InstrOp): time spent, and bytes one instruction moves.
+  std::array<SpanTotals, kInstrOps> totals_;
+  std::array<int64_t, kInstrOps> instr_bytes_{};
 };
 
 Status TrainerImpl::init() {
@@ -139,6 +173,12 @@ Status TrainerImpl::init() {
   for (const auto& t : mf.send)
     if (b_inputs.count("seed/" + t.name) || w_reads.count("seed/" + t.name)) grads_in_.push_back(&t);
 
+  for (const auto& t : mf.recv) instr_bytes_[static_cast<size_t>(InstrOp::kRecvAct)] += wire_bytes(t);
+  for (const auto& t : mf.send) instr_bytes_[static_cast<size_t>(InstrOp::kSendAct)] += wire_bytes(t);
+  for (const BoundaryTensor* t : grads_in_) instr_bytes_[static_cast<size_t>(InstrOp::kRecvGrad)] += wire_bytes(*t);
+  for (const BoundaryTensor* t : grads_out_) instr_bytes_[static_cast<size_t>(InstrOp::kSendGrad)] += wire_bytes(*t);
+  if (!opt_.trace_path.empty()) trace_.enable(mf.stage, where());
+
   if (mf.prev) { RN_ASSIGN_OR_RETURN(prev_, apply_override(*mf.prev, opt_.peers)); }
   if (mf.next) { RN_ASSIGN_OR_RETURN(next_, apply_override(*mf.next, opt_.peers)); }
   if (!opt_.losses_path.empty() && mf.last()) {
@@ -153,6 +193,7 @@ Status TrainerImpl::connect() {
   TransportOptions to;
   to.node_id = mf.self.id;
   to.run_id = mf.run_id;
+  if (trace_.enabled()) to.on_frame_written = [this](const FrameWritten& w) { trace_wire(w); };
   transport_ = std::make_unique<Transport>(to);
   std::string host = mf.self.host;
   uint16_t port = mf.self.port;
@@ -217,6 +258,23 @@ Status TrainerImpl::agree_on_sizes() {
     return error(Code::kInvalidArgument, "the training set has ", train_count_, " samples, fewer than one batch of ",
                  m().training.batch);
   return ok_status();
+}
+
+// On the transport's I/O thread: a frame of ours went onto the socket.
+void TrainerImpl::trace_wire(const FrameWritten& w) {
+  using std::chrono::duration_cast;
+  using std::chrono::microseconds;
+  TraceEvent ev;
+  ev.name = w.header.kind == FrameKind::kActivation ? "ACT" : w.header.kind == FrameKind::kGradient ? "GRAD" : "CONTROL";
+  ev.category = "wire";
+  ev.lane = TraceLane::kWire;
+  ev.start_us = duration_cast<microseconds>(w.begin.time_since_epoch()).count();
+  ev.dur_us = std::max<int64_t>(0, duration_cast<microseconds>(w.end.time_since_epoch()).count() - ev.start_us);
+  // Evaluation and start-up frames use step numbers far above training steps.
+  ev.step = w.header.step < kEvalStepBase ? static_cast<int64_t>(w.header.step) : -1;
+  ev.microbatch = ev.step >= 0 ? static_cast<int32_t>(w.header.microbatch) : -1;
+  ev.bytes = static_cast<int64_t>(w.header.payload_bytes);
+  trace_.record(ev);
 }
 
 void TrainerImpl::progress(const std::string& json_line) {
@@ -345,6 +403,10 @@ Status TrainerImpl::train_step(int64_t step, const std::vector<int64_t>& batch) 
   step_loss_ = 0;
   step_correct_ = 0;
   for (const Instr& in : b_.schedule.instrs) {
+    const size_t op = static_cast<size_t>(in.op);
+    const InstrSpanKind kind = instr_span_kind(in.op);
+    TraceSpan span(trace_, kind.lane, kind.category, instr_op_name(in.op), step, in.microbatch, &totals_[op]);
+    span.add_bytes(instr_bytes_[op]);
     Status st = run_instr(in, step, batch);
     if (!st.ok()) return st.with_context("step " + std::to_string(step) + ", " + instr_str(in));
   }
@@ -423,7 +485,32 @@ Status TrainerImpl::evaluate(int64_t epoch) {
   return ok_status();
 }
 
+// Trains, then writes the trace (also after a failure: it shows where the run stopped).
 Status TrainerImpl::run() {
+  Status trained = train();
+  if (!trace_.enabled()) return trained;
+  Status written = write_trace();
+  if (!trained.ok()) return trained;
+  return written;
+}
+
+Status TrainerImpl::write_trace() {
+  const Manifest& mf = m();
+  Json means = Json::object();
+  for (size_t op = 0; op < kInstrOps; ++op)
+    if (totals_[op].count) means.set(instr_op_name(static_cast<InstrOp>(op)), totals_[op].mean_s());
+  Json other = Json::object();
+  other.set("node", mf.self.id);
+  other.set("stage", mf.stage);
+  other.set("num_stages", b_.schedule.num_stages);
+  other.set("schedule", b_.schedule.kind);
+  other.set("microbatches", b_.schedule.microbatches);
+  other.set("mean_s", std::move(means));
+  trace_.set_other_data(std::move(other));
+  return trace_.write(opt_.trace_path).with_context(where() + ": writing the trace");
+}
+
+Status TrainerImpl::train() {
   const Manifest& mf = m();
   RN_RETURN_IF_ERROR(load_data());
   RN_RETURN_IF_ERROR(connect());
@@ -460,7 +547,10 @@ Status TrainerImpl::run() {
       progress(line);
     }
     bool epoch_done = step % steps_per_epoch == 0 || step == total;
-    if (epoch_done && opt_.evaluate && mf.training.evaluate && test_count_ > 0) RN_RETURN_IF_ERROR(evaluate(epoch));
+    if (epoch_done && opt_.evaluate && mf.training.evaluate && test_count_ > 0) {
+      TraceSpan span(trace_, TraceLane::kCompute, "eval", "EVAL", step, -1);
+      RN_RETURN_IF_ERROR(evaluate(epoch));
+    }
   }
   if (losses_.is_open()) losses_.flush();
   if (!opt_.save_params_path.empty()) {
@@ -470,9 +560,13 @@ Status TrainerImpl::run() {
   }
   RN_RETURN_IF_ERROR(transport_->flush(deadline_in(opt_.recv_timeout_s)).with_context(where() + ": flushing sends"));
   double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-  char line[256];
-  std::snprintf(line, sizeof line, R"({"event":"done","node":"%s","steps":%lld,"elapsed":%.3f})", mf.self.id.c_str(),
-                static_cast<long long>(step), elapsed);
+  // Mean F, B and W times of this stage: what a schedule simulator is fed.
+  auto mean_s = [&](InstrOp op) { return totals_[static_cast<size_t>(op)].mean_s(); };
+  char line[320];
+  std::snprintf(line, sizeof line,
+                R"({"event":"done","node":"%s","stage":%d,"steps":%lld,"elapsed":%.3f,"f_s":%.9f,"b_s":%.9f,"w_s":%.9f})",
+                mf.self.id.c_str(), mf.stage, static_cast<long long>(step), elapsed, mean_s(InstrOp::kF),
+                mean_s(InstrOp::kB), mean_s(InstrOp::kW));
   progress(line);
   return ok_status();
 }

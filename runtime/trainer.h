@@ -28,6 +28,7 @@ struct TrainerOptions {
   std::string losses_path;        // last stage: one line per step "step loss"
   std::string save_params_path;   // final parameters as a .rvt file
   bool progress_json = true;      // JSON lines on stdout for ravnest-launch
+  std::string trace_path;         // Chrome trace-event JSON of every instruction (runtime/trace.h)
 };
 
 class Trainer {

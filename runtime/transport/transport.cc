@@ -102,6 +102,7 @@ struct Connection : std::enable_shared_from_this<Connection> {
     Tensor payload;
     bool counted;  // a send() the caller may flush(); HELLO/BYE are not
     std::array<uint8_t, kFrameHeaderBytes> bytes{};
+    std::chrono::system_clock::time_point write_begin{};  // set only for options.on_frame_written
   };
 
   tcp::socket socket;
@@ -267,7 +268,8 @@ struct Transport::Impl {
       return;
     }
     c->writing = true;
-    const Connection::OutFrame& f = c->out.front();
+    Connection::OutFrame& f = c->out.front();
+    if (options.on_frame_written) f.write_begin = std::chrono::system_clock::now();
     std::array<asio::const_buffer, 2> buffers = {asio::buffer(f.bytes),
                                                  asio::buffer(f.payload.raw(), f.payload.bytes())};
     asio::async_write(c->socket, buffers, [this, c](const asio::error_code& ec, size_t) {
@@ -277,6 +279,10 @@ struct Transport::Impl {
         return;
       }
       bool counted = c->out.front().counted;
+      if (counted && options.on_frame_written) {
+        const Connection::OutFrame& done = c->out.front();
+        options.on_frame_written(FrameWritten{c->peer_id, done.header, done.write_begin, std::chrono::system_clock::now()});
+      }
       c->out.pop_front();
       if (counted) {
         std::lock_guard<std::mutex> lock(mu);

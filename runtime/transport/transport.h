@@ -24,6 +24,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -40,6 +41,13 @@ inline Deadline deadline_after(std::chrono::milliseconds timeout) {
   return Clock::now() + timeout;
 }
 
+// A sent frame that the I/O thread finished writing to its socket.
+struct FrameWritten {
+  std::string peer_id;
+  FrameHeader header;  // kind, step, microbatch, tensor id, payload_bytes
+  std::chrono::system_clock::time_point begin, end;  // the socket write, after any frames queued before it
+};
+
 struct TransportOptions {
   std::string node_id;  // this node's id, sent in HELLO; peers know us by it
   std::string run_id;   // peers announcing another run id are refused
@@ -50,6 +58,8 @@ struct TransportOptions {
   std::chrono::milliseconds connect_retry_interval{20};
   // The destructor waits at most this long for queued frames and BYE to be written.
   std::chrono::milliseconds close_timeout{2000};
+  // Optional: called on the I/O thread for every frame of send() once written (traces use it). Must be quick.
+  std::function<void(const FrameWritten&)> on_frame_written;
 };
 
 // What identifies a frame besides its tensor.

@@ -2,7 +2,7 @@
 //
 //   ravnest-rt --bundle DIR/node1 [--listen HOST:PORT] [--peer ID=HOST:PORT ...]
 //              [--steps N] [--no-eval] [--losses FILE] [--save-params FILE]
-//              [--connect-timeout S] [--recv-timeout S] [--verbose]
+//              [--connect-timeout S] [--recv-timeout S] [--trace FILE] [--verbose]
 //
 // The same command runs every role: the bundle says which stage this node is.
 // Exit status: 0 on success, 1 on a training or bundle error (message on
@@ -23,7 +23,7 @@ int usage(const char* message) {
   std::fprintf(stderr,
                "usage: ravnest-rt --bundle DIR [--listen HOST:PORT] [--peer ID=HOST:PORT ...] [--steps N]\n"
                "                  [--no-eval] [--losses FILE] [--save-params FILE] [--connect-timeout S]\n"
-               "                  [--recv-timeout S] [--quiet] [--verbose]\n");
+               "                  [--recv-timeout S] [--trace FILE] [--quiet] [--verbose]\n");
   return 2;
 }
 
@@ -70,6 +70,10 @@ int main(int argc, char** argv) {
       const char* v = value();
       if (!v) return usage("--save-params needs a file");
       options.save_params_path = v;
+    } else if (arg == "--trace") {
+      const char* v = value();
+      if (!v) return usage("--trace needs a file");
+      options.trace_path = v;
     } else if (arg == "--connect-timeout" || arg == "--recv-timeout") {
       const char* v = value();
       double seconds = 0;
