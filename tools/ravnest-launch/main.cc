@@ -2,12 +2,15 @@
 // loopback and shows one merged progress line.
 //
 //   ravnest-launch DIR [--steps N] [--no-eval] [--losses FILE] [--save-params DIR]
-//                  [--timeout S] [--rt PATH] [--quiet]
+//                  [--timeout S] [--rt PATH] [--trace OUT.json] [--links FILE] [--quiet]
 //
 // Each node gets a free loopback port chosen here (the bundles' own addresses
 // are for real deployments). If any node fails, the others get a grace period
 // to report their own view of the failure, then are stopped; the exit status
-// is then non-zero and names the failed node.
+// is then non-zero and names the failed node. With --trace, each node writes
+// its own trace next to OUT.json and the launcher merges them into OUT.json at
+// the end (also after a failure, from the nodes that wrote one). With --links,
+// each pipeline link runs through an emulated home link (docs/links.md).
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -28,6 +31,8 @@
 
 #include "common/json.h"
 #include "common/ports.h"
+#include "runtime/netem/links.h"
+#include "runtime/trace.h"
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
@@ -51,7 +56,7 @@ int usage(const char* message) {
   if (message) std::fprintf(stderr, "ravnest-launch: %s\n", message);
   std::fprintf(stderr,
                "usage: ravnest-launch DIR [--steps N] [--no-eval] [--losses FILE] [--save-params DIR]\n"
-               "                      [--timeout SECONDS] [--rt PATH] [--quiet]\n");
+               "                      [--timeout SECONDS] [--rt PATH] [--trace OUT.json] [--links FILE] [--quiet]\n");
   return 2;
 }
 
@@ -62,6 +67,30 @@ std::string format_duration(double seconds) {
   if (s >= 3600) std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
   else std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
   return buf;
+}
+
+// Where node `id` writes its part of the trace OUT.json (merged, then removed).
+std::string node_trace_path(const std::string& out, const std::string& id) { return out + "." + id + ".part"; }
+
+// Merges the node traces that exist into `out` and removes them; says so on stderr when it cannot.
+bool merge_node_traces(const std::string& out, const std::vector<NodeProc>& nodes) {
+  std::vector<std::string> parts;
+  std::error_code ec;
+  for (const auto& n : nodes)
+    if (fs::exists(node_trace_path(out, n.id), ec)) parts.push_back(node_trace_path(out, n.id));
+  if (parts.empty()) {
+    std::fprintf(stderr, "ravnest-launch: no node wrote a trace; %s not written\n", out.c_str());
+    return false;
+  }
+  ravnest::Status st = ravnest::rt::merge_traces(parts, out);
+  for (const auto& p : parts) fs::remove(p, ec);
+  if (!st.ok()) {
+    std::fprintf(stderr, "ravnest-launch: error: %s\n", st.message().c_str());
+    return false;
+  }
+  std::fprintf(stderr, "ravnest-launch: trace of %zu of %zu nodes written to %s (open it in https://ui.perfetto.dev)\n",
+               parts.size(), nodes.size(), out.c_str());
+  return true;
 }
 
 std::string exit_description(int status) {
@@ -77,6 +106,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> passthrough;
   std::string rt_path = (fs::read_symlink("/proc/self/exe").parent_path() / "ravnest-rt").string();
   std::string save_dir;
+  std::string trace_path;
+  std::string links_path;
   double timeout_s = 0;
   bool quiet = false;
   for (int i = 1; i < argc; ++i) {
@@ -93,6 +124,14 @@ int main(int argc, char** argv) {
       const char* v = value();
       if (!v) return usage("--save-params needs a folder");
       save_dir = v;
+    } else if (arg == "--trace") {
+      const char* v = value();
+      if (!v) return usage("--trace needs an output file");
+      trace_path = v;
+    } else if (arg == "--links") {
+      const char* v = value();
+      if (!v) return usage("--links needs a links file (docs/links.md)");
+      links_path = v;
     } else if (arg == "--timeout") {
       const char* v = value();
       if (!v || (timeout_s = std::atof(v)) <= 0) return usage("--timeout needs a positive number of seconds");
@@ -168,18 +207,31 @@ int main(int argc, char** argv) {
     setenv("OMP_NUM_THREADS", threads.c_str(), 1);
   }
   signal(SIGPIPE, SIG_IGN);
+  // Emulated home links between pipeline neighbours (docs/links.md); direct addresses without --links.
+  std::vector<ravnest::rt::LaunchedNode> launched;
+  for (const auto& n : nodes) launched.push_back({n.id, n.stage, n.port});
+  auto links = ravnest::rt::PipelineLinks::start(links_path, launched);
+  if (!links.ok()) {
+    std::fprintf(stderr, "ravnest-launch: error: %s\n", links.status().message().c_str());
+    return 1;
+  }
+  if (!quiet) for (const auto& line : (*links)->describe()) std::printf("%s\n", line.c_str());
 
   for (auto& n : nodes) {
     std::vector<std::string> args{rt_path, "--bundle", n.dir, "--listen", "127.0.0.1:" + std::to_string(n.port)};
     for (const auto& other : nodes)
       if (other.id != n.id) {
         args.push_back("--peer");
-        args.push_back(other.id + "=127.0.0.1:" + std::to_string(other.port));
+        args.push_back(other.id + "=" + (*links)->peer_address(n.id, other.id));
       }
     args.insert(args.end(), passthrough.begin(), passthrough.end());
     if (!save_dir.empty()) {
       args.push_back("--save-params");
       args.push_back((fs::path(save_dir) / (n.id + ".rvt")).string());
+    }
+    if (!trace_path.empty()) {
+      args.push_back("--trace");
+      args.push_back(node_trace_path(trace_path, n.id));
     }
     int pipefd[2];
     if (pipe(pipefd) != 0) {
@@ -336,6 +388,8 @@ int main(int argc, char** argv) {
   }
   print_progress(true);
   end_progress_line();
+  if (!quiet) for (const auto& line : (*links)->summary()) std::printf("%s\n", line.c_str());
+  bool traced = trace_path.empty() || merge_node_traces(trace_path, nodes);
   if (!failed.empty()) {
     std::fprintf(stderr, "ravnest-launch: the run failed (%s)\n",
                  failed == "timeout" ? "timed out" : ("first failure: " + failed).c_str());
@@ -345,5 +399,5 @@ int main(int argc, char** argv) {
   std::printf("done: %lld steps in %s on %zu nodes\n", static_cast<long long>(last_step), format_duration(elapsed).c_str(),
               nodes.size());
   if (!eval_lines.empty()) std::printf("final %s\n", eval_lines.back().c_str());
-  return 0;
+  return traced ? 0 : 1;
 }
