@@ -87,7 +87,7 @@ Result<CompileSummary> compile_model(const CompileOptions& options, std::ostream
   std::ostringstream fingerprint;
   RN_ASSIGN_OR_RETURN(std::string model_digest, sha256_file(options.model_path));
   fingerprint << model_digest << "|" << options.stages << "|" << options.batch << "|" << options.microbatches << "|"
-              << options.schedule << "|" << options.training.seed << "|" << options.training.optimizer.lr;
+              << options.schedule << "|" << options.training.mode << "|" << options.training.seed << "|" << options.training.optimizer.lr;
   CompileSummary summary;
   summary.stages = options.stages;
   summary.run_id = sha256_hex(fingerprint.str()).substr(0, 16);

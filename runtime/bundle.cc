@@ -117,6 +117,7 @@ Json manifest_to_json(const Manifest& m) {
   training.set("max_steps", t.max_steps);
   training.set("seed", static_cast<int64_t>(t.seed));
   training.set("evaluate", t.evaluate);
+  training.set("mode", t.mode);
   Json opt = Json::object();
   opt.set("type", t.optimizer.type);
   opt.set("lr", t.optimizer.lr);
@@ -187,6 +188,9 @@ Result<Manifest> manifest_from_json(const Json& j) {
   RN_ASSIGN_OR_RETURN(int64_t seed, j.get_int_or("training.seed", 1));
   t.seed = static_cast<uint64_t>(seed);
   RN_ASSIGN_OR_RETURN(t.evaluate, j.get_bool_or("training.evaluate", true));
+  RN_ASSIGN_OR_RETURN(t.mode, j.get_string_or("training.mode", "sync"));
+  if (t.mode != "sync" && t.mode != "async")
+    return error(Code::kInvalidArgument, "training.mode is '", t.mode, "'; expected sync or async");
   RN_ASSIGN_OR_RETURN(t.optimizer.type, j.get_string("training.optimizer.type"));
   if (t.optimizer.type != "sgd")
     return error(Code::kUnsupported, "optimizer '", t.optimizer.type, "' is not supported by this runtime (sgd is)");

@@ -61,6 +61,10 @@ struct TrainingConfig {
   int64_t max_steps = 0;  // 0: run whole epochs
   uint64_t seed = 1;
   bool evaluate = true;   // test accuracy after each epoch
+  // "sync": one update per batch, exactly as one process (default).
+  // "async": an update after every micro-batch's W, no flush (weight stashing,
+  // staleness at most p-s-1 updates on stage s); see docs/training.md.
+  std::string mode = "sync";
   OptimizerConfig optimizer;
   DataConfig data;
 };

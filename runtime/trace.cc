@@ -215,4 +215,11 @@ Status merge_traces(const std::vector<std::string>& inputs, const std::string& o
   return write_atomically(output, trace_document(meta, other));
 }
 
+Status write_trace_document(const Json& document, const std::string& path) {
+  auto events = document.get_array("traceEvents");
+  if (!events.ok()) return events.status().with_context("writing trace '" + path + "'");
+  const Json* other = document.find("otherData");
+  return write_atomically(path, trace_document(**events, other ? *other : Json::object()));
+}
+
 }  // namespace ravnest::rt

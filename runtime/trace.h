@@ -113,4 +113,9 @@ class TraceSpan {
 // Errors name the input file and what is wrong with it.
 Status merge_traces(const std::vector<std::string>& inputs, const std::string& output);
 
+// Writes a whole trace document ({"traceEvents": [...], "otherData": {...}}, as
+// merge_traces writes it and read_json_file reads it back) to `path`, one event
+// per line, atomically. Errors name the path, or the document's missing field.
+Status write_trace_document(const Json& document, const std::string& path);
+
 }  // namespace ravnest::rt

@@ -109,8 +109,16 @@ class TrainerImpl : public Trainer {
   Status connect();
   Status load_data();
   Status agree_on_sizes();
-  Status train_step(int64_t step, const std::vector<int64_t>& batch_indices);
-  Status run_instr(const Instr& in, int64_t step, const std::vector<int64_t>& batch_indices);
+  Status train_step(int64_t step);
+  // Asynchronous mode: streams micro-batches [first, end) through the stage
+  // without a flush, updating the weights after each micro-batch's W.
+  Status train_async(int64_t first_step, int64_t end_step, int64_t total, Clock::time_point start);
+  Status run_traced(const Instr& in, int64_t step);
+  Status run_instr(const Instr& in, int64_t step);
+  Status update_async(int64_t g);
+  void report_step(int64_t step, int64_t total, Clock::time_point start);
+  // The sample indices of a training step (same on every stage).
+  const std::vector<int64_t>& batch_of(int64_t step);
   Status evaluate(int64_t epoch);
   void progress(const std::string& json_line);
   std::string where() const { return m().self.id + " (stage " + std::to_string(m().stage) + ")"; }
@@ -129,8 +137,18 @@ class TrainerImpl : public Trainer {
 
   std::optional<ImageDataset> train_, test_;
   int64_t train_count_ = 0, test_count_ = 0;  // known on every stage after agree_on_sizes()
-  // Per micro-batch state of the step in flight.
-  std::vector<TensorMap> acts_in_, stash_, grads_recv_, wstash_, outputs_;
+  // State of each micro-batch in flight, by global id step * m + microbatch.
+  struct Micro {
+    TensorMap acts_in, stash, grads_recv, wstash, outputs;
+    TensorMap weights;  // async mode: the weights its F used (weight stashing)
+    TensorMap grads;    // async mode: its parameter gradients, from W
+  };
+  std::map<int64_t, Micro> micro_;
+  Micro& micro(int64_t step, int mb) { return micro_[step * m().training.microbatches + mb]; }
+  const TensorMap& weights_of(const Micro& u) const { return u.weights.empty() ? params_ : u.weights; }
+  std::optional<Sampler> sampler_;
+  int64_t perm_epoch_ = -1, steps_per_epoch_ = 1;
+  std::vector<int64_t> perm_, batch_;
   double step_loss_ = 0;
   int64_t step_correct_ = 0;
   std::ofstream losses_;
@@ -163,7 +181,10 @@ Status TrainerImpl::init() {
   lr_ = Tensor::empty(DType::kF32, {});
   *lr_.data<float>() = static_cast<float>(mf.training.optimizer.lr);
   loss_seed_ = Tensor::empty(DType::kF32, {});
-  *loss_seed_.data<float>() = 1.0f / static_cast<float>(mf.training.batch);
+  // Synchronous: one update per batch of the mean loss. Asynchronous: one
+  // update per micro-batch of its mean loss.
+  const int64_t per_update = mf.training.mode == "async" ? mf.training.microbatch_size : mf.training.batch;
+  *loss_seed_.data<float>() = 1.0f / static_cast<float>(per_update);
 
   std::set<std::string> b_inputs(b_.backward.inputs.begin(), b_.backward.inputs.end());
   std::set<std::string> b_outputs(b_.backward.outputs.begin(), b_.backward.outputs.end());
@@ -283,43 +304,75 @@ void TrainerImpl::progress(const std::string& json_line) {
   std::fflush(stdout);
 }
 
-Status TrainerImpl::run_instr(const Instr& in, int64_t step, const std::vector<int64_t>& batch) {
+const std::vector<int64_t>& TrainerImpl::batch_of(int64_t step) {
+  const int64_t batch = m().training.batch;
+  const int64_t epoch = step / steps_per_epoch_;
+  if (epoch != perm_epoch_) {
+    perm_ = sampler_->permutation(static_cast<uint64_t>(epoch));
+    perm_epoch_ = epoch;
+  }
+  const int64_t i = step % steps_per_epoch_;
+  batch_.assign(perm_.begin() + i * batch, perm_.begin() + (i + 1) * batch);
+  return batch_;
+}
+
+Status TrainerImpl::run_instr(const Instr& in, int64_t step) {
   const Manifest& mf = m();
   const int mb = in.microbatch;
   const int64_t mbs = mf.training.microbatch_size;
+  const bool async = mf.training.mode == "async";
   auto recv_deadline = [&] { return deadline_in(opt_.recv_timeout_s); };
+  auto meta = [&](FrameKind kind, uint32_t id) {
+    return FrameMeta{kind, static_cast<uint64_t>(step), static_cast<uint32_t>(mb), id};
+  };
+  if (in.op == InstrOp::kStep) {
+    TensorMap feeds{{"lr", lr_}};
+    for (const auto& p : mf.params) {
+      feeds[p] = params_.at(p);
+      feeds["grad/" + p] = grads_.at(p);
+      feeds["velocity/" + p] = velocity_.at(p);
+    }  // exactly the optimizer program's inputs
+    TensorMap out;
+    RN_RETURN_IF_ERROR(optim_->run(feeds, &out).with_context(where() + ": optimizer step"));
+    for (auto& [p, g] : grads_) g.fill_zero();
+    return ok_status();
+  }
+  if (in.op == InstrOp::kAllReduce) return error(Code::kUnsupported, "ALLREDUCE is not supported by this runtime yet");
+  Micro& u = micro(step, mb);
   switch (in.op) {
     case InstrOp::kRecvAct:
       for (const auto& t : mf.recv) {
-        auto got = transport_->recv(prev_->id, FrameMeta{FrameKind::kActivation, static_cast<uint64_t>(step), static_cast<uint32_t>(mb), t.wire_id}, recv_deadline());
+        auto got = transport_->recv(prev_->id, meta(FrameKind::kActivation, t.wire_id), recv_deadline());
         if (!got.ok()) return got.status().with_context(where() + ": receiving activation '" + t.name + "'");
         if (got->shape() != t.shape || got->dtype() != t.dtype)
           return error(Code::kCorrupt, where(), ": activation '", t.name, "' from ", prev_->str(), " has shape ",
                        shape_str(got->shape()), ", expected ", shape_str(t.shape));
-        acts_in_[mb][t.name] = std::move(got).value();
+        u.acts_in[t.name] = std::move(got).value();
       }
       return ok_status();
     case InstrOp::kF: {
       TensorMap data;
-      if (mf.first()) {
+      if (mf.first() || mf.last()) {
+        const std::vector<int64_t>& batch = batch_of(step);
         std::vector<int64_t> idx(batch.begin() + mb * mbs, batch.begin() + (mb + 1) * mbs);
-        Tensor images = Tensor::empty(DType::kF32, b_.forward.find_value(mf.data_input)->static_shape());
         Tensor labels = Tensor::empty(DType::kI64, {mbs});
-        fill_batch(*train_, idx, &images, &labels);
-        data[mf.data_input] = images;
+        if (mf.first()) {
+          Tensor images = Tensor::empty(DType::kF32, b_.forward.find_value(mf.data_input)->static_shape());
+          fill_batch(*train_, idx, &images, &labels);
+          data[mf.data_input] = images;
+        } else {
+          for (int64_t i = 0; i < mbs; ++i) labels.data<int64_t>()[i] = train_->labels[static_cast<size_t>(idx[i])];
+        }
         if (mf.last()) data[mf.labels_input] = labels;
-      } else if (mf.last()) {
-        std::vector<int64_t> idx(batch.begin() + mb * mbs, batch.begin() + (mb + 1) * mbs);
-        Tensor labels = Tensor::empty(DType::kI64, {mbs});
-        for (int64_t i = 0; i < mbs; ++i) labels.data<int64_t>()[i] = train_->labels[static_cast<size_t>(idx[i])];
-        data[mf.labels_input] = labels;
       }
-      RN_ASSIGN_OR_RETURN(TensorMap feeds, gather_feeds(b_.forward, {&data, &acts_in_[mb], &params_}));
+      // Weight stashing: B and W of this micro-batch use the weights F used.
+      if (async) u.weights = params_;
+      RN_ASSIGN_OR_RETURN(TensorMap feeds, gather_feeds(b_.forward, {&data, &u.acts_in, &params_}));
       TensorMap out;
       RN_RETURN_IF_ERROR(fwd_->run(feeds, &out).with_context(where() + ": forward of micro-batch " + std::to_string(mb)));
       for (const auto& name : mf.stash) {
         auto it = out.find(name);
-        stash_[mb][name] = it != out.end() ? it->second : feeds.at(name);
+        u.stash[name] = it != out.end() ? it->second : feeds.at(name);
       }
       if (mf.last()) {
         step_loss_ += static_cast<double>(*out.at(mf.loss_output).data<float>());
@@ -332,85 +385,170 @@ Status TrainerImpl::run_instr(const Instr& in, int64_t step, const std::vector<i
           step_correct_ += best == labels.data<int64_t>()[i];
         }
       }
-      outputs_[mb] = std::move(out);
-      acts_in_[mb].clear();
+      u.outputs = std::move(out);
+      u.acts_in.clear();
       return ok_status();
     }
     case InstrOp::kSendAct:
       for (const auto& t : mf.send)
-        RN_RETURN_IF_ERROR(transport_->send(next_->id, FrameMeta{FrameKind::kActivation, static_cast<uint64_t>(step), static_cast<uint32_t>(mb), t.wire_id}, outputs_[mb].at(t.name)));
-      outputs_[mb].clear();
+        RN_RETURN_IF_ERROR(transport_->send(next_->id, meta(FrameKind::kActivation, t.wire_id), u.outputs.at(t.name)));
+      u.outputs.clear();
       return ok_status();
     case InstrOp::kRecvGrad:
       for (const BoundaryTensor* t : grads_in_) {
-        auto got = transport_->recv(next_->id, FrameMeta{FrameKind::kGradient, static_cast<uint64_t>(step), static_cast<uint32_t>(mb), t->wire_id}, recv_deadline());
+        auto got = transport_->recv(next_->id, meta(FrameKind::kGradient, t->wire_id), recv_deadline());
         if (!got.ok()) return got.status().with_context(where() + ": receiving the gradient of '" + t->name + "'");
         if (got->shape() != t->shape)
           return error(Code::kCorrupt, where(), ": gradient of '", t->name, "' has shape ", shape_str(got->shape()),
                        ", expected ", shape_str(t->shape));
-        grads_recv_[mb]["seed/" + t->name] = std::move(got).value();
+        u.grads_recv["seed/" + t->name] = std::move(got).value();
       }
       return ok_status();
     case InstrOp::kB: {
       TensorMap seed;
       if (mf.last()) seed["seed/" + mf.loss_output] = loss_seed_;
-      RN_ASSIGN_OR_RETURN(TensorMap feeds, gather_feeds(b_.backward, {&stash_[mb], &grads_recv_[mb], &seed, &params_}));
+      RN_ASSIGN_OR_RETURN(TensorMap feeds, gather_feeds(b_.backward, {&u.stash, &u.grads_recv, &seed, &weights_of(u)}));
       TensorMap out;
       RN_RETURN_IF_ERROR(bwd_->run(feeds, &out).with_context(where() + ": backward (B) of micro-batch " + std::to_string(mb)));
       for (const auto& name : mf.wstash) {
         auto it = out.find(name);
-        wstash_[mb][name] = it != out.end() ? it->second : grads_recv_[mb].at(name);
+        u.wstash[name] = it != out.end() ? it->second : u.grads_recv.at(name);
       }
-      outputs_[mb] = std::move(out);
-      grads_recv_[mb].clear();
+      u.outputs = std::move(out);
+      u.grads_recv.clear();
       return ok_status();
     }
     case InstrOp::kSendGrad:
       for (const BoundaryTensor* t : grads_out_)
-        RN_RETURN_IF_ERROR(transport_->send(prev_->id, FrameMeta{FrameKind::kGradient, static_cast<uint64_t>(step), static_cast<uint32_t>(mb), t->wire_id}, outputs_[mb].at("grad/" + t->name)));
+        RN_RETURN_IF_ERROR(
+            transport_->send(prev_->id, meta(FrameKind::kGradient, t->wire_id), u.outputs.at("grad/" + t->name)));
       return ok_status();
     case InstrOp::kW: {
-      RN_ASSIGN_OR_RETURN(TensorMap feeds, gather_feeds(b_.weight, {&stash_[mb], &wstash_[mb], &params_}));
+      RN_ASSIGN_OR_RETURN(TensorMap feeds, gather_feeds(b_.weight, {&u.stash, &u.wstash, &weights_of(u)}));
       TensorMap out;
       RN_RETURN_IF_ERROR(wgt_->run(feeds, &out).with_context(where() + ": backward (W) of micro-batch " + std::to_string(mb)));
-      for (const auto& p : mf.params) add_into(grads_.at(p), out.at("grad/" + p));
+      if (async) {
+        for (const auto& p : mf.params) u.grads[p] = out.at("grad/" + p);
+      } else {
+        for (const auto& p : mf.params) add_into(grads_.at(p), out.at("grad/" + p));
+      }
       // W is the last user of this micro-batch's stash: release it.
-      stash_[mb].clear();
-      wstash_[mb].clear();
+      u.stash.clear();
+      u.wstash.clear();
       return ok_status();
     }
-    case InstrOp::kStep: {
-      TensorMap feeds{{"lr", lr_}};
-      for (const auto& p : mf.params) {
-        feeds[p] = params_.at(p);
-        feeds["grad/" + p] = grads_.at(p);
-        feeds["velocity/" + p] = velocity_.at(p);
-      }  // exactly the optimizer program's inputs
-      TensorMap out;
-      RN_RETURN_IF_ERROR(optim_->run(feeds, &out).with_context(where() + ": optimizer step"));
-      for (auto& [p, g] : grads_) g.fill_zero();
+    default:
       return ok_status();
-    }
-    case InstrOp::kAllReduce:
-      return error(Code::kUnsupported, "ALLREDUCE is not supported by this runtime yet");
   }
+}
+
+Status TrainerImpl::run_traced(const Instr& in, int64_t step) {
+  const size_t op = static_cast<size_t>(in.op);
+  const InstrSpanKind kind = instr_span_kind(in.op);
+  TraceSpan span(trace_, kind.lane, kind.category, instr_op_name(in.op), step, in.microbatch, &totals_[op]);
+  span.add_bytes(instr_bytes_[op]);
+  Status st = run_instr(in, step);
+  if (!st.ok()) return st.with_context("step " + std::to_string(step) + ", " + instr_str(in));
   return ok_status();
 }
 
-Status TrainerImpl::train_step(int64_t step, const std::vector<int64_t>& batch) {
-  const size_t m_count = static_cast<size_t>(m().training.microbatches);
-  for (auto* v : {&acts_in_, &stash_, &grads_recv_, &wstash_, &outputs_}) v->assign(m_count, TensorMap{});
+Status TrainerImpl::train_step(int64_t step) {
+  micro_.clear();
   step_loss_ = 0;
   step_correct_ = 0;
-  for (const Instr& in : b_.schedule.instrs) {
-    const size_t op = static_cast<size_t>(in.op);
-    const InstrSpanKind kind = instr_span_kind(in.op);
-    TraceSpan span(trace_, kind.lane, kind.category, instr_op_name(in.op), step, in.microbatch, &totals_[op]);
-    span.add_bytes(instr_bytes_[op]);
-    Status st = run_instr(in, step, batch);
-    if (!st.ok()) return st.with_context("step " + std::to_string(step) + ", " + instr_str(in));
-  }
+  for (const Instr& in : b_.schedule.instrs) RN_RETURN_IF_ERROR(run_traced(in, step));
+  micro_.clear();
   return ok_status();
+}
+
+// One optimizer update with micro-batch g's own gradients. Micro-batches still
+// in flight hold the current weights (their F used them): those tensors are
+// left to them and the update goes to fresh copies.
+Status TrainerImpl::update_async(int64_t g) {
+  const Manifest& mf = m();
+  auto it = micro_.find(g);
+  RN_ENFORCE(it != micro_.end(), "update of unknown micro-batch ", g);
+  TensorMap grads = std::move(it->second.grads);
+  micro_.erase(it);
+  // A weight version is identified by its tensors' storage.
+  auto holds_current = [&](const Micro& u) {
+    return !u.weights.empty() && u.weights.begin()->second.raw() == params_.at(u.weights.begin()->first).raw();
+  };
+  if (std::any_of(micro_.begin(), micro_.end(), [&](const auto& entry) { return holds_current(entry.second); }))
+    for (auto& [name, t] : params_) t = t.clone();
+  TensorMap feeds{{"lr", lr_}};
+  for (const auto& p : mf.params) {
+    feeds[p] = params_.at(p);
+    feeds["grad/" + p] = grads.at(p);
+    feeds["velocity/" + p] = velocity_.at(p);
+  }
+  TensorMap out;
+  TraceSpan span(trace_, TraceLane::kCompute, "compute", "STEP", g / mf.training.microbatches,
+                 static_cast<int>(g % mf.training.microbatches), &totals_[static_cast<size_t>(InstrOp::kStep)]);
+  return optim_->run(feeds, &out).with_context(where() + ": optimizer update after micro-batch " + std::to_string(g));
+}
+
+// The stream of stage s of p: min(p-s-1, n) warm-up forwards, then one forward
+// and one backward (B, W, update) alternating, then the remaining backwards.
+// Stage s therefore holds at most p-s micro-batches and its weights are at
+// most p-s-1 updates newer than the ones a micro-batch's F used — the
+// staleness bound; weight stashing keeps each micro-batch's B and W on its
+// F's weights.
+Status TrainerImpl::train_async(int64_t first_step, int64_t end_step, int64_t total, Clock::time_point start) {
+  const Manifest& mf = m();
+  const int64_t mcount = mf.training.microbatches;
+  const int64_t g0 = first_step * mcount, g_end = end_step * mcount;
+  const int64_t warmup = std::min<int64_t>(mf.num_stages - mf.stage - 1, g_end - g0);
+  auto forward = [&](int64_t g) -> Status {
+    int64_t step = g / mcount;
+    int mb = static_cast<int>(g % mcount);
+    if (mb == 0 && mf.last()) {
+      step_loss_ = 0;
+      step_correct_ = 0;
+    }
+    if (prev_) RN_RETURN_IF_ERROR(run_traced({InstrOp::kRecvAct, mb}, step));
+    RN_RETURN_IF_ERROR(run_traced({InstrOp::kF, mb}, step));
+    if (next_) RN_RETURN_IF_ERROR(run_traced({InstrOp::kSendAct, mb}, step));
+    return ok_status();
+  };
+  auto backward = [&](int64_t g) -> Status {
+    int64_t step = g / mcount;
+    int mb = static_cast<int>(g % mcount);
+    if (next_) RN_RETURN_IF_ERROR(run_traced({InstrOp::kRecvGrad, mb}, step));
+    RN_RETURN_IF_ERROR(run_traced({InstrOp::kB, mb}, step));
+    if (prev_) RN_RETURN_IF_ERROR(run_traced({InstrOp::kSendGrad, mb}, step));
+    RN_RETURN_IF_ERROR(run_traced({InstrOp::kW, mb}, step));
+    RN_RETURN_IF_ERROR(update_async(g));
+    if (mb == mcount - 1) report_step(step, total, start);
+    return ok_status();
+  };
+  int64_t f = g0, b = g0;
+  for (; f < g0 + warmup; ++f) RN_RETURN_IF_ERROR(forward(f));
+  while (f < g_end) {
+    RN_RETURN_IF_ERROR(forward(f++));
+    RN_RETURN_IF_ERROR(backward(b++));
+  }
+  while (b < g_end) RN_RETURN_IF_ERROR(backward(b++));
+  return ok_status();
+}
+
+void TrainerImpl::report_step(int64_t step, int64_t total, Clock::time_point start) {
+  const Manifest& mf = m();
+  const int64_t batch = mf.training.batch;
+  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  char line[384];
+  if (mf.last()) {
+    double loss = step_loss_ / static_cast<double>(batch);
+    if (losses_.is_open()) losses_ << step << " " << std::setprecision(9) << loss << "\n";
+    std::snprintf(line, sizeof line,
+                  R"({"event":"step","node":"%s","stage":%d,"step":%lld,"steps":%lld,"loss":%.6f,"train_accuracy":%.4f,"elapsed":%.3f})",
+                  mf.self.id.c_str(), mf.stage, static_cast<long long>(step + 1), static_cast<long long>(total), loss,
+                  static_cast<double>(step_correct_) / static_cast<double>(batch), elapsed);
+  } else {
+    std::snprintf(line, sizeof line, R"({"event":"step","node":"%s","stage":%d,"step":%lld,"steps":%lld,"elapsed":%.3f})",
+                  mf.self.id.c_str(), mf.stage, static_cast<long long>(step + 1), static_cast<long long>(total), elapsed);
+  }
+  progress(line);
 }
 
 Status TrainerImpl::evaluate(int64_t epoch) {
@@ -523,31 +661,23 @@ Status TrainerImpl::train() {
   int64_t max_steps = opt_.max_steps >= 0 ? opt_.max_steps : mf.training.max_steps;
   int64_t total = mf.training.epochs * steps_per_epoch;
   if (max_steps > 0) total = std::min(total, max_steps);
-  Sampler sampler(count, mf.training.seed);
+  sampler_.emplace(count, mf.training.seed);
+  steps_per_epoch_ = steps_per_epoch;
   auto start = Clock::now();
   int64_t step = 0;
   for (int64_t epoch = 0; step < total; ++epoch) {
-    std::vector<int64_t> perm = sampler.permutation(static_cast<uint64_t>(epoch));
-    for (int64_t i = 0; i < steps_per_epoch && step < total; ++i, ++step) {
-      std::vector<int64_t> indices(perm.begin() + i * batch, perm.begin() + (i + 1) * batch);
-      RN_RETURN_IF_ERROR(train_step(step, indices));
-      double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-      char line[384];
-      if (mf.last()) {
-        double loss = step_loss_ / static_cast<double>(batch);
-        if (losses_.is_open()) losses_ << step << " " << std::setprecision(9) << loss << "\n";
-        std::snprintf(line, sizeof line,
-                      R"({"event":"step","node":"%s","stage":%d,"step":%lld,"steps":%lld,"loss":%.6f,"train_accuracy":%.4f,"elapsed":%.3f})",
-                      mf.self.id.c_str(), mf.stage, static_cast<long long>(step + 1), static_cast<long long>(total), loss,
-                      static_cast<double>(step_correct_) / static_cast<double>(batch), elapsed);
-      } else {
-        std::snprintf(line, sizeof line, R"({"event":"step","node":"%s","stage":%d,"step":%lld,"steps":%lld,"elapsed":%.3f})",
-                      mf.self.id.c_str(), mf.stage, static_cast<long long>(step + 1), static_cast<long long>(total), elapsed);
+    const int64_t end = std::min(total, (epoch + 1) * steps_per_epoch);
+    if (mf.training.mode == "async") {
+      // The stream drains at epoch ends, where evaluation needs every stage.
+      RN_RETURN_IF_ERROR(train_async(step, end, total, start));
+      step = end;
+    } else {
+      for (; step < end; ++step) {
+        RN_RETURN_IF_ERROR(train_step(step));
+        report_step(step, total, start);
       }
-      progress(line);
     }
-    bool epoch_done = step % steps_per_epoch == 0 || step == total;
-    if (epoch_done && opt_.evaluate && mf.training.evaluate && test_count_ > 0) {
+    if (opt_.evaluate && mf.training.evaluate && test_count_ > 0) {
       TraceSpan span(trace_, TraceLane::kCompute, "eval", "EVAL", step, -1);
       RN_RETURN_IF_ERROR(evaluate(epoch));
     }

@@ -2,7 +2,7 @@
 // loopback and shows one merged progress line.
 //
 //   ravnest-launch DIR [--steps N] [--no-eval] [--losses FILE] [--save-params DIR]
-//                  [--timeout S] [--rt PATH] [--trace OUT.json] [--links FILE] [--quiet]
+//                  [--timeout S] [--rt PATH] [--trace OUT.json [--predict]] [--links FILE] [--quiet]
 //
 // Each node gets a free loopback port chosen here (the bundles' own addresses
 // are for real deployments). If any node fails, the others get a grace period
@@ -10,7 +10,10 @@
 // is then non-zero and names the failed node. With --trace, each node writes
 // its own trace next to OUT.json and the launcher merges them into OUT.json at
 // the end (also after a failure, from the nodes that wrote one). With --links,
-// each pipeline link runs through an emulated home link (docs/links.md).
+// each pipeline link runs through an emulated home link (docs/links.md). With
+// --predict, after a successful traced run the simulator's timeline of one step
+// (from each node's schedule.json and measured mean F/B/W times) is added to
+// OUT.json as "predicted <node>" processes (codegen/prediction.h).
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -30,6 +33,7 @@
 #include <vector>
 
 #include "common/json.h"
+#include "codegen/prediction.h"
 #include "common/ports.h"
 #include "runtime/netem/links.h"
 #include "runtime/trace.h"
@@ -50,13 +54,15 @@ struct NodeProc {
   bool exited = false;
   int status = 0;
   int64_t step = 0;
+  ravnest::cg::StageCost cost;  // mean F/B/W seconds from the "done" event
+  bool done = false;
 };
 
 int usage(const char* message) {
   if (message) std::fprintf(stderr, "ravnest-launch: %s\n", message);
   std::fprintf(stderr,
                "usage: ravnest-launch DIR [--steps N] [--no-eval] [--losses FILE] [--save-params DIR]\n"
-               "                      [--timeout SECONDS] [--rt PATH] [--trace OUT.json] [--links FILE] [--quiet]\n");
+               "                      [--timeout SECONDS] [--rt PATH] [--trace OUT.json [--predict]] [--links FILE] [--quiet]\n");
   return 2;
 }
 
@@ -93,6 +99,30 @@ bool merge_node_traces(const std::string& out, const std::vector<NodeProc>& node
   return true;
 }
 
+// Adds the simulator's timeline of one step to the merged trace; says so on stderr.
+bool add_prediction(const std::string& trace_path, const std::vector<NodeProc>& nodes) {
+  std::vector<std::string> schedules, ids;
+  std::vector<ravnest::cg::StageCost> costs;
+  for (const auto& n : nodes) {
+    if (!n.done) {
+      std::fprintf(stderr, "ravnest-launch: error: %s reported no mean F/B/W times; no prediction added\n", n.id.c_str());
+      return false;
+    }
+    schedules.push_back((fs::path(n.dir) / "schedule.json").string());
+    ids.push_back(n.id);
+    costs.push_back(n.cost);
+  }
+  auto sim = ravnest::cg::add_prediction_to_trace_file(trace_path, schedules, costs, ids);
+  if (!sim.ok()) {
+    std::fprintf(stderr, "ravnest-launch: error: %s\n", sim.status().message().c_str());
+    return false;
+  }
+  std::fprintf(stderr, "ravnest-launch: predicted step (%s): %.1f ms, bubble %.3f (steady %.3f), added to %s\n",
+               sim->kind.c_str(), sim->makespan * 1e3, sim->bubble_ratio, sim->steady_bubble_ratio,
+               trace_path.c_str());
+  return true;
+}
+
 std::string exit_description(int status) {
   if (WIFEXITED(status)) return "exit status " + std::to_string(WEXITSTATUS(status));
   if (WIFSIGNALED(status)) return std::string("killed by signal ") + strsignal(WTERMSIG(status));
@@ -110,6 +140,7 @@ int main(int argc, char** argv) {
   std::string links_path;
   double timeout_s = 0;
   bool quiet = false;
+  bool predict = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
@@ -141,6 +172,8 @@ int main(int argc, char** argv) {
       rt_path = v;
     } else if (arg == "--quiet") {
       quiet = true;
+    } else if (arg == "--predict") {
+      predict = true;
     } else if (arg == "-h" || arg == "--help") {
       usage(nullptr);
       return 0;
@@ -153,6 +186,7 @@ int main(int argc, char** argv) {
     }
   }
   if (dir.empty()) return usage("a bundle folder (the -o of `ravnestc compile`) is required");
+  if (predict && trace_path.empty()) return usage("--predict adds to the trace: give --trace OUT.json too");
 
   // Find the nodes.
   std::vector<NodeProc> nodes;
@@ -324,6 +358,10 @@ int main(int argc, char** argv) {
       std::printf("%s\n", buf);
       std::fflush(stdout);
       eval_lines.push_back(buf);
+    } else if (*event == "done") {
+      n.cost = {json->get_double_or("f_s", 0).value(), json->get_double_or("b_s", 0).value(),
+                json->get_double_or("w_s", 0).value()};
+      n.done = true;
     }
   };
 
@@ -390,6 +428,7 @@ int main(int argc, char** argv) {
   end_progress_line();
   if (!quiet) for (const auto& line : (*links)->summary()) std::printf("%s\n", line.c_str());
   bool traced = trace_path.empty() || merge_node_traces(trace_path, nodes);
+  if (traced && predict && failed.empty()) traced = add_prediction(trace_path, nodes);
   if (!failed.empty()) {
     std::fprintf(stderr, "ravnest-launch: the run failed (%s)\n",
                  failed == "timeout" ? "timed out" : ("first failure: " + failed).c_str());

@@ -16,7 +16,7 @@ int compile_usage(const char* message) {
                "usage: ravnestc compile MODEL.onnx -o DIR [--stages K] [--batch B] [--microbatches M]\n"
                "         [--schedule gpipe|1f1b|zb-h1|zb-h2|auto] [--shape NAME=AxBx...] [--lr X] [--momentum X]\n"
                "         [--weight-decay X]"
-               " [--nesterov] [--epochs N] [--steps N] [--seed N] [--data DIR] [--no-eval]\n"
+               " [--nesterov] [--epochs N] [--steps N] [--seed N] [--data DIR] [--no-eval] [--async]\n"
                "         [--host HOST] [--base-port PORT]\n"
                "  --batch is the global batch of one step; each micro-batch has B/M samples.\n");
   return 2;
@@ -94,6 +94,8 @@ int run_compile(int argc, char** argv) {
       const char* v = value();
       if (!v) return compile_usage("--data needs a folder");
       options.training.data.dir = v;
+    } else if (arg == "--async") {
+      options.training.mode = "async";
     } else if (arg == "--no-eval") {
       options.training.evaluate = false;
     } else if (arg == "--host") {
