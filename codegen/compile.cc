@@ -1,11 +1,14 @@
 #include "codegen/compile.h"
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
+#include <set>
 #include <sstream>
 
+#include "codegen/ring_plan.h"
 #include "codegen/schedule.h"
 #include "codegen/stages.h"
 #include "common/sha256.h"
@@ -49,112 +52,179 @@ std::string human(double v, const char* unit) {
 }  // namespace
 
 Result<CompileSummary> compile_model(const CompileOptions& options, std::ostream& report) {
-  if (options.stages < 1) return error(Code::kInvalidArgument, "--stages must be at least 1");
+  const std::vector<int> cluster_stages =
+      options.cluster_stages.empty() ? std::vector<int>{options.stages} : options.cluster_stages;
+  int total_nodes = 0;
+  for (int k : cluster_stages) {
+    if (k < 1) return error(Code::kInvalidArgument, "--stages must be at least 1 per cluster");
+    total_nodes += k;
+  }
   if (options.batch < 1 || options.microbatches < 1 || options.batch % options.microbatches != 0)
     return error(Code::kInvalidArgument, "--batch ", options.batch, " must be a positive multiple of --microbatches ",
                  options.microbatches);
+  if (options.microbatches > 65536)
+    return error(Code::kInvalidArgument, "--microbatches ", options.microbatches, " is over the limit of 65536");
   const int64_t micro = options.batch / options.microbatches;
-  if (options.base_port < 1 || options.base_port + options.stages > 65535)
-    return error(Code::kInvalidArgument, "--base-port ", options.base_port, " leaves no room for ", options.stages, " nodes");
+  if (options.base_port < 1 || options.base_port + total_nodes > 65535)
+    return error(Code::kInvalidArgument, "--base-port ", options.base_port, " leaves no room for ", total_nodes, " nodes");
+  const int num_clusters = static_cast<int>(cluster_stages.size());
+  if (num_clusters > 1 && options.training.average_every < 1)
+    return error(Code::kInvalidArgument, "with ", num_clusters, " clusters, --average-every K (steps) must be >= 1");
 
   fe::ImportOptions import_options;
   import_options.shapes = options.shapes;
   import_options.batch = micro;
   RN_ASSIGN_OR_RETURN(Graph model, fe::import_model(options.model_path, import_options));
-
   std::vector<double> cost;
   for (const Node& n : model.nodes) cost.push_back(node_time(n, model));
-  RN_ASSIGN_OR_RETURN(part::ContiguousSplit split,
-                      part::split_contiguous(cost, std::vector<double>(static_cast<size_t>(options.stages), 1.0)));
 
+  // Per cluster: its split, stage programs and schedules.
+  struct Cluster {
+    part::ContiguousSplit split;
+    std::vector<StageProgram> stages;
+    std::vector<rt::StageSchedule> schedules;
+    int first_node = 0;
+  };
+  std::vector<Cluster> clusters(static_cast<size_t>(num_clusters));
   StageOptions stage_options;
   stage_options.optimizer = options.training.optimizer;
-  RN_ASSIGN_OR_RETURN(std::vector<StageProgram> stages,
-                      build_stage_programs(model, split.stage_of_node, options.stages, stage_options));
+  int next_node = 0;
+  for (int c = 0; c < num_clusters; ++c) {
+    Cluster& cl = clusters[static_cast<size_t>(c)];
+    const int k = cluster_stages[static_cast<size_t>(c)];
+    cl.first_node = next_node;
+    next_node += k;
+    RN_ASSIGN_OR_RETURN(cl.split, part::split_contiguous(cost, std::vector<double>(static_cast<size_t>(k), 1.0)));
+    RN_ASSIGN_OR_RETURN(cl.stages, build_stage_programs(model, cl.split.stage_of_node, k, stage_options));
+    // "auto" optimises for this cluster's F/B/W FLOPs per stage.
+    ScheduleCosts schedule_costs;
+    for (const StageProgram& sp : cl.stages)
+      schedule_costs.stages.push_back({sp.forward_flops, sp.backward_input_flops, sp.backward_weight_flops});
+    RN_ASSIGN_OR_RETURN(cl.schedules, make_schedules(options.schedule, k, static_cast<int>(options.microbatches),
+                                                     schedule_costs));
+  }
 
-  // Every stage's schedule; "auto" optimises for this compile's F/B/W FLOPs per stage.
-  if (options.microbatches > 65536)
-    return error(Code::kInvalidArgument, "--microbatches ", options.microbatches, " is over the limit of 65536");
-  ScheduleCosts schedule_costs;
-  for (const StageProgram& sp : stages)
-    schedule_costs.stages.push_back({sp.forward_flops, sp.backward_input_flops, sp.backward_weight_flops});
-  RN_ASSIGN_OR_RETURN(std::vector<rt::StageSchedule> schedules,
-                      make_schedules(options.schedule, options.stages, static_cast<int>(options.microbatches),
-                                     schedule_costs));
+  auto node_id = [](int i) { return "node" + std::to_string(i); };
+  auto address = [&](int i) {
+    return rt::PeerAddress{node_id(i), options.host, static_cast<uint16_t>(options.base_port + i)};
+  };
+
+  // The averaging rings: parameters in order of first use, laid end to end.
+  std::vector<rt::RingSpec> rings;
+  if (num_clusters > 1) {
+    std::vector<std::pair<std::string, int64_t>> params;
+    std::set<std::string> seen;
+    for (const Node& n : model.nodes)
+      for (const auto& in : n.inputs)
+        if (model.parameters.count(in) && seen.insert(in).second) params.emplace_back(in, model.initializers.at(in).numel());
+    std::vector<ClusterLayout> layouts;
+    for (const Cluster& cl : clusters) {
+      ClusterLayout layout;
+      for (const StageProgram& sp : cl.stages) {
+        layout.node_ids.push_back(node_id(cl.first_node + sp.stage));
+        layout.stage_params.push_back(sp.params);
+      }
+      layouts.push_back(std::move(layout));
+    }
+    RN_ASSIGN_OR_RETURN(rings, plan_rings(params, layouts));
+  }
 
   // The run id ties the bundles of one compile together: nodes of different
   // compiles refuse to talk to each other.
   std::ostringstream fingerprint;
   RN_ASSIGN_OR_RETURN(std::string model_digest, sha256_file(options.model_path));
-  fingerprint << model_digest << "|" << options.stages << "|" << options.batch << "|" << options.microbatches << "|"
-              << options.schedule << "|" << options.training.mode << "|" << options.training.seed << "|" << options.training.optimizer.lr;
+  fingerprint << model_digest << "|" << options.batch << "|" << options.microbatches << "|" << options.schedule << "|"
+              << options.training.mode << "|" << options.training.seed << "|" << options.training.optimizer.lr << "|"
+              << options.training.average_every;
+  for (int k : cluster_stages) fingerprint << "|" << k;
   CompileSummary summary;
-  summary.stages = options.stages;
+  summary.stages = total_nodes;
   summary.run_id = sha256_hex(fingerprint.str()).substr(0, 16);
 
-  auto node_id = [](int s) { return "node" + std::to_string(s); };
-  auto address = [&](int s) {
-    return rt::PeerAddress{node_id(s), options.host, static_cast<uint16_t>(options.base_port + s)};
-  };
   std::ostringstream text;
   text << "Ravnest compile report\n"
        << "model: " << options.model_path << "\n"
        << "run id: " << summary.run_id << "\n"
-       << "stages: " << options.stages << ", batch " << options.batch << " = " << options.microbatches
-       << " micro-batches x " << micro << ", schedule " << options.schedule << "\n\n";
-  for (const StageProgram& sp : stages) {
-    rt::Manifest m;
-    m.run_id = summary.run_id;
-    m.model = fs::path(options.model_path).filename().string();
-    m.self = address(sp.stage);
-    m.stage = sp.stage;
-    m.num_stages = options.stages;
-    if (sp.stage > 0) m.prev = address(sp.stage - 1);
-    if (sp.stage + 1 < options.stages) m.next = address(sp.stage + 1);
-    m.training = options.training;
-    m.training.batch = options.batch;
-    m.training.microbatches = options.microbatches;
-    m.training.microbatch_size = micro;
-    m.recv = sp.recv;
-    m.send = sp.send;
-    m.data_input = sp.data_input;
-    m.labels_input = sp.labels_input;
-    m.loss_output = sp.loss_output;
-    m.logits_output = sp.logits_output;
-    m.params = sp.params;
-    m.stash = sp.stash;
-    m.wstash = sp.wstash;
-    m.programs = {{"forward", "forward.onnx"}, {"backward", "backward.onnx"},
-                  {"weight", "weight.onnx"}, {"optimizer", "optimizer.onnx"}};
-    std::vector<std::pair<std::string, rt::Tensor>> weights;
-    int64_t param_count = 0;
-    for (const auto& [name, data] : sp.weights) {
-      weights.emplace_back(name, to_tensor(data));
-      param_count += data.numel();
-    }
-    const rt::StageSchedule& schedule = schedules[static_cast<size_t>(sp.stage)];
-    std::string dir = (fs::path(options.out_dir) / m.self.id).string();
-    RN_RETURN_IF_ERROR(write_bundle(dir, m,
-                                    {{"forward", sp.forward}, {"backward", sp.backward},
-                                     {"weight", sp.weight}, {"optimizer", sp.optimizer}},
-                                    weights, schedule));
-    summary.node_dirs.push_back(dir);
+       << "clusters: " << num_clusters << ", batch " << options.batch << " = " << options.microbatches
+       << " micro-batches x " << micro << ", schedule " << options.schedule << "\n";
+  if (num_clusters > 1)
+    text << "averaging every " << options.training.average_every << " steps over " << rings.size() << " rings\n";
+  for (int c = 0; c < num_clusters; ++c) {
+    const Cluster& cl = clusters[static_cast<size_t>(c)];
+    const int k = cluster_stages[static_cast<size_t>(c)];
+    text << "\ncluster " << c << ": " << k << " stage(s)\n";
+    for (const StageProgram& sp : cl.stages) {
+      const int index = cl.first_node + sp.stage;
+      rt::Manifest m;
+      m.run_id = summary.run_id;
+      m.model = fs::path(options.model_path).filename().string();
+      m.self = address(index);
+      m.stage = sp.stage;
+      m.num_stages = k;
+      if (sp.stage > 0) m.prev = address(index - 1);
+      if (sp.stage + 1 < k) m.next = address(index + 1);
+      m.cluster = c;
+      m.num_clusters = num_clusters;
+      std::set<std::string> ring_peer_ids;
+      for (const rt::RingSpec& ring : rings)
+        if (std::find(ring.members.begin(), ring.members.end(), m.self.id) != ring.members.end()) {
+          m.rings.push_back(ring);
+          for (const auto& member : ring.members)
+            if (member != m.self.id) ring_peer_ids.insert(member);
+        }
+      for (const auto& id : ring_peer_ids) m.ring_peers.push_back(address(std::stoi(id.substr(4))));
+      m.training = options.training;
+      m.training.batch = options.batch;
+      m.training.microbatches = options.microbatches;
+      m.training.microbatch_size = micro;
+      m.recv = sp.recv;
+      m.send = sp.send;
+      m.data_input = sp.data_input;
+      m.labels_input = sp.labels_input;
+      m.loss_output = sp.loss_output;
+      m.logits_output = sp.logits_output;
+      m.params = sp.params;
+      m.stash = sp.stash;
+      m.wstash = sp.wstash;
+      m.programs = {{"forward", "forward.onnx"}, {"backward", "backward.onnx"},
+                    {"weight", "weight.onnx"}, {"optimizer", "optimizer.onnx"}};
+      std::vector<std::pair<std::string, rt::Tensor>> weights;
+      int64_t param_count = 0;
+      for (const auto& [name, data] : sp.weights) {
+        weights.emplace_back(name, to_tensor(data));
+        param_count += data.numel();
+      }
+      const rt::StageSchedule& schedule = cl.schedules[static_cast<size_t>(sp.stage)];
+      std::string dir = (fs::path(options.out_dir) / m.self.id).string();
+      RN_RETURN_IF_ERROR(write_bundle(dir, m,
+                                      {{"forward", sp.forward}, {"backward", sp.backward},
+                                       {"weight", sp.weight}, {"optimizer", sp.optimizer}},
+                                      weights, schedule));
+      summary.node_dirs.push_back(dir);
 
-    text << "stage " << sp.stage << " -> " << m.self.id << " (" << m.self.host << ":" << m.self.port << ")\n"
-         << "  nodes: " << sp.nodes.size() << " (";
-    for (size_t i = 0; i < sp.nodes.size(); ++i) text << (i ? ", " : "") << sp.nodes[i];
-    text << ")\n"
-         << "  parameters: " << param_count << " (" << human(static_cast<double>(param_count) * 4, "B") << ")\n"
-         << "  FLOPs per micro-batch: F " << human(sp.forward_flops, "") << ", B " << human(sp.backward_input_flops, "")
-         << ", W " << human(sp.backward_weight_flops, "") << "\n"
-         << "  predicted share of the step: " << std::fixed << std::setprecision(1)
-         << (split.bottleneck > 0 ? 100.0 * split.stage_cost[sp.stage] / split.bottleneck : 100.0) << "% of the slowest stage\n";
-    for (const auto& t : sp.send)
-      text << "  sends " << t.name << " " << shape_str(t.shape) << " " << dtype_name(t.dtype) << " ("
-           << human(static_cast<double>(numel(t.shape) * static_cast<int64_t>(dtype_size(t.dtype))), "B")
-           << " per micro-batch) to node" << sp.stage + 1 << "\n";
-    text << "  stash per micro-batch: " << sp.stash.size() << " values; schedule: " << schedule.instrs.size()
-         << " instructions\n";
+      text << "stage " << sp.stage << " -> " << m.self.id << " (" << m.self.host << ":" << m.self.port << ")\n"
+           << "  nodes: " << sp.nodes.size() << " (";
+      for (size_t i = 0; i < sp.nodes.size(); ++i) text << (i ? ", " : "") << sp.nodes[i];
+      text << ")\n"
+           << "  parameters: " << param_count << " (" << human(static_cast<double>(param_count) * 4, "B") << ")\n"
+           << "  FLOPs per micro-batch: F " << human(sp.forward_flops, "") << ", B "
+           << human(sp.backward_input_flops, "") << ", W " << human(sp.backward_weight_flops, "") << "\n"
+           << "  predicted share of the step: " << std::fixed << std::setprecision(1)
+           << (cl.split.bottleneck > 0 ? 100.0 * cl.split.stage_cost[sp.stage] / cl.split.bottleneck : 100.0)
+           << "% of the slowest stage\n";
+      for (const auto& t : sp.send)
+        text << "  sends " << t.name << " " << shape_str(t.shape) << " " << dtype_name(t.dtype) << " ("
+             << human(static_cast<double>(numel(t.shape) * static_cast<int64_t>(dtype_size(t.dtype))), "B")
+             << " per micro-batch) to " << node_id(index + 1) << "\n";
+      text << "  stash per micro-batch: " << sp.stash.size() << " values; schedule: " << schedule.instrs.size()
+           << " instructions\n";
+      for (const rt::RingSpec& ring : m.rings) {
+        text << "  averaging ring " << ring.tag << ": " << ring.size() << " elements with";
+        for (const auto& member : ring.members)
+          if (member != m.self.id) text << " " << member;
+        text << "\n";
+      }
+    }
   }
   {
     std::ofstream out(fs::path(options.out_dir) / "report.txt", std::ios::trunc);

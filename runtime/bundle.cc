@@ -94,7 +94,59 @@ Result<std::vector<BoundaryTensor>> boundary_from_json(const Json& j, const std:
   return out;
 }
 
+Json rings_to_json(const std::vector<RingSpec>& rings) {
+  Json list = Json::array();
+  for (const RingSpec& r : rings) {
+    Json e = Json::object();
+    e.set("tag", static_cast<int64_t>(r.tag));
+    e.set("members", strings_to_json(r.members));
+    Json pieces = Json::array();
+    for (const RingPiece& p : r.pieces) {
+      Json piece = Json::object();
+      piece.set("param", p.param);
+      piece.set("offset", p.offset);
+      piece.set("length", p.length);
+      pieces.push_back(std::move(piece));
+    }
+    e.set("pieces", std::move(pieces));
+    list.push_back(std::move(e));
+  }
+  return list;
+}
+
+Result<std::vector<RingSpec>> rings_from_json(const Json& j) {
+  std::vector<RingSpec> rings;
+  if (!j.has("rings")) return rings;
+  RN_ASSIGN_OR_RETURN(const Json::Array* list, j.get_array("rings"));
+  for (size_t i = 0; i < list->size(); ++i) {
+    const Json& e = (*list)[i];
+    std::string at = "rings[" + std::to_string(i) + "]";
+    RingSpec r;
+    RN_ASSIGN_OR_RETURN(int64_t tag, e.get_int("tag"));
+    if (tag < 0 || tag > UINT32_MAX) return error(Code::kInvalidArgument, at, ".tag out of range");
+    r.tag = static_cast<uint32_t>(tag);
+    RN_ASSIGN_OR_RETURN(r.members, strings_from_json(e, "members"));
+    RN_ASSIGN_OR_RETURN(const Json::Array* pieces, e.get_array("pieces"));
+    for (const Json& pj : *pieces) {
+      RingPiece p;
+      RN_ASSIGN_OR_RETURN(p.param, pj.get_string("param"));
+      RN_ASSIGN_OR_RETURN(p.offset, pj.get_int("offset"));
+      RN_ASSIGN_OR_RETURN(p.length, pj.get_int("length"));
+      if (p.offset < 0 || p.length < 0) return error(Code::kInvalidArgument, at, " has a negative piece");
+      r.pieces.push_back(std::move(p));
+    }
+    rings.push_back(std::move(r));
+  }
+  return rings;
+}
+
 }  // namespace
+
+int64_t RingSpec::size() const {
+  int64_t n = 0;
+  for (const RingPiece& p : pieces) n += p.length;
+  return n;
+}
 
 Json manifest_to_json(const Manifest& m) {
   Json j = Json::object();
@@ -107,6 +159,12 @@ Json manifest_to_json(const Manifest& m) {
   j.set("num_stages", m.num_stages);
   j.set("prev", m.prev ? peer_to_json(*m.prev) : Json());
   j.set("next", m.next ? peer_to_json(*m.next) : Json());
+  j.set("cluster", m.cluster);
+  j.set("num_clusters", m.num_clusters);
+  j.set("rings", rings_to_json(m.rings));
+  Json ring_peers = Json::array();
+  for (const auto& p : m.ring_peers) ring_peers.push_back(peer_to_json(p));
+  j.set("ring_peers", std::move(ring_peers));
 
   const TrainingConfig& t = m.training;
   Json training = Json::object();
@@ -118,6 +176,7 @@ Json manifest_to_json(const Manifest& m) {
   training.set("seed", static_cast<int64_t>(t.seed));
   training.set("evaluate", t.evaluate);
   training.set("mode", t.mode);
+  training.set("average_every", t.average_every);
   Json opt = Json::object();
   opt.set("type", t.optimizer.type);
   opt.set("lr", t.optimizer.lr);
@@ -175,6 +234,20 @@ Result<Manifest> manifest_from_json(const Json& j) {
   m.num_stages = static_cast<int>(stages);
   if (m.stage > 0) { RN_ASSIGN_OR_RETURN(m.prev, peer_from_json(j, "prev")); }
   if (!m.last()) { RN_ASSIGN_OR_RETURN(m.next, peer_from_json(j, "next")); }
+  RN_ASSIGN_OR_RETURN(int64_t cluster, j.get_int_or("cluster", 0));
+  RN_ASSIGN_OR_RETURN(int64_t clusters, j.get_int_or("num_clusters", 1));
+  if (clusters < 1 || clusters > 4096 || cluster < 0 || cluster >= clusters)
+    return error(Code::kInvalidArgument, "cluster ", cluster, " of ", clusters, " is out of range");
+  m.cluster = static_cast<int>(cluster);
+  m.num_clusters = static_cast<int>(clusters);
+  RN_ASSIGN_OR_RETURN(m.rings, rings_from_json(j));
+  if (j.has("ring_peers")) {
+    RN_ASSIGN_OR_RETURN(const Json::Array* peers, j.get_array("ring_peers"));
+    for (size_t i = 0; i < peers->size(); ++i) {
+      RN_ASSIGN_OR_RETURN(PeerAddress p, peer_from_json(j, "ring_peers[" + std::to_string(i) + "]"));
+      m.ring_peers.push_back(std::move(p));
+    }
+  }
 
   TrainingConfig& t = m.training;
   RN_ASSIGN_OR_RETURN(t.batch, j.get_int("training.batch"));
@@ -189,6 +262,8 @@ Result<Manifest> manifest_from_json(const Json& j) {
   t.seed = static_cast<uint64_t>(seed);
   RN_ASSIGN_OR_RETURN(t.evaluate, j.get_bool_or("training.evaluate", true));
   RN_ASSIGN_OR_RETURN(t.mode, j.get_string_or("training.mode", "sync"));
+  RN_ASSIGN_OR_RETURN(t.average_every, j.get_int_or("training.average_every", 0));
+  if (t.average_every < 0) return error(Code::kInvalidArgument, "training.average_every must be >= 0");
   if (t.mode != "sync" && t.mode != "async")
     return error(Code::kInvalidArgument, "training.mode is '", t.mode, "'; expected sync or async");
   RN_ASSIGN_OR_RETURN(t.optimizer.type, j.get_string("training.optimizer.type"));
@@ -287,6 +362,14 @@ Result<Bundle> load_bundle(const std::string& dir) {
       return error(Code::kCorrupt, weights_path, ": parameter '", p, "' has shape ", shape_str(it->second->shape()),
                    " but the forward program expects ", vi->shape_string());
   }
+
+  for (const RingSpec& ring : m.rings)
+    for (const RingPiece& piece : ring.pieces) {
+      auto it = by_name.find(piece.param);
+      if (it == by_name.end() || piece.offset + piece.length > it->second->numel())
+        return error(Code::kCorrupt, manifest_path, ": ring ", ring.tag, " names ", piece.length, " elements of '",
+                     piece.param, "' from ", piece.offset, ", which this node's weights do not hold");
+    }
 
   std::string schedule_path = (fs::path(dir) / m.schedule_file).string();
   auto sj = read_json_file(schedule_path);

@@ -40,6 +40,22 @@ struct BoundaryTensor {
   Shape shape;  // per micro-batch
 };
 
+// One ring of the parameter-averaging plan: a slice of the parameter space
+// held by exactly one node of every cluster. `pieces` lists the slice as
+// (parameter, element offset, element count) in order; every member has the
+// same pieces. Rings run in ascending tag order on every node (no deadlock).
+struct RingPiece {
+  std::string param;
+  int64_t offset = 0;
+  int64_t length = 0;
+};
+struct RingSpec {
+  uint32_t tag = 0;
+  std::vector<std::string> members;  // node ids, in ring order
+  std::vector<RingPiece> pieces;
+  int64_t size() const;
+};
+
 struct OptimizerConfig {
   std::string type = "sgd";
   double lr = 0.01;
@@ -65,6 +81,10 @@ struct TrainingConfig {
   // "async": an update after every micro-batch's W, no flush (weight stashing,
   // staleness at most p-s-1 updates on stage s); see docs/training.md.
   std::string mode = "sync";
+  // Data parallelism: this node's cluster trains on shard `cluster` of
+  // `num_clusters` of every epoch and averages parameters with the other
+  // clusters every `average_every` steps (and after the last step).
+  int64_t average_every = 0;
   OptimizerConfig optimizer;
   DataConfig data;
 };
@@ -78,6 +98,10 @@ struct Manifest {
   int num_stages = 1;
   std::optional<PeerAddress> prev;
   std::optional<PeerAddress> next;
+  int cluster = 0;
+  int num_clusters = 1;
+  std::vector<RingSpec> rings;           // the rings this node is a member of
+  std::vector<PeerAddress> ring_peers;   // addresses of the other members of those rings
   TrainingConfig training;
 
   std::vector<BoundaryTensor> recv;  // activations from prev (their gradients go back)

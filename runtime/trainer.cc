@@ -11,6 +11,7 @@
 #include <set>
 
 #include "common/log.h"
+#include "runtime/collectives/ring_allreduce.h"
 #include "runtime/data/mnist_idx.h"
 #include "runtime/executor.h"
 #include "runtime/tensor_file.h"
@@ -116,7 +117,15 @@ class TrainerImpl : public Trainer {
   Status run_traced(const Instr& in, int64_t step);
   Status run_instr(const Instr& in, int64_t step);
   Status update_async(int64_t g);
+  // Data parallelism: averages this node's parameters with the other clusters
+  // over its rings (ascending tags), weighted by the samples trained since the
+  // last round.
+  Status average(int64_t step);
+  // Gives params_ storage no in-flight micro-batch holds (async weight stashing).
+  void own_params();
   void report_step(int64_t step, int64_t total, Clock::time_point start);
+  // After a step's last update: progress, and averaging when it is due.
+  Status finish_step(int64_t step, int64_t total, Clock::time_point start);
   // The sample indices of a training step (same on every stage).
   const std::vector<int64_t>& batch_of(int64_t step);
   Status evaluate(int64_t epoch);
@@ -146,6 +155,8 @@ class TrainerImpl : public Trainer {
   std::map<int64_t, Micro> micro_;
   Micro& micro(int64_t step, int mb) { return micro_[step * m().training.microbatches + mb]; }
   const TensorMap& weights_of(const Micro& u) const { return u.weights.empty() ? params_ : u.weights; }
+  std::vector<RingAllreduce> rings_;  // parallel to manifest.rings
+  int64_t samples_since_average_ = 0;
   std::optional<Sampler> sampler_;
   int64_t perm_epoch_ = -1, steps_per_epoch_ = 1;
   std::vector<int64_t> perm_, batch_;
@@ -202,7 +213,7 @@ Status TrainerImpl::init() {
 
   if (mf.prev) { RN_ASSIGN_OR_RETURN(prev_, apply_override(*mf.prev, opt_.peers)); }
   if (mf.next) { RN_ASSIGN_OR_RETURN(next_, apply_override(*mf.next, opt_.peers)); }
-  if (!opt_.losses_path.empty() && mf.last()) {
+  if (!opt_.losses_path.empty() && mf.last() && mf.cluster == 0) {
     losses_.open(opt_.losses_path, std::ios::trunc);
     if (!losses_) return error(Code::kInvalidArgument, "cannot write losses to '", opt_.losses_path, "'");
   }
@@ -223,10 +234,31 @@ Status TrainerImpl::connect() {
     host = l.host;
     port = l.port;
   }
+  // Ring neighbours (other clusters): of each pair, the node with the smaller
+  // id connects and the other accepts.
+  std::set<std::string> ring_neighbours;
+  for (const RingSpec& ring : mf.rings) {
+    const size_t n = ring.members.size();
+    if (n < 2) continue;
+    size_t rank = std::find(ring.members.begin(), ring.members.end(), mf.self.id) - ring.members.begin();
+    ring_neighbours.insert(ring.members[(rank + 1) % n]);
+    ring_neighbours.insert(ring.members[(rank + n - 1) % n]);
+  }
+  bool accepts = prev_.has_value();
+  for (const auto& id : ring_neighbours) accepts |= id < mf.self.id;
   // Every stage but the first accepts its previous stage; every stage but the
   // last connects to its next one.
-  if (prev_) RN_RETURN_IF_ERROR(transport_->listen(host, port));
+  if (accepts) RN_RETURN_IF_ERROR(transport_->listen(host, port));
   auto deadline = deadline_in(opt_.connect_timeout_s);
+  for (const auto& id : ring_neighbours) {
+    if (id < mf.self.id) continue;
+    auto it = std::find_if(mf.ring_peers.begin(), mf.ring_peers.end(), [&](const PeerAddress& p) { return p.id == id; });
+    if (it == mf.ring_peers.end())
+      return error(Code::kCorrupt, where(), ": the manifest has no address for ring member '", id, "'");
+    RN_ASSIGN_OR_RETURN(PeerAddress peer, apply_override(*it, opt_.peers));
+    Status st = transport_->connect(peer.id, peer.host, peer.port, deadline);
+    if (!st.ok()) return st.with_context(where() + ": connecting to ring member " + peer.str());
+  }
   if (next_) {
     Status st = transport_->connect(next_->id, next_->host, next_->port, deadline);
     if (!st.ok()) return st.with_context(where() + ": connecting to the next stage " + next_->str());
@@ -234,6 +266,20 @@ Status TrainerImpl::connect() {
   if (prev_) {
     Status st = transport_->wait_for_peer(prev_->id, deadline);
     if (!st.ok()) return st.with_context(where() + ": waiting for the previous stage " + prev_->str() + " to connect");
+  }
+  for (const auto& id : ring_neighbours) {
+    if (id > mf.self.id) continue;
+    Status st = transport_->wait_for_peer(id, deadline);
+    if (!st.ok()) return st.with_context(where() + ": waiting for ring member '" + id + "' to connect");
+  }
+  for (const RingSpec& ring : mf.rings) {
+    RingOptions ro;
+    ro.members = ring.members;
+    ro.rank = std::find(ring.members.begin(), ring.members.end(), mf.self.id) - ring.members.begin();
+    ro.tag = ring.tag;
+    auto r = RingAllreduce::create(*transport_, ro);
+    if (!r.ok()) return r.status().with_context(where() + ": ring " + std::to_string(ring.tag));
+    rings_.push_back(std::move(r).value());
   }
   return ok_status();
 }
@@ -311,8 +357,10 @@ const std::vector<int64_t>& TrainerImpl::batch_of(int64_t step) {
     perm_ = sampler_->permutation(static_cast<uint64_t>(epoch));
     perm_epoch_ = epoch;
   }
-  const int64_t i = step % steps_per_epoch_;
-  batch_.assign(perm_.begin() + i * batch, perm_.begin() + (i + 1) * batch);
+  // Cluster c trains on the c-th of num_clusters contiguous shards of the epoch.
+  const int64_t shard = static_cast<int64_t>(perm_.size()) / m().num_clusters;
+  const int64_t first = m().cluster * shard + (step % steps_per_epoch_) * batch;
+  batch_.assign(perm_.begin() + first, perm_.begin() + first + batch);
   return batch_;
 }
 
@@ -470,12 +518,7 @@ Status TrainerImpl::update_async(int64_t g) {
   RN_ENFORCE(it != micro_.end(), "update of unknown micro-batch ", g);
   TensorMap grads = std::move(it->second.grads);
   micro_.erase(it);
-  // A weight version is identified by its tensors' storage.
-  auto holds_current = [&](const Micro& u) {
-    return !u.weights.empty() && u.weights.begin()->second.raw() == params_.at(u.weights.begin()->first).raw();
-  };
-  if (std::any_of(micro_.begin(), micro_.end(), [&](const auto& entry) { return holds_current(entry.second); }))
-    for (auto& [name, t] : params_) t = t.clone();
+  own_params();
   TensorMap feeds{{"lr", lr_}};
   for (const auto& p : mf.params) {
     feeds[p] = params_.at(p);
@@ -486,6 +529,47 @@ Status TrainerImpl::update_async(int64_t g) {
   TraceSpan span(trace_, TraceLane::kCompute, "compute", "STEP", g / mf.training.microbatches,
                  static_cast<int>(g % mf.training.microbatches), &totals_[static_cast<size_t>(InstrOp::kStep)]);
   return optim_->run(feeds, &out).with_context(where() + ": optimizer update after micro-batch " + std::to_string(g));
+}
+
+void TrainerImpl::own_params() {
+  // A weight version is identified by its tensors' storage.
+  auto holds_current = [&](const Micro& u) {
+    return !u.weights.empty() && u.weights.begin()->second.raw() == params_.at(u.weights.begin()->first).raw();
+  };
+  if (std::any_of(micro_.begin(), micro_.end(), [&](const auto& entry) { return holds_current(entry.second); }))
+    for (auto& [name, t] : params_) t = t.clone();
+}
+
+Status TrainerImpl::average(int64_t step) {
+  const Manifest& mf = m();
+  own_params();
+  std::vector<float> buffer;
+  for (size_t i = 0; i < mf.rings.size(); ++i) {
+    const RingSpec& ring = mf.rings[i];
+    TraceSpan span(trace_, TraceLane::kComm, "allreduce", "ALLREDUCE", step, static_cast<int>(ring.tag),
+                   &totals_[static_cast<size_t>(InstrOp::kAllReduce)]);
+    // Gather this ring's slice of the parameters, average it, scatter it back.
+    buffer.resize(static_cast<size_t>(ring.size()));
+    size_t at = 0;
+    for (const RingPiece& piece : ring.pieces) {
+      const float* src = params_.at(piece.param).data<float>() + piece.offset;
+      std::copy(src, src + piece.length, buffer.begin() + static_cast<std::ptrdiff_t>(at));
+      at += static_cast<size_t>(piece.length);
+    }
+    Status st = rings_[i].run(buffer, ReduceOp::kWeightedMean, static_cast<double>(samples_since_average_),
+                              deadline_in(opt_.recv_timeout_s));
+    if (!st.ok()) return st.with_context(where() + ": averaging ring " + std::to_string(ring.tag) + " after step " +
+                                         std::to_string(step));
+    at = 0;
+    for (const RingPiece& piece : ring.pieces) {
+      std::copy(buffer.begin() + static_cast<std::ptrdiff_t>(at),
+                buffer.begin() + static_cast<std::ptrdiff_t>(at + static_cast<size_t>(piece.length)),
+                params_.at(piece.param).data<float>() + piece.offset);
+      at += static_cast<size_t>(piece.length);
+    }
+  }
+  samples_since_average_ = 0;
+  return ok_status();
 }
 
 // The stream of stage s of p: min(p-s-1, n) warm-up forwards, then one forward
@@ -519,7 +603,7 @@ Status TrainerImpl::train_async(int64_t first_step, int64_t end_step, int64_t to
     if (prev_) RN_RETURN_IF_ERROR(run_traced({InstrOp::kSendGrad, mb}, step));
     RN_RETURN_IF_ERROR(run_traced({InstrOp::kW, mb}, step));
     RN_RETURN_IF_ERROR(update_async(g));
-    if (mb == mcount - 1) report_step(step, total, start);
+    if (mb == mcount - 1) RN_RETURN_IF_ERROR(finish_step(step, total, start));
     return ok_status();
   };
   int64_t f = g0, b = g0;
@@ -529,6 +613,17 @@ Status TrainerImpl::train_async(int64_t first_step, int64_t end_step, int64_t to
     RN_RETURN_IF_ERROR(backward(b++));
   }
   while (b < g_end) RN_RETURN_IF_ERROR(backward(b++));
+  return ok_status();
+}
+
+Status TrainerImpl::finish_step(int64_t step, int64_t total, Clock::time_point start) {
+  report_step(step, total, start);
+  const Manifest& mf = m();
+  if (mf.num_clusters < 2) return ok_status();
+  samples_since_average_ += mf.training.batch;
+  // Every average_every steps, and after the last step so that every cluster
+  // ends with the same parameters.
+  if ((step + 1) % mf.training.average_every == 0 || step + 1 == total) return average(step);
   return ok_status();
 }
 
@@ -657,7 +752,10 @@ Status TrainerImpl::train() {
   // first and last stage read the data, but all count the same steps.
   const int64_t count = train_count_;
   const int64_t batch = mf.training.batch;
-  const int64_t steps_per_epoch = count / batch;
+  const int64_t steps_per_epoch = count / mf.num_clusters / batch;
+  if (steps_per_epoch < 1)
+    return error(Code::kInvalidArgument, "the training set's shard of ", count / mf.num_clusters,
+                 " samples is smaller than one batch of ", batch);
   int64_t max_steps = opt_.max_steps >= 0 ? opt_.max_steps : mf.training.max_steps;
   int64_t total = mf.training.epochs * steps_per_epoch;
   if (max_steps > 0) total = std::min(total, max_steps);
@@ -674,10 +772,11 @@ Status TrainerImpl::train() {
     } else {
       for (; step < end; ++step) {
         RN_RETURN_IF_ERROR(train_step(step));
-        report_step(step, total, start);
+        RN_RETURN_IF_ERROR(finish_step(step, total, start));
       }
     }
-    if (opt_.evaluate && mf.training.evaluate && test_count_ > 0) {
+    // After the final average every cluster holds the same model: cluster 0 evaluates it.
+    if (opt_.evaluate && mf.training.evaluate && test_count_ > 0 && mf.cluster == 0) {
       TraceSpan span(trace_, TraceLane::kCompute, "eval", "EVAL", step, -1);
       RN_RETURN_IF_ERROR(evaluate(epoch));
     }

@@ -128,7 +128,10 @@ Result<std::unique_ptr<PipelineLinks>> PipelineLinks::start(const std::string& l
   RN_ASSIGN_OR_RETURN(auto links, read_links_file(links_path, ids));
   for (const auto& a : nodes) {
     for (const auto& b : nodes) {
-      if (b.stage != a.stage + 1) continue;
+      // Pipeline links inside a cluster, and every pair across clusters (the
+      // averaging rings connect whichever of the two has the smaller id).
+      bool pipeline = b.cluster == a.cluster && b.stage == a.stage + 1;
+      if (!pipeline && a.cluster == b.cluster) continue;
       Link link{a.id, b.id, pipeline_link(links.at(a.id), links.at(b.id)), nullptr};
       LinkRelayOptions options;
       options.name = "link " + a.id + " -> " + b.id;

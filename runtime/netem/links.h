@@ -44,9 +44,11 @@ struct LaunchedNode {
   std::string id;
   int stage = 0;
   int port = 0;  // where it listens on 127.0.0.1
+  int cluster = 0;
 };
 
-// One relay per pipeline link (a node of stage s -> the node of stage s + 1),
+// One relay per link: pipeline links (stage s -> s + 1 of a cluster) and every
+// ordered pair of nodes in different clusters (averaging rings),
 // living as long as this object.
 class PipelineLinks {
  public:

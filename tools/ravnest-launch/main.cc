@@ -54,6 +54,7 @@ struct NodeProc {
   bool exited = false;
   int status = 0;
   int64_t step = 0;
+  int cluster = 0;
   ravnest::cg::StageCost cost;  // mean F/B/W seconds from the "done" event
   bool done = false;
 };
@@ -217,6 +218,8 @@ int main(int argc, char** argv) {
     }
     n.id = *id;
     n.stage = static_cast<int>(*stage);
+    auto cluster = json->get_int_or("cluster", 0);
+    n.cluster = cluster.ok() ? static_cast<int>(*cluster) : 0;
     batch = *b;
     nodes.push_back(std::move(n));
   }
@@ -224,7 +227,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ravnest-launch: error: no node bundles (*/manifest.json) in '%s'\n", dir.c_str());
     return 1;
   }
-  std::sort(nodes.begin(), nodes.end(), [](const NodeProc& a, const NodeProc& b) { return a.stage < b.stage; });
+  std::sort(nodes.begin(), nodes.end(), [](const NodeProc& a, const NodeProc& b) {
+    return std::pair(a.cluster, a.stage) < std::pair(b.cluster, b.stage);
+  });
   for (auto& n : nodes) {
     n.port = ravnest::free_loopback_port();
     if (n.port <= 0) {
@@ -243,7 +248,7 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   // Emulated home links between pipeline neighbours (docs/links.md); direct addresses without --links.
   std::vector<ravnest::rt::LaunchedNode> launched;
-  for (const auto& n : nodes) launched.push_back({n.id, n.stage, n.port});
+  for (const auto& n : nodes) launched.push_back({n.id, n.stage, n.port, n.cluster});
   auto links = ravnest::rt::PipelineLinks::start(links_path, launched);
   if (!links.ok()) {
     std::fprintf(stderr, "ravnest-launch: error: %s\n", links.status().message().c_str());
@@ -340,7 +345,7 @@ int main(int argc, char** argv) {
     if (*event == "step") {
       n.step = json->get_int_or("step", n.step).value();
       total_steps = json->get_int_or("steps", total_steps).value();
-      if (json->has("loss")) {
+      if (json->has("loss") && n.cluster == 0) {  // with several clusters, show cluster 0's
         loss = json->get_double_or("loss", loss).value();
         train_acc = json->get_double_or("train_accuracy", train_acc).value();
         last_step = n.step;

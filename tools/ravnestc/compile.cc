@@ -4,6 +4,7 @@
 #include <cstring>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "codegen/compile.h"
 #include "tools/ravnestc/commands.h"
@@ -13,12 +14,15 @@ namespace {
 int compile_usage(const char* message) {
   if (message) std::fprintf(stderr, "ravnestc compile: %s\n", message);
   std::fprintf(stderr,
-               "usage: ravnestc compile MODEL.onnx -o DIR [--stages K] [--batch B] [--microbatches M]\n"
-               "         [--schedule gpipe|1f1b|zb-h1|zb-h2|auto] [--shape NAME=AxBx...] [--lr X] [--momentum X]\n"
+               "usage: ravnestc compile MODEL.onnx -o DIR [--stages K|K1,K2,...] [--clusters C] [--average-every S]\n"
+               "         [--batch B] [--microbatches M]"
+               " [--schedule gpipe|1f1b|zb-h1|zb-h2|auto] [--shape NAME=AxBx...] [--lr X] [--momentum X]\n"
                "         [--weight-decay X]"
                " [--nesterov] [--epochs N] [--steps N] [--seed N] [--data DIR] [--no-eval] [--async]\n"
                "         [--host HOST] [--base-port PORT]\n"
-               "  --batch is the global batch of one step; each micro-batch has B/M samples.\n");
+               "  --batch is the global batch of one step; each micro-batch has B/M samples.\n"
+               "  With C clusters, each trains the whole model on 1/C of every epoch and averages\n"
+               "  parameters with the others every S steps.\n");
   return 2;
 }
 
@@ -41,6 +45,8 @@ bool parse_float(const char* text, double* out) {
 int run_compile(int argc, char** argv) {
   using namespace ravnest;
   cg::CompileOptions options;
+  std::vector<int> stage_list{1};
+  int clusters = 0;  // 0: as many as --stages lists
   for (int i = 0; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
@@ -51,8 +57,25 @@ int run_compile(int argc, char** argv) {
       if (!v) return compile_usage("-o needs a folder");
       options.out_dir = v;
     } else if (arg == "--stages") {
-      if (!parse_int(value(), &n) || n < 1 || n > 1024) return compile_usage("--stages needs a number in 1..1024");
-      options.stages = static_cast<int>(n);
+      // K, or K1,K2,... with one entry per cluster.
+      const char* v = value();
+      std::string list = v ? v : "";
+      stage_list.clear();
+      for (size_t pos = 0; pos <= list.size();) {
+        size_t comma = list.find(',', pos);
+        std::string item = list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+        if (!parse_int(item.c_str(), &n) || n < 1 || n > 1024)
+          return compile_usage("--stages needs K or K1,K2,... with each K in 1..1024");
+        stage_list.push_back(static_cast<int>(n));
+        if (comma == std::string::npos) break;
+        pos = comma + 1;
+      }
+    } else if (arg == "--clusters") {
+      if (!parse_int(value(), &n) || n < 1 || n > 256) return compile_usage("--clusters needs a number in 1..256");
+      clusters = static_cast<int>(n);
+    } else if (arg == "--average-every") {
+      if (!parse_int(value(), &n) || n < 1) return compile_usage("--average-every needs a positive number of steps");
+      options.training.average_every = n;
     } else if (arg == "--batch") {
       if (!parse_int(value(), &n) || n < 1) return compile_usage("--batch needs a positive number");
       options.batch = n;
@@ -117,6 +140,11 @@ int run_compile(int argc, char** argv) {
     }
   }
   if (options.model_path.empty()) return compile_usage("a model file is required");
+  if (clusters > 0 && stage_list.size() > 1 && static_cast<int>(stage_list.size()) != clusters)
+    return compile_usage("--stages lists a different number of clusters than --clusters");
+  if (clusters > 1 && stage_list.size() == 1) stage_list.assign(static_cast<size_t>(clusters), stage_list[0]);
+  options.stages = stage_list[0];
+  if (stage_list.size() > 1) options.cluster_stages = stage_list;
   if (options.out_dir.empty()) return compile_usage("-o DIR is required");
   auto summary = cg::compile_model(options, std::cout);
   if (!summary.ok()) {

@@ -1,0 +1,87 @@
+// Data parallelism across clusters: periodic parameter averaging over the
+// compiler's ring plan, with real processes on loopback.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <map>
+#include <regex>
+
+#include "runtime/tensor_file.h"
+#include "tests/integration/process.h"
+
+namespace ravnest {
+namespace {
+
+using testing::binary;
+using testing::run_process;
+using testing::source_path;
+
+std::string compile(const std::string& name, const std::vector<std::string>& extra) {
+  std::string dir = testing::temp_dir(name);
+  std::vector<std::string> args{binary("ravnestc"), "compile", source_path("models/cnn/cnn.onnx"), "-o", dir};
+  args.insert(args.end(), extra.begin(), extra.end());
+  auto r = run_process(args, 120);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return dir;
+}
+
+std::map<std::string, rt::Tensor> load(const std::string& dir, const std::vector<std::string>& nodes) {
+  std::map<std::string, rt::Tensor> params;
+  for (const auto& node : nodes) {
+    auto file = rt::read_tensor_file(dir + "/params/" + node + ".rvt");
+    EXPECT_TRUE(file.ok()) << file.status().to_string();
+    if (file.ok())
+      for (auto& [k, v] : *file) params[k] = v;
+  }
+  return params;
+}
+
+// A cluster of 2 stages beside a cluster of 3: the parameter space is cut at
+// the union of both partitions (3 rings), and after the last round every copy
+// of every parameter is the same.
+TEST(Clusters, DifferentlyPartitionedClustersEndIdentical) {
+  if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  std::string dir = compile("clusters23", {"--stages", "2,3", "--average-every", "5", "--batch", "32",
+                                           "--microbatches", "2", "--steps", "12", "--no-eval"});
+  auto r = run_process({binary("ravnest-launch"), dir, "--quiet", "--save-params", dir + "/params", "--timeout", "240"},
+                       300, {"OMP_NUM_THREADS=1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto a = load(dir, {"node0", "node1"});
+  auto b = load(dir, {"node2", "node3", "node4"});
+  ASSERT_EQ(a.size(), 8u);
+  ASSERT_EQ(b.size(), 8u);
+  for (const auto& [name, t] : a) {
+    ASSERT_EQ(b.at(name).shape(), t.shape());
+    EXPECT_EQ(std::memcmp(b.at(name).raw(), t.raw(), t.bytes()), 0) << name << " differs between the clusters";
+  }
+}
+
+double final_accuracy(const std::string& out) {
+  std::smatch match;
+  if (!std::regex_search(out, match, std::regex(R"(final epoch 1: test accuracy ([0-9.]+)%)"))) return -1;
+  return std::stod(match[1]);
+}
+
+// Two clusters of 2 stages, each on its half of Fashion-MNIST, averaging every
+// 4 steps, reach within 1 point of one cluster on the whole epoch. Each cluster
+// takes half the steps, so the learning rate follows the linear scaling rule
+// (2 clusters: 2x), as docs/training.md says.
+TEST(Clusters, TwoClustersOnHalvesMatchOneCluster) {
+  if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  std::string one = compile("one_cluster", {"--stages", "2", "--batch", "64", "--microbatches", "4", "--lr", "0.01"});
+  std::string two = compile("two_clusters", {"--clusters", "2", "--stages", "2", "--average-every", "4", "--batch",
+                                             "64", "--microbatches", "4", "--lr", "0.02"});
+  auto r1 = run_process({binary("ravnest-launch"), one, "--timeout", "900"}, 960);
+  ASSERT_EQ(r1.exit_code, 0) << r1.err;
+  auto r2 = run_process({binary("ravnest-launch"), two, "--timeout", "900"}, 960);
+  ASSERT_EQ(r2.exit_code, 0) << r2.err;
+  double a1 = final_accuracy(r1.out), a2 = final_accuracy(r2.out);
+  ASSERT_GT(a1, 0) << r1.out;
+  ASSERT_GT(a2, 0) << r2.out;
+  RecordProperty("one_cluster_accuracy", std::to_string(a1));
+  RecordProperty("two_cluster_accuracy", std::to_string(a2));
+  EXPECT_GE(a2, a1 - 1.0) << "one cluster " << a1 << "%, two clusters " << a2 << "%";
+}
+
+}  // namespace
+}  // namespace ravnest
