@@ -283,7 +283,10 @@ Result<std::vector<StageProgram>> build_stage_programs(const Graph& model, const
       return t;
     };
     for (const auto& v : recv) sp.recv.push_back(describe(v, v));
-    for (size_t i = 0; i < send.size(); ++i) sp.send.push_back(describe(outputs[i], send[i]));
+    for (size_t i = 0; i < send.size(); ++i) {
+      sp.send.push_back(describe(outputs[i], send[i]));
+      sp.send_bytes += numel(sp.send.back().shape) * static_cast<int64_t>(dtype_size(sp.send.back().dtype));
+    }
 
     for (size_t i = 0; i < fwd.nodes.size(); ++i) {
       const Node& n = fwd.nodes[i];
@@ -293,6 +296,7 @@ Result<std::vector<StageProgram>> build_stage_programs(const Graph& model, const
       sp.forward_flops += c.flops;
       sp.backward_input_flops += c.backward_input_flops;
       sp.backward_weight_flops += c.backward_weight_flops;
+      sp.forward_bytes += c.bytes;
     }
     sp.forward = std::move(fwd);
     for (const Graph* g : {&sp.forward, &sp.backward, &sp.weight, &sp.optimizer}) {

@@ -28,6 +28,8 @@ struct StageProgram {
   std::vector<std::pair<std::string, TensorData>> weights;
   std::vector<std::string> nodes;  // forward node names, for reports
   double forward_flops = 0, backward_input_flops = 0, backward_weight_flops = 0;
+  double forward_bytes = 0;  // bytes the forward kernels read and write
+  int64_t send_bytes = 0;    // activation bytes sent to the next stage per micro-batch
 };
 
 struct StageOptions {

@@ -7,7 +7,7 @@
 //      RESULT impl=<label> n=<ranks> bytes=<S> iters=<k> avg_s=<t> min_s=<t> algbw_gbs=<x> busbw_gbs=<x>
 //    where avg_s is the timed loop's wall time over k iterations (back to back, after
 //    warm-up and one barrier; the slowest rank), min_s the fastest single iteration
-//    (slowest rank of that iteration), algbw = S / avg_s and busbw = algbw * 2(N-1)/N
+//    (slowest rank of that iteration; with ranks out of step it can exceed avg_s), algbw = S / avg_s and busbw = algbw * 2(N-1)/N
 //    (the nccl-tests definitions; GB = 10^9 bytes).
 //  * The input of rank r is x[i] = r + 1 + (i mod 7), small integers, so the sum after
 //    the first all-reduce is exact in float32 and check_first_sum() can verify it.
@@ -41,6 +41,7 @@ struct BenchArgs {
   size_t chunk_kib = 256;   // Ravnest: RingOptions::chunk_bytes / 1024
   double link_mbit = 0;     // Ravnest: emulated link rate per direction (0: direct loopback)
   double delay_ms = 0;      // Ravnest: one-way delay of one ring hop through the relay
+  bool isolated = false;    // Ravnest: iterations start together, one at a time (see summarize_isolated)
 };
 
 inline void die(const std::string& what) {
@@ -65,7 +66,7 @@ inline std::vector<size_t> parse_sizes(const std::string& list) {
 }
 
 // --ranks N --mib 1,16,64 --warmup W --iters K --label L --algorithm A --chunk-kib C
-// --link-mbit R --delay-ms D; unknown flags are errors.
+// --link-mbit R --delay-ms D --isolated 0|1; unknown flags are errors.
 inline BenchArgs parse_args(int argc, char** argv, const std::string& default_label) {
   BenchArgs a;
   a.label = default_label;
@@ -90,6 +91,7 @@ inline BenchArgs parse_args(int argc, char** argv, const std::string& default_la
     else if (flag == "--chunk-kib") a.chunk_kib = static_cast<size_t>(number(1, 1 << 20));
     else if (flag == "--link-mbit") a.link_mbit = number(0, 1e6);
     else if (flag == "--delay-ms") a.delay_ms = number(0, 30000);
+    else if (flag == "--isolated") a.isolated = number(0, 1) != 0;
     else die("unknown flag '" + flag + "'");
   }
   return a;
@@ -248,13 +250,30 @@ inline bool wait_ranks(std::vector<RankProcess>& ranks) {
   return ok;
 }
 
-// The parent's side of a forked run: for each buffer size, collect every rank's stamps and
-// print the RESULT line.
-inline void collect_results(std::vector<RankProcess>& ranks, const BenchArgs& args) {
+// Isolated iterations (every rank starts iteration i at the same steady_clock instant, so no
+// iteration overlaps the next): per_rank[r][i] = rank r's end of iteration i minus that instant.
+// The last rank to finish decides each iteration.
+inline Summary summarize_isolated(const std::vector<std::vector<double>>& per_rank) {
+  Summary s;
+  s.min_s = 1e300;
+  const size_t k = per_rank.at(0).size();
+  for (size_t i = 0; i < k; ++i) {
+    double slowest = 0;
+    for (const auto& ends : per_rank) slowest = std::max(slowest, ends.at(i));
+    s.avg_s += slowest / static_cast<double>(k);
+    s.min_s = std::min(s.min_s, slowest);
+  }
+  return s;
+}
+
+// The parent's side of a forked run: for each buffer size, collect every rank's time_loop()
+// stamps (or, `isolated`, its per-iteration end times) and print the RESULT line.
+inline void collect_results(std::vector<RankProcess>& ranks, const BenchArgs& args, bool isolated = false) {
   for (size_t mib : args.mib) {
     std::vector<std::vector<double>> per_rank;
     for (RankProcess& p : ranks) per_rank.push_back(recv_doubles(p.from_child));
-    print_result(args.label, args.ranks, floats_of_mib(mib) * sizeof(float), args.iters, summarize(per_rank));
+    print_result(args.label, args.ranks, floats_of_mib(mib) * sizeof(float), args.iters,
+                 isolated ? summarize_isolated(per_rank) : summarize(per_rank));
   }
 }
 

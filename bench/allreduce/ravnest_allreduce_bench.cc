@@ -6,10 +6,12 @@
 // per ring hop (rank r dials its right neighbour through the relay of hop r; both
 // directions get the rate and the delay; with N = 2 the one connection carries both
 // hops). Per size: warm-up runs (the first one's sum is checked), a barrier (a one-float
-// all-reduce on its own tag), then the timed loop. Prints the RESULT lines of
+// all-reduce on its own tag), then the timed loop: back to back (nccl-tests' way), or with
+// --isolated 1 one iteration at a time from a start instant shared by all ranks. Prints the RESULT lines of
 // bench_common.h; exits non-zero when any rank fails.
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "bench/allreduce/bench_common.h"
@@ -42,6 +44,8 @@ int run_rank(const BenchArgs& args, int rank, int in_fd, int out_fd) {
   if (Status st = transport.listen("127.0.0.1", 0); !st.ok()) return fail(rank, st);
   send_value<uint16_t>(out_fd, transport.port());
   const uint16_t right_port = recv_value<uint16_t>(in_fd);
+  // steady_clock is the machine's CLOCK_MONOTONIC, the same in every rank: the parent's base.
+  const SteadyClock::time_point base{SteadyClock::duration(recv_value<int64_t>(in_fd))};
 
   const int n = args.ranks;
   std::vector<rt::RingMember> members;
@@ -82,9 +86,26 @@ int run_rank(const BenchArgs& args, int rank, int in_fd, int out_fd) {
     }
     if (status.ok()) status = barrier();
     if (!status.ok()) return fail(rank, status);
-    const std::vector<double> stamps = time_loop(args.iters, once);
+    std::vector<double> times;
+    if (args.isolated) {
+      // Rank 0 names a start instant far enough ahead for the barrier to reach every rank
+      // (2(N-1) hops), everyone sleeps until it, and each iteration is timed from it.
+      const double margin_s = 0.02 + 2.0 * (n - 1) * args.delay_ms / 1e3;
+      for (int i = 0; i < args.iters && status.ok(); ++i) {
+        token = rank == 0 ? static_cast<float>(std::chrono::duration<double>(SteadyClock::now() - base).count() +
+                                               margin_s)
+                          : 0.0f;
+        status = barrier();
+        const auto start = base + std::chrono::duration_cast<SteadyClock::duration>(std::chrono::duration<double>(token));
+        std::this_thread::sleep_until(start);
+        once();
+        times.push_back(std::chrono::duration<double>(SteadyClock::now() - start).count());
+      }
+    } else {
+      times = time_loop(args.iters, once);
+    }
     if (!status.ok()) return fail(rank, status);
-    send_doubles(out_fd, stamps);
+    send_doubles(out_fd, times);
   }
   // Leave together, so no rank's BYE races a neighbour's last frames.
   if (Status st = barrier(); !st.ok()) return fail(rank, st);
@@ -121,9 +142,13 @@ int main_impl(int argc, char** argv) {
     dial[static_cast<size_t>(r)] = (*relay)->port();
     relays.push_back(std::move(*relay));
   }
-  for (int r = 0; r < n; ++r) send_value<uint16_t>(ranks[static_cast<size_t>(r)].to_child, dial[static_cast<size_t>(r)]);
+  const int64_t base = SteadyClock::now().time_since_epoch().count();
+  for (int r = 0; r < n; ++r) {
+    send_value<uint16_t>(ranks[static_cast<size_t>(r)].to_child, dial[static_cast<size_t>(r)]);
+    send_value<int64_t>(ranks[static_cast<size_t>(r)].to_child, base);
+  }
 
-  collect_results(ranks, args);
+  collect_results(ranks, args, args.isolated);
   const bool ok = wait_ranks(ranks);
   relays.clear();
   if (!ok) die("a rank failed");

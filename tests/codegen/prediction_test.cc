@@ -6,6 +6,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -228,7 +231,7 @@ TEST(Prediction, TraceFileRoundTrip) {
   auto doc = read_json_file(trace_path);
   ASSERT_TRUE(doc.ok()) << doc.status().to_string();
   EXPECT_EQ(doc->get_string("otherData.prediction.schedule").value(), "gpipe");
-  EXPECT_EQ(doc->get_array("traceEvents").value()->size(), 8u + 3u * 2u + 2u * 3u * 3u);
+  EXPECT_EQ(doc->get_array("traceEvents").value()->size(), 2u + 7u + 3u * 2u + 2u * 3u * 3u);
 
   auto missing = add_prediction_to_trace_file(trace_path, {paths[0], (dir / "none.json").string()}, kCosts,
                                               {"node0", "node1"});

@@ -4,6 +4,8 @@
 // "done" progress event reports each stage's mean F, B and W times.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <map>
 #include <sstream>
 #include <string>
@@ -141,6 +143,64 @@ TEST(TraceRun, DoneEventReportsMeanComputeTimes) {
   ASSERT_TRUE(doc.ok()) << doc.status().to_string();
   EXPECT_GT(doc->get_double("otherData.mean_s.F").value(), 0.0);
   EXPECT_EQ(doc->get_string("otherData.node").value(), "node0");
+}
+
+// --predict adds the simulator's timeline of one step beside the measured one:
+// one "predicted" process per node with an F, B and W span per micro-batch, and
+// the simulated bubbles in otherData.prediction.
+TEST(TraceRun, PredictAddsTheSimulatedTimeline) {
+  if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  std::string dir = compile_cnn("trace_predict", 2);
+  std::string out = dir + "/trace.json";
+  auto r = run_process({binary("ravnest-launch"), dir, "--trace", out, "--predict", "--quiet", "--timeout", "240"},
+                       300, {"OMP_NUM_THREADS=1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  auto trace = read_json_file(out);
+  ASSERT_TRUE(trace.ok()) << trace.status().to_string();
+  auto events = trace->get_array("traceEvents");
+  ASSERT_TRUE(events.ok()) << events.status().to_string();
+
+  std::map<int64_t, int> predicted_stage_of_pid;
+  for (const Json& e : **events)
+    if (e.get_string("ph").value() == "M" && e.get_string("name").value() == "process_name")
+      for (int stage : {0, 1})
+        if (e.get_string("args.name").value() ==
+            "predicted node" + std::to_string(stage) + " (stage " + std::to_string(stage) + ")")
+          predicted_stage_of_pid[e.get_int("pid").value()] = stage;
+  ASSERT_EQ(predicted_stage_of_pid.size(), 2u) << "expected processes 'predicted node0 (stage 0)' and "
+                                                  "'predicted node1 (stage 1)'";
+
+  // (stage, "F 2") -> count; and the measured first step's start, where the prediction begins.
+  std::map<std::pair<int, std::string>, int> predicted;
+  int64_t first_measured = INT64_MAX, first_predicted = INT64_MAX;
+  for (const Json& e : **events) {
+    if (e.get_string("ph").value() != "X") continue;
+    int64_t ts = e.get_int("ts").value();
+    auto it = predicted_stage_of_pid.find(e.get_int("pid").value());
+    if (it == predicted_stage_of_pid.end()) {
+      if (e.get_int("tid").value() == 1 && e.get_int("args.step").value() == 0) first_measured = std::min(first_measured, ts);
+      continue;
+    }
+    EXPECT_EQ(e.get_string("cat").value(), "predicted") << e.dump(0);
+    EXPECT_GE(e.get_int("dur").value(), 0) << e.dump(0);
+    ++predicted[{it->second, e.get_string("name").value()}];
+    first_predicted = std::min(first_predicted, ts);
+  }
+  for (int stage : {0, 1})
+    for (const char* kind : {"F", "B", "W"})
+      for (int mb = 0; mb < kMicrobatches; ++mb)
+        EXPECT_EQ((predicted[{stage, std::string(kind) + " " + std::to_string(mb)}]), 1)
+            << "predicted " << kind << " " << mb << " on stage " << stage;
+  EXPECT_EQ(predicted.size(), 2u * 3u * kMicrobatches) << "only F, B and W spans are predicted";
+  EXPECT_EQ(first_predicted, first_measured) << "the prediction starts where the first measured step starts";
+
+  auto makespan = trace->get_double("otherData.prediction.makespan_s");
+  auto bubble = trace->get_double("otherData.prediction.bubble_ratio");
+  ASSERT_TRUE(makespan.ok() && bubble.ok()) << trace->get("otherData").value()->dump(0);
+  EXPECT_GT(*makespan, 0.0);
+  EXPECT_GT(*bubble, 0.0) << "two stages cannot both be busy the whole step";
+  EXPECT_LT(*bubble, 1.0);
+  EXPECT_TRUE(trace->has("otherData.merged_from[1].mean_s.F")) << "the nodes' own otherData stays";
 }
 
 }  // namespace
