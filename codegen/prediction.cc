@@ -16,17 +16,6 @@ constexpr const char* kPredictedCategory = "predicted";
 constexpr int kComputeTid = static_cast<int>(rt::TraceLane::kCompute);
 constexpr int kWireTid = static_cast<int>(rt::TraceLane::kWire);
 
-Json metadata(const char* what, int64_t pid, int tid, const char* key, Json value) {
-  Json args = Json::object();
-  args.set(key, std::move(value));
-  Json e = Json::object();
-  e.set("name", what);
-  e.set("ph", "M");
-  e.set("pid", pid);
-  e.set("tid", tid);
-  e.set("args", std::move(args));
-  return e;
-}
 
 // Microseconds after the aligned start; monotone in `seconds`, so simulated order survives.
 int64_t offset_us(double seconds) { return static_cast<int64_t>(std::llround(seconds * 1e6)); }
@@ -105,9 +94,9 @@ Result<Json::Array> predicted_trace_events(const SimResult& sim, const std::vect
   Json::Array out;
   for (int s = 0; s < sim.num_stages; ++s) {
     const int64_t pid = first_pid + s;
-    out.push_back(metadata("process_name", pid, 0, "name", str_cat("predicted ", node_ids[s], " (stage ", s, ")")));
-    out.push_back(metadata("process_sort_index", pid, 0, "sort_index", pid));
-    out.push_back(metadata("thread_name", pid, kComputeTid, "name", "predicted compute"));
+    out.push_back(rt::trace_metadata("process_name", pid, 0, "name", str_cat("predicted ", node_ids[s], " (stage ", s, ")")));
+    out.push_back(rt::trace_metadata("process_sort_index", pid, 0, "sort_index", pid));
+    out.push_back(rt::trace_metadata("thread_name", pid, kComputeTid, "name", "predicted compute"));
   }
   for (const SimEvent& ev : sim.events) {
     if (ev.stage < 0 || ev.stage >= sim.num_stages)

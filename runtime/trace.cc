@@ -16,22 +16,6 @@
 namespace ravnest::rt {
 namespace {
 
-Json metadata(const char* what, int pid, int tid, Json args) {
-  Json e = Json::object();
-  e.set("name", what);
-  e.set("ph", "M");
-  e.set("pid", pid);
-  e.set("tid", tid);
-  e.set("args", std::move(args));
-  return e;
-}
-
-Json named(const std::string& name) {
-  Json args = Json::object();
-  args.set("name", name);
-  return args;
-}
-
 Json event_json(const TraceEvent& ev, int pid) {
   Json args = Json::object();
   args.set("step", ev.step);
@@ -88,6 +72,22 @@ Status write_atomically(const std::string& path, const std::string& text) {
 
 }  // namespace
 
+Json trace_metadata_args(const char* what, int64_t pid, int tid, Json args) {
+  Json e = Json::object();
+  e.set("name", what);
+  e.set("ph", "M");
+  e.set("pid", pid);
+  e.set("tid", tid);
+  e.set("args", std::move(args));
+  return e;
+}
+
+Json trace_metadata(const char* what, int64_t pid, int tid, const char* key, Json value) {
+  Json args = Json::object();
+  args.set(key, std::move(value));
+  return trace_metadata_args(what, pid, tid, std::move(args));
+}
+
 const char* trace_lane_name(TraceLane lane) {
   switch (lane) {
     case TraceLane::kCompute: return "compute";
@@ -134,12 +134,12 @@ Status TraceRecorder::write(const std::string& path) const {
   Json other;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    out.push_back(metadata("process_name", pid_, 0, named(process_name_)));
+    out.push_back(trace_metadata("process_name", pid_, 0, "name", process_name_));
     Json sort = Json::object();
     sort.set("sort_index", pid_);
-    out.push_back(metadata("process_sort_index", pid_, 0, std::move(sort)));
+    out.push_back(trace_metadata_args("process_sort_index", pid_, 0, std::move(sort)));
     for (TraceLane lane : {TraceLane::kCompute, TraceLane::kComm, TraceLane::kWire})
-      out.push_back(metadata("thread_name", pid_, static_cast<int>(lane), named(trace_lane_name(lane))));
+      out.push_back(trace_metadata("thread_name", pid_, static_cast<int>(lane), "name", trace_lane_name(lane)));
     for (const TraceEvent& ev : events_) out.push_back(event_json(ev, pid_));
     other = other_.is_object() ? other_ : Json::object();
     other.set("clock", "system_clock microseconds since the Unix epoch");

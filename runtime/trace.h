@@ -111,6 +111,11 @@ class TraceSpan {
 // Merges per-node trace files (written by TraceRecorder::write) into one.
 // otherData of the result: {"merged_from": [each input's otherData, in order]}.
 // Errors name the input file and what is wrong with it.
+// A metadata event ("ph":"M"): process_name, thread_name, process_sort_index...
+Json trace_metadata_args(const char* what, int64_t pid, int tid, Json args);
+// The same with args {key: value}.
+Json trace_metadata(const char* what, int64_t pid, int tid, const char* key, Json value);
+
 Status merge_traces(const std::vector<std::string>& inputs, const std::string& output);
 
 // Writes a whole trace document ({"traceEvents": [...], "otherData": {...}}, as
