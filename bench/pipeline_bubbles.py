@@ -32,7 +32,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KINDS = ["gpipe", "1f1b", "zb-h1", "zb-h2", "auto"]
-STAGES = 4
+STAGES = 4  # --stages overrides
 HOME_LINK = {"default": {"up_mbit": 100, "down_mbit": 100, "delay_ms": 20, "loss": 0}}
 
 
@@ -110,6 +110,7 @@ def simulate_cli(build, kind, m, costs, comm, svg=None):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--stages", type=int, default=4)
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--skip", type=int, default=2)
     ap.add_argument("--mb-size", type=int, default=16, help="samples per micro-batch")
@@ -117,6 +118,8 @@ def main():
     ap.add_argument("--links-steps", type=int, default=8, help="steps of the runs over emulated home links")
     ap.add_argument("--svg-dir", default=os.path.join(ROOT, "docs", "schedules"))
     args = ap.parse_args()
+    global STAGES
+    STAGES = args.stages
     tools = os.path.join(args.build, "tools")
     work = tempfile.mkdtemp(prefix="ravnest_bubbles_")
     links_file = os.path.join(work, "links.json")
@@ -154,9 +157,9 @@ def main():
         simulate_cli(args.build, kind, args.microbatches[0], r["costs"], r["comm"],
                      os.path.join(args.svg_dir, f"{kind}-p{STAGES}-m{args.microbatches[0]}.svg"))
 
-    print(f"Pipeline bubbles: CNN, {STAGES} stages (4 ravnest-rt processes), {args.mb_size} samples per micro-batch, "
+    print(f"Pipeline bubbles: CNN, {STAGES} stages ({STAGES} ravnest-rt processes), {args.mb_size} samples per micro-batch, "
           f"{args.steps} steps ({args.links_steps} over links), first {args.skip} skipped.")
-    print(f"This machine has {os.cpu_count()} cores: the 4 stage processes share them (OMP_NUM_THREADS="
+    print(f"This machine has {os.cpu_count()} cores: the {STAGES} stage processes share them (OMP_NUM_THREADS="
           f"{max(1, os.cpu_count() // STAGES)}), so compute phases of different stages contend and a stage's F/B/W "
           "take longer while its neighbours compute. The measured bubble is therefore not the idle time of a "
           "dedicated-machine pipeline.")

@@ -21,14 +21,20 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Relative time of one node on a unit machine: training FLOPs at 100 GFLOP/s
-// plus forward bytes at 10 GB/s read three times (F, B, W). Only the ratios
-// between nodes matter for the split.
+// The unit machine of the cost model: 100 GFLOP/s, 10 GB/s of memory traffic,
+// and (for schedule planning) links of 1 GB/s with 50 us latency.
+constexpr double kFlopsPerS = 100e9, kMemBytesPerS = 10e9, kLinkBytesPerS = 1e9, kLinkLatencyS = 50e-6;
+
+double predicted_seconds(double flops, double bytes) { return flops / kFlopsPerS + bytes / kMemBytesPerS; }
+
+// Relative time of one node on the unit machine: training FLOPs plus forward
+// bytes read three times (F, B, W). Only the ratios between nodes matter for
+// the split.
 double node_time(const Node& node, const Graph& g) {
   const fe::OpDef* def = fe::find_op(node.domain, node.op, static_cast<int>(g.opset));
   if (!def || !def->cost) return 0;
   fe::OpCost c = def->cost(node, g);
-  return (c.flops + c.backward_input_flops + c.backward_weight_flops) / 100e9 + 3 * c.bytes / 10e9;
+  return predicted_seconds(c.flops + c.backward_input_flops + c.backward_weight_flops, 3 * c.bytes);
 }
 
 rt::Tensor to_tensor(const TensorData& d) {
@@ -96,10 +102,17 @@ Result<CompileSummary> compile_model(const CompileOptions& options, std::ostream
     next_node += k;
     RN_ASSIGN_OR_RETURN(cl.split, part::split_contiguous(cost, std::vector<double>(static_cast<size_t>(k), 1.0)));
     RN_ASSIGN_OR_RETURN(cl.stages, build_stage_programs(model, cl.split.stage_of_node, k, stage_options));
-    // "auto" optimises for this cluster's F/B/W FLOPs per stage.
+    // "auto" optimises for this cluster's predicted F/B/W seconds per stage
+    // (the cost model of node_time) and a transfer time per boundary.
     ScheduleCosts schedule_costs;
-    for (const StageProgram& sp : cl.stages)
-      schedule_costs.stages.push_back({sp.forward_flops, sp.backward_input_flops, sp.backward_weight_flops});
+    int64_t max_send = 0;
+    for (const StageProgram& sp : cl.stages) {
+      schedule_costs.stages.push_back({predicted_seconds(sp.forward_flops, sp.forward_bytes),
+                                       predicted_seconds(sp.backward_input_flops, sp.forward_bytes),
+                                       predicted_seconds(sp.backward_weight_flops, sp.forward_bytes / 2)});
+      max_send = std::max(max_send, sp.send_bytes);
+    }
+    schedule_costs.comm = kLinkLatencyS + static_cast<double>(max_send) / kLinkBytesPerS;
     RN_ASSIGN_OR_RETURN(cl.schedules, make_schedules(options.schedule, k, static_cast<int>(options.microbatches),
                                                      schedule_costs));
   }
@@ -147,6 +160,10 @@ Result<CompileSummary> compile_model(const CompileOptions& options, std::ostream
        << "run id: " << summary.run_id << "\n"
        << "clusters: " << num_clusters << ", batch " << options.batch << " = " << options.microbatches
        << " micro-batches x " << micro << ", schedule " << options.schedule << "\n";
+  if (options.training.compression.activations.codec != rt::Codec::kRaw ||
+      options.training.compression.gradients.codec != rt::Codec::kRaw)
+    text << "compression: activations " << rt::codec_spec_str(options.training.compression.activations)
+         << ", gradients " << rt::codec_spec_str(options.training.compression.gradients) << "\n";
   if (num_clusters > 1)
     text << "averaging every " << options.training.average_every << " steps over " << rings.size() << " rings\n";
   for (int c = 0; c < num_clusters; ++c) {

@@ -188,6 +188,10 @@ Json manifest_to_json(const Manifest& m) {
   data.set("kind", t.data.kind);
   data.set("dir", t.data.dir);
   training.set("data", std::move(data));
+  Json compression = Json::object();
+  compression.set("activations", codec_spec_str(t.compression.activations));
+  compression.set("gradients", codec_spec_str(t.compression.gradients));
+  training.set("compression", std::move(compression));
   j.set("training", std::move(training));
 
   Json io = Json::object();
@@ -275,6 +279,14 @@ Result<Manifest> manifest_from_json(const Json& j) {
   RN_ASSIGN_OR_RETURN(t.optimizer.nesterov, j.get_bool_or("training.optimizer.nesterov", false));
   RN_ASSIGN_OR_RETURN(t.data.kind, j.get_string("training.data.kind"));
   RN_ASSIGN_OR_RETURN(t.data.dir, j.get_string("training.data.dir"));
+  for (auto [field, spec] : {std::pair{"activations", &t.compression.activations},
+                             std::pair{"gradients", &t.compression.gradients}}) {
+    const std::string path = std::string("training.compression.") + field;
+    RN_ASSIGN_OR_RETURN(std::string text, j.get_string_or(path, "none"));
+    Result<CodecSpec> parsed = parse_codec_spec(text);
+    if (!parsed.ok()) return parsed.status().with_context(path);
+    *spec = *parsed;
+  }
 
   RN_ASSIGN_OR_RETURN(m.recv, boundary_from_json(j, "io.recv"));
   RN_ASSIGN_OR_RETURN(m.send, boundary_from_json(j, "io.send"));

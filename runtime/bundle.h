@@ -17,6 +17,7 @@
 
 #include "common/graph.h"
 #include "common/json.h"
+#include "runtime/compress/codec.h"
 #include "runtime/schedule.h"
 #include "runtime/tensor.h"
 
@@ -69,6 +70,12 @@ struct DataConfig {
   std::string dir = "/usr/share/datasets/fashion-mnist";
 };
 
+// Codecs for pipeline traffic (docs/compression.md); lossy ones run with error feedback.
+struct CompressionConfig {
+  CodecSpec activations;  // SEND_ACT frames
+  CodecSpec gradients;    // SEND_GRAD frames
+};
+
 struct TrainingConfig {
   int64_t batch = 64;
   int64_t microbatches = 1;
@@ -87,6 +94,7 @@ struct TrainingConfig {
   int64_t average_every = 0;
   OptimizerConfig optimizer;
   DataConfig data;
+  CompressionConfig compression;
 };
 
 struct Manifest {

@@ -65,6 +65,13 @@ Result<TensorMap> gather_feeds(const Graph& program, std::initializer_list<const
   return feeds;
 }
 
+// The configured codec for a tensor sent by the trainer (docs/compression.md):
+// codecs encode float32 only, so other dtypes go raw.
+WireCodec wire_codec(const CodecSpec& spec, const Tensor& tensor, bool error_feedback) {
+  if (tensor.dtype() != DType::kF32) return {};
+  return WireCodec{spec, error_feedback};
+}
+
 // How an instruction shows in the trace: time blocked on receives and time
 // enqueueing sends on the comm lane, work on the compute lane.
 struct InstrSpanKind {
@@ -439,7 +446,8 @@ Status TrainerImpl::run_instr(const Instr& in, int64_t step) {
     }
     case InstrOp::kSendAct:
       for (const auto& t : mf.send)
-        RN_RETURN_IF_ERROR(transport_->send(next_->id, meta(FrameKind::kActivation, t.wire_id), u.outputs.at(t.name)));
+        RN_RETURN_IF_ERROR(transport_->send(next_->id, meta(FrameKind::kActivation, t.wire_id), u.outputs.at(t.name),
+                                            wire_codec(mf.training.compression.activations, u.outputs.at(t.name), true)));
       u.outputs.clear();
       return ok_status();
     case InstrOp::kRecvGrad:
@@ -467,9 +475,11 @@ Status TrainerImpl::run_instr(const Instr& in, int64_t step) {
       return ok_status();
     }
     case InstrOp::kSendGrad:
-      for (const BoundaryTensor* t : grads_out_)
-        RN_RETURN_IF_ERROR(
-            transport_->send(prev_->id, meta(FrameKind::kGradient, t->wire_id), u.outputs.at("grad/" + t->name)));
+      for (const BoundaryTensor* t : grads_out_) {
+        const Tensor& grad = u.outputs.at("grad/" + t->name);
+        RN_RETURN_IF_ERROR(transport_->send(prev_->id, meta(FrameKind::kGradient, t->wire_id), grad,
+                                            wire_codec(mf.training.compression.gradients, grad, true)));
+      }
       return ok_status();
     case InstrOp::kW: {
       RN_ASSIGN_OR_RETURN(TensorMap feeds, gather_feeds(b_.weight, {&u.stash, &u.wstash, &weights_of(u)}));
@@ -695,7 +705,9 @@ Status TrainerImpl::evaluate(int64_t epoch) {
     }
     if (next_) {
       for (const auto& t : mf.send)
-        RN_RETURN_IF_ERROR(transport_->send(next_->id, FrameMeta{FrameKind::kActivation, step, static_cast<uint32_t>(i), t.wire_id}, out.at(t.name)));
+        // Evaluation activations use the training codec without error feedback (it would carry into training's stream).
+        RN_RETURN_IF_ERROR(transport_->send(next_->id, FrameMeta{FrameKind::kActivation, step, static_cast<uint32_t>(i), t.wire_id}, out.at(t.name),
+                                            wire_codec(mf.training.compression.activations, out.at(t.name), false)));
       if (i >= kEvalWindow) {
         auto ack = transport_->recv(next_->id, FrameMeta{FrameKind::kControl, step, static_cast<uint32_t>(i - kEvalWindow), 1}, deadline_in(opt_.recv_timeout_s));
         if (!ack.ok()) return ack.status().with_context(where() + ": evaluation acknowledgement");
@@ -791,11 +803,16 @@ Status TrainerImpl::train() {
   double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
   // Mean F, B and W times of this stage: what a schedule simulator is fed.
   auto mean_s = [&](InstrOp op) { return totals_[static_cast<size_t>(op)].mean_s(); };
-  char line[320];
+  // Bytes this node wrote in activation and gradient frames, as sent and as they would be raw.
+  const TrafficStats act = transport_->sent(FrameKind::kActivation), grad = transport_->sent(FrameKind::kGradient);
+  char line[512];
   std::snprintf(line, sizeof line,
-                R"({"event":"done","node":"%s","stage":%d,"steps":%lld,"elapsed":%.3f,"f_s":%.9f,"b_s":%.9f,"w_s":%.9f})",
+                R"({"event":"done","node":"%s","stage":%d,"steps":%lld,"elapsed":%.3f,"f_s":%.9f,"b_s":%.9f,"w_s":%.9f,)"
+                R"("bytes_act":%llu,"bytes_act_raw":%llu,"bytes_grad":%llu,"bytes_grad_raw":%llu})",
                 mf.self.id.c_str(), mf.stage, static_cast<long long>(step), elapsed, mean_s(InstrOp::kF),
-                mean_s(InstrOp::kB), mean_s(InstrOp::kW));
+                mean_s(InstrOp::kB), mean_s(InstrOp::kW), static_cast<unsigned long long>(act.bytes),
+                static_cast<unsigned long long>(act.raw_bytes), static_cast<unsigned long long>(grad.bytes),
+                static_cast<unsigned long long>(grad.raw_bytes));
   progress(line);
   return ok_status();
 }

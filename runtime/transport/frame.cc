@@ -160,8 +160,11 @@ Result<FrameHeader> decode_header(std::span<const uint8_t> bytes, const FrameLim
   if (!dt.ok()) return bad_field("dtype", dtype, ", not a supported ONNX element type");
   h.dtype = *dt;
   uint8_t codec = get<uint8_t>(b, kOffCodec);
-  if (codec != static_cast<uint8_t>(Codec::kRaw)) return bad_field("codec", int{codec}, ", only 0 (raw) is known");
-  h.codec = Codec::kRaw;
+  if (!is_known_codec(codec)) return bad_field("codec", int{codec}, ", not a known codec (0..4)");
+  h.codec = static_cast<Codec>(codec);
+  if (h.codec != Codec::kRaw && h.dtype != DType::kF32) {
+    return bad_field("codec", int{codec}, " (", codec_name(h.codec), "), but dtype ", dtype_name(h.dtype), " is not float32");
+  }
   uint8_t rank = get<uint8_t>(b, kOffRank);
   if (rank > kFrameMaxRank) return bad_field("rank", int{rank}, ", at most ", kFrameMaxRank);
   h.shape.resize(rank);
@@ -179,9 +182,17 @@ Result<FrameHeader> decode_header(std::span<const uint8_t> bytes, const FrameLim
   if (!count.ok() || mul_overflows(*count, static_cast<int64_t>(dtype_size(h.dtype)), &expected)) {
     return bad_field("dims", shape_str(h.shape), ", whose byte size overflows int64");
   }
-  if (static_cast<uint64_t>(expected) != h.payload_bytes) {
+  if (h.codec == Codec::kRaw && static_cast<uint64_t>(expected) != h.payload_bytes) {
     return bad_field("payload_bytes", h.payload_bytes, ", but shape ", shape_str(h.shape), " of ", dtype_name(h.dtype),
                      " needs ", expected, " bytes");
+  }
+  if (h.codec != Codec::kRaw) {
+    Status size = check_encoded_size(h.codec, *count, h.payload_bytes);
+    if (!size.ok()) return bad_field("payload_bytes", h.payload_bytes, " for shape ", shape_str(h.shape), ": ", size.message());
+    if (static_cast<uint64_t>(expected) > limits.max_payload_bytes) {
+      return bad_field("dims", shape_str(h.shape), ", whose decoded size of ", expected, " bytes is above the limit of ",
+                       limits.max_payload_bytes, " bytes (raise FrameLimits::max_payload_bytes if this tensor is expected)");
+    }
   }
   if (h.payload_bytes > limits.max_payload_bytes) {
     return bad_field("payload_bytes", h.payload_bytes, ", above the limit of ", limits.max_payload_bytes,

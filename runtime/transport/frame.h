@@ -1,9 +1,12 @@
-// Wire frames: a fixed 112-byte little-endian header followed by a raw payload.
+// Wire frames: a fixed 112-byte little-endian header followed by a payload, raw or
+// encoded by a codec (runtime/compress/codec.h).
 //
 // Guarantees: decode_header accepts a header only if its magic, protocol version,
-// header checksum, kind, dtype, codec, rank, dims and payload length are all valid,
-// and the payload length equals numel * dtype size and is within the limits, so a
-// receiver may allocate payload_bytes after decode_header succeeds. Errors (kCorrupt,
+// header checksum, kind, dtype, codec, rank, dims and payload length are all valid:
+// for codec 0 (raw) the payload length equals numel * dtype size; for any other codec
+// the dtype is float32 and the length is a valid encoded size of numel elements
+// (check_encoded_size). Both the payload and the decoded tensor (numel * dtype size)
+// are within the limits, so a receiver may allocate either after decode_header succeeds. Errors (kCorrupt,
 // or kUnsupported for another protocol version) name the field and its value.
 // The byte layout is documented in docs/wire-protocol.md.
 #pragma once
@@ -15,6 +18,7 @@
 
 #include "common/dtype.h"
 #include "common/status.h"
+#include "runtime/compress/codec.h"
 
 namespace ravnest::rt {
 
@@ -37,8 +41,6 @@ enum class FrameKind : uint16_t {
 const char* frame_kind_name(FrameKind kind);
 bool is_known_frame_kind(uint16_t kind);
 
-enum class Codec : uint8_t { kRaw = 0 };
-
 struct FrameHeader {
   uint16_t version = kProtocolVersion;
   FrameKind kind = FrameKind::kControl;
@@ -46,9 +48,9 @@ struct FrameHeader {
   uint32_t microbatch = 0;
   uint32_t tensor_id = 0;
   DType dtype = DType::kU8;
-  Codec codec = Codec::kRaw;
+  Codec codec = Codec::kRaw;  // dtype and shape are the decoded tensor's
   Shape shape;  // rank <= 8
-  uint64_t payload_bytes = 0;
+  uint64_t payload_bytes = 0;  // as sent: the encoded size when codec != raw
   uint32_t payload_crc = 0;  // CRC-32C of the payload
 
   // "ACTIVATION step 3 microbatch 1 tensor 0" — how errors name a frame.

@@ -88,6 +88,21 @@ MailKey mail_key(const std::string& peer, const FrameMeta& m) {
   return MailKey{peer, static_cast<uint16_t>(m.kind), m.step, m.microbatch, m.tensor_id};
 }
 
+// A received frame waiting in the mailbox: its payload as read, decoded by recv().
+struct Arrived {
+  Codec codec = Codec::kRaw;
+  Shape shape;  // of the decoded tensor
+  Tensor payload;
+};
+
+Result<Tensor> decode_arrived(Arrived a) {
+  if (a.codec == Codec::kRaw) return std::move(a.payload);
+  Tensor out = Tensor::empty(DType::kF32, a.shape);
+  std::span<const uint8_t> bytes(a.payload.data<uint8_t>(), a.payload.bytes());
+  RN_RETURN_IF_ERROR(decode(a.codec, bytes, out.data<float>(), out.numel()));
+  return out;
+}
+
 // One TCP connection: handshake state, the frame being read, the write queue.
 struct Connection : std::enable_shared_from_this<Connection> {
   Connection(asio::io_context& io, tcp::socket s, std::string addr)
@@ -103,6 +118,7 @@ struct Connection : std::enable_shared_from_this<Connection> {
     bool counted;  // a send() the caller may flush(); HELLO/BYE are not
     std::array<uint8_t, kFrameHeaderBytes> bytes{};
     std::chrono::system_clock::time_point write_begin{};  // set only for options.on_frame_written
+    uint64_t raw_payload_bytes = 0;                       // counted frames: the payload's size with codec 0
   };
 
   tcp::socket socket;
@@ -155,7 +171,9 @@ struct Transport::Impl {
   mutable std::mutex mu;
   std::condition_variable cv;
   std::map<std::string, Peer> peers;              // guarded by mu
-  std::map<MailKey, std::deque<Tensor>> mailbox;  // guarded by mu
+  std::map<MailKey, std::deque<Arrived>> mailbox;  // guarded by mu
+  std::map<TrafficKey, TrafficStats> traffic;      // guarded by mu
+  ErrorFeedback feedback;                          // send(): residuals of lossy streams
   std::deque<Status> refusals;                    // guarded by mu
   size_t open_connections = 0;                    // guarded by mu
 
@@ -283,6 +301,14 @@ struct Transport::Impl {
         const Connection::OutFrame& done = c->out.front();
         options.on_frame_written(FrameWritten{c->peer_id, done.header, done.write_begin, std::chrono::system_clock::now()});
       }
+      if (counted) {
+        const Connection::OutFrame& done = c->out.front();
+        std::lock_guard<std::mutex> lock(mu);
+        TrafficStats& t = traffic[TrafficKey{c->peer_id, done.header.kind}];
+        t.frames += 1;
+        t.bytes += kFrameHeaderBytes + done.header.payload_bytes;
+        t.raw_bytes += kFrameHeaderBytes + done.raw_payload_bytes;
+      }
       c->out.pop_front();
       if (counted) {
         std::lock_guard<std::mutex> lock(mu);
@@ -312,7 +338,10 @@ struct Transport::Impl {
                        if (ec) return done(socket_failure(c->who(), ec), {}, {});
                        Result<FrameHeader> h = decode_header(c->in_header, limits);
                        if (!h.ok()) return done(h.status().with_context("bad frame from " + c->who()), {}, {});
-                       Tensor payload = Tensor::empty(h->dtype, h->shape);
+                       // An encoded payload is read as bytes; recv() decodes it.
+                       Tensor payload = h->codec == Codec::kRaw
+                                            ? Tensor::empty(h->dtype, h->shape)
+                                            : Tensor::empty(DType::kU8, {static_cast<int64_t>(h->payload_bytes)});
                        if (h->payload_bytes == 0) return check_payload(c, std::move(*h), std::move(payload), done);
                        void* dst = payload.raw();
                        asio::async_read(c->socket, asio::buffer(dst, h->payload_bytes),
@@ -349,7 +378,7 @@ struct Transport::Impl {
         default: {
           std::lock_guard<std::mutex> lock(mu);
           FrameMeta meta{h.kind, h.step, h.microbatch, h.tensor_id};
-          mailbox[mail_key(c->peer_id, meta)].push_back(std::move(payload));
+          mailbox[mail_key(c->peer_id, meta)].push_back(Arrived{h.codec, h.shape, std::move(payload)});
           cv.notify_all();
         }
       }
@@ -651,15 +680,35 @@ Status Transport::wait_for_peer(const std::string& peer_id, Deadline deadline) {
                peer_id, "' to connect; it did not");
 }
 
-Status Transport::send(const std::string& peer_id, const FrameMeta& meta, const Tensor& tensor) {
+Status Transport::send(const std::string& peer_id, const FrameMeta& meta, const Tensor& tensor,
+                       const WireCodec& codec) {
   Impl& d = *impl_;
   RN_ASSIGN_OR_RETURN(FrameHeader header, make_header(meta.kind, meta.step, meta.microbatch, meta.tensor_id,
                                                       tensor.dtype(), tensor.shape()));
+  const uint64_t raw_payload_bytes = header.payload_bytes;
+  Tensor payload = tensor;
+  if (codec.spec.codec != Codec::kRaw) {
+    // Encode here, on the caller's thread; the frame then carries the encoded bytes.
+    const Codec c = codec.spec.codec;
+    if (tensor.dtype() != DType::kF32) {
+      return error(Code::kInvalidArgument, "cannot send ", meta.describe(), " to peer '", peer_id, "' with codec ",
+                   codec_name(c), ": it encodes float32 tensors, this one is ", dtype_name(tensor.dtype()));
+    }
+    const StreamKey key{peer_id, static_cast<uint16_t>(meta.kind), meta.tensor_id};
+    Result<std::vector<uint8_t>> bytes =
+        codec.error_feedback ? d.feedback.encode(key, c, tensor.data<float>(), tensor.numel(), codec.spec.params)
+                             : encode(c, tensor.data<float>(), tensor.numel(), codec.spec.params);
+    if (!bytes.ok()) return bytes.status().with_context("cannot send " + meta.describe() + " to peer '" + peer_id + "'");
+    payload = Tensor::empty(DType::kU8, {static_cast<int64_t>(bytes->size())});
+    if (!bytes->empty()) std::memcpy(payload.raw(), bytes->data(), bytes->size());
+    header.codec = c;
+    header.payload_bytes = bytes->size();
+  }
   if (header.payload_bytes > d.options.limits.max_payload_bytes) {
     return error(Code::kInvalidArgument, "cannot send ", meta.describe(), " to peer '", peer_id,
                  "': ", header.payload_bytes, " bytes exceed the frame limit of ", d.options.limits.max_payload_bytes);
   }
-  if (header.payload_bytes > 0 && tensor.raw() == nullptr) {
+  if (header.payload_bytes > 0 && payload.raw() == nullptr) {
     return error(Code::kInvalidArgument, "cannot send ", meta.describe(), " to peer '", peer_id, "': no data");
   }
   std::shared_ptr<Connection> c;
@@ -675,7 +724,9 @@ Status Transport::send(const std::string& peer_id, const FrameMeta& meta, const 
     c = peer.conns.front();
     peer.queued += 1;
   }
-  asio::post(d.io, [&d, c, header, tensor] { d.enqueue(c, Connection::OutFrame{header, tensor, true}); });
+  Connection::OutFrame frame{header, std::move(payload), true};
+  frame.raw_payload_bytes = raw_payload_bytes;
+  asio::post(d.io, [&d, c, frame = std::move(frame)]() mutable { d.enqueue(c, std::move(frame)); });
   return ok_status();
 }
 
@@ -715,10 +766,17 @@ Result<Tensor> Transport::recv(const std::string& peer_id, const FrameMeta& meta
   while (true) {
     auto box = d.mailbox.find(key);
     if (box != d.mailbox.end()) {
-      Tensor t = std::move(box->second.front());
+      Arrived a = std::move(box->second.front());
       box->second.pop_front();
       if (box->second.empty()) d.mailbox.erase(box);
-      return t;
+      if (a.codec == Codec::kRaw) return std::move(a.payload);
+      const Codec codec = a.codec;
+      lock.unlock();  // decode outside the lock
+      Result<Tensor> t = decode_arrived(std::move(a));
+      if (t.ok()) return t;
+      lock.lock();
+      return t.status().with_context("bad frame from " + d.describe_peer(peer_id) + ": " + meta.describe() +
+                                     " (codec " + codec_name(codec) + ")");
     }
     auto peer = d.peers.find(peer_id);
     if (peer != d.peers.end() && !peer->second.failure.ok()) {
@@ -743,6 +801,23 @@ std::vector<std::string> Transport::connected_peers() const {
   for (const auto& [id, peer] : impl_->peers)
     if (!peer.conns.empty()) out.push_back(id);
   return out;
+}
+
+std::map<TrafficKey, TrafficStats> Transport::stats() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->traffic;
+}
+
+TrafficStats Transport::sent(FrameKind kind) const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  TrafficStats total;
+  for (const auto& [key, t] : impl_->traffic) {
+    if (key.kind != kind) continue;
+    total.frames += t.frames;
+    total.bytes += t.bytes;
+    total.raw_bytes += t.raw_bytes;
+  }
+  return total;
 }
 
 std::vector<Status> Transport::refused_connections() const {

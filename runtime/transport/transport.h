@@ -17,6 +17,13 @@
 //    kNetwork (closed, reset, crashed) or kCorrupt (bad frame), naming the peer id,
 //    its address and the reason (the bad field for a bad frame).
 //  * Every frame length is validated against FrameLimits before allocation.
+//  * send() may encode a float32 tensor with a codec (runtime/compress/codec.h, on the
+//    caller's thread, with optional error feedback per (peer, kind, tensor id)); recv()
+//    decodes it and returns the float32 tensor, so the receiver needs no configuration.
+//    A payload that fails to decode fails that recv() with kCorrupt naming the peer,
+//    the frame and the codec.
+//  * stats() counts the bytes of every send() frame written to its socket, per peer
+//    and kind, as written and as they would have been raw (codec 0).
 //  * The destructor sends BYE to every peer, waits (bounded) for queued frames to
 //    be written, closes every socket and joins the I/O thread.
 // asio stays inside transport.cc.
@@ -25,11 +32,13 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
+#include "runtime/compress/codec.h"
 #include "runtime/tensor.h"
 #include "runtime/transport/frame.h"
 
@@ -71,6 +80,24 @@ struct FrameMeta {
   std::string describe() const;  // "ACTIVATION step 3 microbatch 1 tensor 0"
 };
 
+// How send() encodes a tensor. Any codec but raw needs a float32 tensor.
+struct WireCodec {
+  CodecSpec spec;               // default: raw, the tensor's bytes as they are
+  bool error_feedback = false;  // lossy codecs: carry what was lost into the next frame of the stream
+};
+
+// send() frames written to one peer, of one kind.
+struct TrafficStats {
+  uint64_t frames = 0;
+  uint64_t bytes = 0;      // header + payload, as written
+  uint64_t raw_bytes = 0;  // the same frames with codec 0: header + numel * dtype size
+};
+struct TrafficKey {
+  std::string peer;
+  FrameKind kind = FrameKind::kActivation;
+  auto operator<=>(const TrafficKey&) const = default;
+};
+
 class Transport {
  public:
   explicit Transport(TransportOptions options);
@@ -93,11 +120,13 @@ class Transport {
   // Queues `tensor` for `peer_id` and returns. The transport keeps a reference to
   // the tensor's storage; the caller must not modify it until flush() returns
   // (copy with clone() first if it must). Fails at once if the peer is unknown or gone.
-  Status send(const std::string& peer_id, const FrameMeta& meta, const Tensor& tensor);
+  // With a codec other than raw, the tensor is encoded before send() returns (the
+  // caller may then modify it) and sent with its codec in the frame header.
+  Status send(const std::string& peer_id, const FrameMeta& meta, const Tensor& tensor, const WireCodec& codec = {});
   // Waits until every queued frame has been written to its socket. Reports frames
   // that were lost because their peer went away.
   Status flush(Deadline deadline);
-  // Waits for the frame (peer_id, meta) and returns its tensor.
+  // Waits for the frame (peer_id, meta) and returns its tensor (decoded if it was encoded).
   Result<Tensor> recv(const std::string& peer_id, const FrameMeta& meta, Deadline deadline);
 
   const std::string& node_id() const;
@@ -105,6 +134,10 @@ class Transport {
   std::vector<std::string> connected_peers() const;
   // Why incoming connections were refused (bad frame, wrong run id, ...), oldest first, at most 64.
   std::vector<Status> refused_connections() const;
+  // Bytes written so far by send() frames, per peer and kind.
+  std::map<TrafficKey, TrafficStats> stats() const;
+  // stats() summed over peers for one kind.
+  TrafficStats sent(FrameKind kind) const;
 
  private:
   struct Impl;

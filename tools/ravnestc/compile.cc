@@ -19,10 +19,11 @@ int compile_usage(const char* message) {
                " [--schedule gpipe|1f1b|zb-h1|zb-h2|auto] [--shape NAME=AxBx...] [--lr X] [--momentum X]\n"
                "         [--weight-decay X]"
                " [--nesterov] [--epochs N] [--steps N] [--seed N] [--data DIR] [--no-eval] [--async]\n"
-               "         [--host HOST] [--base-port PORT]\n"
+               "         [--host HOST] [--base-port PORT] [--compress-activations C] [--compress-gradients C]\n"
                "  --batch is the global batch of one step; each micro-batch has B/M samples.\n"
                "  With C clusters, each trains the whole model on 1/C of every epoch and averages\n"
-               "  parameters with the others every S steps.\n");
+               "  parameters with the others every S steps.\n"
+               "  C is none, fp16, bf16, int8 or topk:FRACTION (docs/compression.md).\n");
   return 2;
 }
 
@@ -119,6 +120,12 @@ int run_compile(int argc, char** argv) {
       options.training.data.dir = v;
     } else if (arg == "--async") {
       options.training.mode = "async";
+    } else if (arg == "--compress-activations" || arg == "--compress-gradients") {
+      const char* v = value();
+      auto spec = rt::parse_codec_spec(v ? v : "");
+      if (!spec.ok()) return compile_usage((arg + ": " + spec.status().message()).c_str());
+      (arg == "--compress-activations" ? options.training.compression.activations
+                                       : options.training.compression.gradients) = *spec;
     } else if (arg == "--no-eval") {
       options.training.evaluate = false;
     } else if (arg == "--host") {
