@@ -191,6 +191,7 @@ Json manifest_to_json(const Manifest& m) {
   Json compression = Json::object();
   compression.set("activations", codec_spec_str(t.compression.activations));
   compression.set("gradients", codec_spec_str(t.compression.gradients));
+  compression.set("averaging", codec_spec_str(t.compression.averaging));
   training.set("compression", std::move(compression));
   j.set("training", std::move(training));
 
@@ -280,7 +281,8 @@ Result<Manifest> manifest_from_json(const Json& j) {
   RN_ASSIGN_OR_RETURN(t.data.kind, j.get_string("training.data.kind"));
   RN_ASSIGN_OR_RETURN(t.data.dir, j.get_string("training.data.dir"));
   for (auto [field, spec] : {std::pair{"activations", &t.compression.activations},
-                             std::pair{"gradients", &t.compression.gradients}}) {
+                             std::pair{"gradients", &t.compression.gradients},
+                             std::pair{"averaging", &t.compression.averaging}}) {
     const std::string path = std::string("training.compression.") + field;
     RN_ASSIGN_OR_RETURN(std::string text, j.get_string_or(path, "none"));
     Result<CodecSpec> parsed = parse_codec_spec(text);

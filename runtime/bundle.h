@@ -74,6 +74,7 @@ struct DataConfig {
 struct CompressionConfig {
   CodecSpec activations;  // SEND_ACT frames
   CodecSpec gradients;    // SEND_GRAD frames
+  CodecSpec averaging;    // parameter averaging across clusters (lossy: compressed deltas)
 };
 
 struct TrainingConfig {

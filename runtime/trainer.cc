@@ -11,6 +11,7 @@
 #include <set>
 
 #include "common/log.h"
+#include "runtime/collectives/compressed_average.h"
 #include "runtime/collectives/ring_allreduce.h"
 #include "runtime/data/mnist_idx.h"
 #include "runtime/executor.h"
@@ -128,6 +129,9 @@ class TrainerImpl : public Trainer {
   // over its rings (ascending tags), weighted by the samples trained since the
   // last round.
   Status average(int64_t step);
+  // This node's slice of a ring, gathered from / scattered to params_.
+  void pack_ring(const RingSpec& ring, std::vector<float>* buffer) const;
+  void unpack_ring(const RingSpec& ring, const std::vector<float>& buffer);
   // Gives params_ storage no in-flight micro-batch holds (async weight stashing).
   void own_params();
   void report_step(int64_t step, int64_t total, Clock::time_point start);
@@ -163,6 +167,8 @@ class TrainerImpl : public Trainer {
   Micro& micro(int64_t step, int mb) { return micro_[step * m().training.microbatches + mb]; }
   const TensorMap& weights_of(const Micro& u) const { return u.weights.empty() ? params_ : u.weights; }
   std::vector<RingAllreduce> rings_;  // parallel to manifest.rings
+  std::vector<CompressedAverage> compressed_rings_;  // instead, when averaging is compressed
+  uint64_t bytes_avg_ = 0, bytes_avg_dense_ = 0;     // sent / what dense ring all-reduces send
   int64_t samples_since_average_ = 0;
   std::optional<Sampler> sampler_;
   int64_t perm_epoch_ = -1, steps_per_epoch_ = 1;
@@ -284,6 +290,15 @@ Status TrainerImpl::connect() {
     ro.members = ring.members;
     ro.rank = std::find(ring.members.begin(), ring.members.end(), mf.self.id) - ring.members.begin();
     ro.tag = ring.tag;
+    if (mf.training.compression.averaging.codec != Codec::kRaw) {
+      std::vector<float> anchor;
+      pack_ring(ring, &anchor);
+      auto c = CompressedAverage::create(*transport_, ring.members, ro.rank, ring.tag, mf.training.compression.averaging,
+                                         std::move(anchor));
+      if (!c.ok()) return c.status().with_context(where() + ": ring " + std::to_string(ring.tag));
+      compressed_rings_.push_back(std::move(c).value());
+      continue;
+    }
     auto r = RingAllreduce::create(*transport_, ro);
     if (!r.ok()) return r.status().with_context(where() + ": ring " + std::to_string(ring.tag));
     rings_.push_back(std::move(r).value());
@@ -550,33 +565,43 @@ void TrainerImpl::own_params() {
     for (auto& [name, t] : params_) t = t.clone();
 }
 
+void TrainerImpl::pack_ring(const RingSpec& ring, std::vector<float>* buffer) const {
+  buffer->resize(static_cast<size_t>(ring.size()));
+  auto at = buffer->begin();
+  for (const RingPiece& piece : ring.pieces) {
+    const float* src = params_.at(piece.param).data<float>() + piece.offset;
+    at = std::copy(src, src + piece.length, at);
+  }
+}
+
+void TrainerImpl::unpack_ring(const RingSpec& ring, const std::vector<float>& buffer) {
+  auto at = buffer.begin();
+  for (const RingPiece& piece : ring.pieces) {
+    std::copy(at, at + piece.length, params_.at(piece.param).data<float>() + piece.offset);
+    at += piece.length;
+  }
+}
+
 Status TrainerImpl::average(int64_t step) {
   const Manifest& mf = m();
   own_params();
   std::vector<float> buffer;
+  const double weight = static_cast<double>(samples_since_average_);
   for (size_t i = 0; i < mf.rings.size(); ++i) {
     const RingSpec& ring = mf.rings[i];
     TraceSpan span(trace_, TraceLane::kComm, "allreduce", "ALLREDUCE", step, static_cast<int>(ring.tag),
                    &totals_[static_cast<size_t>(InstrOp::kAllReduce)]);
     // Gather this ring's slice of the parameters, average it, scatter it back.
-    buffer.resize(static_cast<size_t>(ring.size()));
-    size_t at = 0;
-    for (const RingPiece& piece : ring.pieces) {
-      const float* src = params_.at(piece.param).data<float>() + piece.offset;
-      std::copy(src, src + piece.length, buffer.begin() + static_cast<std::ptrdiff_t>(at));
-      at += static_cast<size_t>(piece.length);
-    }
-    Status st = rings_[i].run(buffer, ReduceOp::kWeightedMean, static_cast<double>(samples_since_average_),
-                              deadline_in(opt_.recv_timeout_s));
+    pack_ring(ring, &buffer);
+    const bool compressed = !compressed_rings_.empty();
+    Status st = compressed ? compressed_rings_[i].run(buffer, weight, deadline_in(opt_.recv_timeout_s))
+                           : rings_[i].run(buffer, ReduceOp::kWeightedMean, weight, deadline_in(opt_.recv_timeout_s));
     if (!st.ok()) return st.with_context(where() + ": averaging ring " + std::to_string(ring.tag) + " after step " +
                                          std::to_string(step));
-    at = 0;
-    for (const RingPiece& piece : ring.pieces) {
-      std::copy(buffer.begin() + static_cast<std::ptrdiff_t>(at),
-                buffer.begin() + static_cast<std::ptrdiff_t>(at + static_cast<size_t>(piece.length)),
-                params_.at(piece.param).data<float>() + piece.offset);
-      at += static_cast<size_t>(piece.length);
-    }
+    unpack_ring(ring, buffer);
+    const uint64_t n = ring.members.size(), floats = buffer.size();
+    bytes_avg_ += compressed ? compressed_rings_[i].bytes_sent() : rings_[i].bytes_sent();
+    bytes_avg_dense_ += 2 * (n - 1) * floats * sizeof(float) / n;  // what a dense ring sends per member
   }
   samples_since_average_ = 0;
   return ok_status();
@@ -808,11 +833,13 @@ Status TrainerImpl::train() {
   char line[512];
   std::snprintf(line, sizeof line,
                 R"({"event":"done","node":"%s","stage":%d,"steps":%lld,"elapsed":%.3f,"f_s":%.9f,"b_s":%.9f,"w_s":%.9f,)"
-                R"("bytes_act":%llu,"bytes_act_raw":%llu,"bytes_grad":%llu,"bytes_grad_raw":%llu})",
+                R"("bytes_act":%llu,"bytes_act_raw":%llu,"bytes_grad":%llu,"bytes_grad_raw":%llu,)"
+                R"("bytes_avg":%llu,"bytes_avg_dense":%llu})",
                 mf.self.id.c_str(), mf.stage, static_cast<long long>(step), elapsed, mean_s(InstrOp::kF),
                 mean_s(InstrOp::kB), mean_s(InstrOp::kW), static_cast<unsigned long long>(act.bytes),
                 static_cast<unsigned long long>(act.raw_bytes), static_cast<unsigned long long>(grad.bytes),
-                static_cast<unsigned long long>(grad.raw_bytes));
+                static_cast<unsigned long long>(grad.raw_bytes), static_cast<unsigned long long>(bytes_avg_),
+                static_cast<unsigned long long>(bytes_avg_dense_));
   progress(line);
   return ok_status();
 }

@@ -63,9 +63,11 @@ double final_accuracy(const std::string& out) {
 }
 
 // Two clusters of 2 stages, each on its half of Fashion-MNIST, averaging every
-// 4 steps, reach within 1 point of one cluster on the whole epoch. Each cluster
-// takes half the steps, so the learning rate follows the linear scaling rule
-// (2 clusters: 2x), as docs/training.md says.
+// 4 steps, reach within 1 point of one cluster on the whole epoch — also with
+// the averaging compressed to top-5% deltas with error feedback, which must cut
+// the averaging bytes at least 8x. Each cluster takes half the steps, so the
+// learning rate follows the linear scaling rule (2 clusters: 2x), as
+// docs/training.md says.
 TEST(Clusters, TwoClustersOnHalvesMatchOneCluster) {
   if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
   std::string one = compile("one_cluster", {"--stages", "2", "--batch", "64", "--microbatches", "4", "--lr", "0.01"});
@@ -75,12 +77,25 @@ TEST(Clusters, TwoClustersOnHalvesMatchOneCluster) {
   ASSERT_EQ(r1.exit_code, 0) << r1.err;
   auto r2 = run_process({binary("ravnest-launch"), two, "--timeout", "900"}, 960);
   ASSERT_EQ(r2.exit_code, 0) << r2.err;
-  double a1 = final_accuracy(r1.out), a2 = final_accuracy(r2.out);
+  std::string topk = compile("two_clusters_topk", {"--clusters", "2", "--stages", "2", "--average-every", "4",
+                                                  "--batch", "64", "--microbatches", "4", "--lr", "0.02",
+                                                  "--compress-averaging", "topk:0.05"});
+  auto r3 = run_process({binary("ravnest-launch"), topk, "--timeout", "900"}, 960);
+  ASSERT_EQ(r3.exit_code, 0) << r3.err;
+  double a1 = final_accuracy(r1.out), a2 = final_accuracy(r2.out), a3 = final_accuracy(r3.out);
   ASSERT_GT(a1, 0) << r1.out;
   ASSERT_GT(a2, 0) << r2.out;
+  ASSERT_GT(a3, 0) << r3.out;
   RecordProperty("one_cluster_accuracy", std::to_string(a1));
   RecordProperty("two_cluster_accuracy", std::to_string(a2));
+  RecordProperty("two_cluster_topk_accuracy", std::to_string(a3));
   EXPECT_GE(a2, a1 - 1.0) << "one cluster " << a1 << "%, two clusters " << a2 << "%";
+  EXPECT_GE(a3, a1 - 1.0) << "one cluster " << a1 << "%, two clusters with top-k averaging " << a3 << "%";
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(r3.out, m, std::regex(R"(averaging ([0-9.]+) MB \(dense ([0-9.]+)\))"))) << r3.out;
+  const double sent = std::stod(m[1]), dense = std::stod(m[2]);
+  EXPECT_GT(sent, 0);
+  EXPECT_LE(sent * 8, dense) << "top-k averaging sent " << sent << " MB against " << dense << " MB dense";
 }
 
 }  // namespace

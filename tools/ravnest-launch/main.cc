@@ -307,6 +307,7 @@ int main(int argc, char** argv) {
   int64_t total_steps = 0, last_step = 0;
   double loss = NAN, train_acc = NAN;
   std::vector<std::string> eval_lines;
+  std::map<std::string, double> traffic;  // bytes summed over the nodes' "done" events
   bool progress_open = false;
 
   auto print_progress = [&](bool force) {
@@ -367,6 +368,8 @@ int main(int argc, char** argv) {
       n.cost = {json->get_double_or("f_s", 0).value(), json->get_double_or("b_s", 0).value(),
                 json->get_double_or("w_s", 0).value()};
       n.done = true;
+      for (const char* key : {"bytes_act", "bytes_act_raw", "bytes_grad", "bytes_grad_raw", "bytes_avg", "bytes_avg_dense"})
+        traffic[key] += static_cast<double>(json->get_int_or(key, 0).value());
     }
   };
 
@@ -442,6 +445,11 @@ int main(int argc, char** argv) {
   double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
   std::printf("done: %lld steps in %s on %zu nodes\n", static_cast<long long>(last_step), format_duration(elapsed).c_str(),
               nodes.size());
+  // What crossed the wire, as sent and as it would have been uncompressed.
+  auto mb = [&](const char* key) { return traffic[key] / 1e6; };
+  std::printf("traffic: activations %.1f MB (raw %.1f), gradients %.1f MB (raw %.1f), averaging %.1f MB (dense %.1f)\n",
+              mb("bytes_act"), mb("bytes_act_raw"), mb("bytes_grad"), mb("bytes_grad_raw"), mb("bytes_avg"),
+              mb("bytes_avg_dense"));
   if (!eval_lines.empty()) std::printf("final %s\n", eval_lines.back().c_str());
   return traced ? 0 : 1;
 }

@@ -20,6 +20,7 @@ int compile_usage(const char* message) {
                "         [--weight-decay X]"
                " [--nesterov] [--epochs N] [--steps N] [--seed N] [--data DIR] [--no-eval] [--async]\n"
                "         [--host HOST] [--base-port PORT] [--compress-activations C] [--compress-gradients C]\n"
+               "         [--compress-averaging C]\n"
                "  --batch is the global batch of one step; each micro-batch has B/M samples.\n"
                "  With C clusters, each trains the whole model on 1/C of every epoch and averages\n"
                "  parameters with the others every S steps.\n"
@@ -120,12 +121,13 @@ int run_compile(int argc, char** argv) {
       options.training.data.dir = v;
     } else if (arg == "--async") {
       options.training.mode = "async";
-    } else if (arg == "--compress-activations" || arg == "--compress-gradients") {
+    } else if (arg == "--compress-activations" || arg == "--compress-gradients" || arg == "--compress-averaging") {
       const char* v = value();
       auto spec = rt::parse_codec_spec(v ? v : "");
       if (!spec.ok()) return compile_usage((arg + ": " + spec.status().message()).c_str());
-      (arg == "--compress-activations" ? options.training.compression.activations
-                                       : options.training.compression.gradients) = *spec;
+      rt::CompressionConfig& c = options.training.compression;
+      (arg == "--compress-activations" ? c.activations : arg == "--compress-gradients" ? c.gradients : c.averaging) =
+          *spec;
     } else if (arg == "--no-eval") {
       options.training.evaluate = false;
     } else if (arg == "--host") {
