@@ -12,6 +12,8 @@
 
 #include "common/log.h"
 #include "runtime/collectives/compressed_average.h"
+#include "runtime/collectives/link_probe.h"
+#include "runtime/collectives/ring_order.h"
 #include "runtime/collectives/ring_allreduce.h"
 #include "runtime/data/mnist_idx.h"
 #include "runtime/executor.h"
@@ -116,6 +118,10 @@ class TrainerImpl : public Trainer {
   void trace_wire(const FrameWritten& written);
   const Manifest& m() const { return b_.manifest; }
   Status connect();
+  // Adaptive routing: the ring's members in the order that avoids its slowest
+  // links, from links measured now (rings of 3 or more; a ring of 2 has one order).
+  Result<std::vector<std::string>> order_ring(const RingSpec& ring, const std::string& host, uint16_t port,
+                                              Clock::time_point deadline);
   Status load_data();
   Status agree_on_sizes();
   Status train_step(int64_t step);
@@ -257,8 +263,11 @@ Status TrainerImpl::connect() {
     ring_neighbours.insert(ring.members[(rank + 1) % n]);
     ring_neighbours.insert(ring.members[(rank + n - 1) % n]);
   }
+  // Rings of 3 or more are ordered by measured links, which needs every pair
+  // of their members connected: such nodes accept too.
   bool accepts = prev_.has_value();
   for (const auto& id : ring_neighbours) accepts |= id < mf.self.id;
+  for (const RingSpec& ring : mf.rings) accepts |= ring.members.size() > 2;
   // Every stage but the first accepts its previous stage; every stage but the
   // last connects to its next one.
   if (accepts) RN_RETURN_IF_ERROR(transport_->listen(host, port));
@@ -287,13 +296,13 @@ Status TrainerImpl::connect() {
   }
   for (const RingSpec& ring : mf.rings) {
     RingOptions ro;
-    ro.members = ring.members;
-    ro.rank = std::find(ring.members.begin(), ring.members.end(), mf.self.id) - ring.members.begin();
+    RN_ASSIGN_OR_RETURN(ro.members, order_ring(ring, host, port, deadline));
+    ro.rank = std::find(ro.members.begin(), ro.members.end(), mf.self.id) - ro.members.begin();
     ro.tag = ring.tag;
     if (mf.training.compression.averaging.codec != Codec::kRaw) {
       std::vector<float> anchor;
       pack_ring(ring, &anchor);
-      auto c = CompressedAverage::create(*transport_, ring.members, ro.rank, ring.tag, mf.training.compression.averaging,
+      auto c = CompressedAverage::create(*transport_, ro.members, ro.rank, ring.tag, mf.training.compression.averaging,
                                          std::move(anchor));
       if (!c.ok()) return c.status().with_context(where() + ": ring " + std::to_string(ring.tag));
       compressed_rings_.push_back(std::move(c).value());
@@ -304,6 +313,37 @@ Status TrainerImpl::connect() {
     rings_.push_back(std::move(r).value());
   }
   return ok_status();
+}
+
+Result<std::vector<std::string>> TrainerImpl::order_ring(const RingSpec& ring, const std::string& host, uint16_t port,
+                                                         Clock::time_point deadline) {
+  const Manifest& mf = m();
+  if (ring.members.size() < 3) return ring.members;
+  const size_t rank = std::find(ring.members.begin(), ring.members.end(), mf.self.id) - ring.members.begin();
+  std::vector<RingMember> mesh;
+  for (const auto& id : ring.members) {
+    if (id == mf.self.id) {
+      mesh.push_back({id, host, port});
+      continue;
+    }
+    auto it = std::find_if(mf.ring_peers.begin(), mf.ring_peers.end(), [&](const PeerAddress& p) { return p.id == id; });
+    if (it == mf.ring_peers.end())
+      return error(Code::kCorrupt, where(), ": the manifest has no address for ring member '", id, "'");
+    RN_ASSIGN_OR_RETURN(PeerAddress peer, apply_override(*it, opt_.peers));
+    mesh.push_back({peer.id, peer.host, peer.port});
+  }
+  RN_RETURN_IF_ERROR(connect_mesh(*transport_, mesh, rank, deadline).with_context(where()));
+  ProbeOptions probe;
+  probe.epoch = ring.tag;
+  probe.transfer_budget = std::chrono::milliseconds(200);
+  RN_ASSIGN_OR_RETURN(LinkMatrix links, probe_links(*transport_, ring.members, rank, probe, deadline));
+  RN_ASSIGN_OR_RETURN(RingPlan plan, plan_ring_order(links.hop_times(RingOptions{}.chunk_bytes)));
+  std::vector<std::string> ordered = ordered_members(ring.members, plan.order);
+  std::string order_text;
+  for (const auto& id : ordered) order_text += (order_text.empty() ? "" : " -> ") + id;
+  RN_LOG_INFO("ring ", ring.tag, " ordered by measured links: ", order_text, " (slowest hop ",
+              plan.bottleneck_s * 1e3, " ms per chunk)");
+  return ordered;
 }
 
 Status TrainerImpl::load_data() {

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <map>
 #include <regex>
+#include <set>
 
 #include "runtime/tensor_file.h"
 #include "tests/integration/process.h"
@@ -96,6 +97,41 @@ TEST(Clusters, TwoClustersOnHalvesMatchOneCluster) {
   const double sent = std::stod(m[1]), dense = std::stod(m[2]);
   EXPECT_GT(sent, 0);
   EXPECT_LE(sent * 8, dense) << "top-k averaging sent " << sent << " MB against " << dense << " MB dense";
+}
+
+}  // namespace
+}  // namespace ravnest
+
+namespace ravnest {
+namespace {
+
+// Three clusters cut three ways: rings of three members are ordered by links
+// measured at start (every member must agree on the order) and every copy ends
+// identical.
+TEST(Clusters, ThreeClustersOrderTheirRingsAndEndIdentical) {
+  if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  std::string dir = compile("clusters121", {"--stages", "1,2,1", "--average-every", "3", "--batch", "32",
+                                            "--microbatches", "2", "--steps", "9", "--no-eval"});
+  auto r = run_process({binary("ravnest-launch"), dir, "--save-params", dir + "/params", "--timeout", "240"}, 300,
+                       {"OMP_NUM_THREADS=1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // Each ring's members logged the same measured order.
+  std::smatch m;
+  std::string err = r.err;
+  std::map<std::string, std::set<std::string>> orders;  // ring -> orders seen
+  std::regex line(R"(ring ([0-9]+) ordered by measured links: ([a-z0-9 >-]+) \()");
+  for (auto it = std::sregex_iterator(err.begin(), err.end(), line); it != std::sregex_iterator(); ++it)
+    orders[(*it)[1]].insert((*it)[2]);
+  ASSERT_EQ(orders.size(), 2u) << r.err;
+  for (const auto& [ring, seen] : orders) EXPECT_EQ(seen.size(), 1u) << "ring " << ring << " members disagree";
+  auto a = load(dir, {"node0"});
+  auto b = load(dir, {"node1", "node2"});
+  auto c = load(dir, {"node3"});
+  ASSERT_EQ(a.size(), 8u);
+  for (const auto& [name, t] : a) {
+    EXPECT_EQ(std::memcmp(b.at(name).raw(), t.raw(), t.bytes()), 0) << name;
+    EXPECT_EQ(std::memcmp(c.at(name).raw(), t.raw(), t.bytes()), 0) << name;
+  }
 }
 
 }  // namespace
