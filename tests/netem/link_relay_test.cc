@@ -193,8 +193,9 @@ TEST(LinkRelay, BulkTransferRunsAtTheRate) {
   close(peer);
 }
 
-// Without a rate or delay the relay is just a fast pipe (the figure is printed, not checked).
-TEST(LinkRelay, UnlimitedRelayCarriesManyMegabytesPerSecond) {
+// Without a rate or delay the relay is a plain pipe: 64 MiB arrive intact (the
+// rate is printed for information, not checked: speed belongs in benchmarks).
+TEST(LinkRelay, UnlimitedRelayCarries64MiBIntact) {
   Server server;
   auto relay = relay_to(server, dir(0, 0), dir(0, 0));
   ASSERT_TRUE(relay);
