@@ -447,9 +447,11 @@ int main(int argc, char** argv) {
               nodes.size());
   // What crossed the wire, as sent and as it would have been uncompressed.
   auto mb = [&](const char* key) { return traffic[key] / 1e6; };
-  std::printf("traffic: activations %.1f MB (raw %.1f), gradients %.1f MB (raw %.1f), averaging %.1f MB (dense %.1f)\n",
-              mb("bytes_act"), mb("bytes_act_raw"), mb("bytes_grad"), mb("bytes_grad_raw"), mb("bytes_avg"),
-              mb("bytes_avg_dense"));
+  std::printf("traffic: activations %.1f MB (raw %.1f), gradients %.1f MB (raw %.1f)", mb("bytes_act"),
+              mb("bytes_act_raw"), mb("bytes_grad"), mb("bytes_grad_raw"));
+  if (traffic["bytes_avg_dense"] > 0)  // clusters averaged
+    std::printf(", averaging %.1f MB (dense %.1f)", mb("bytes_avg"), mb("bytes_avg_dense"));
+  std::printf("\n");
   if (!eval_lines.empty()) std::printf("final %s\n", eval_lines.back().c_str());
   return traced ? 0 : 1;
 }
