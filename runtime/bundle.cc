@@ -177,6 +177,7 @@ Json manifest_to_json(const Manifest& m) {
   training.set("evaluate", t.evaluate);
   training.set("mode", t.mode);
   training.set("average_every", t.average_every);
+  training.set("replan_every", t.replan_every);
   Json opt = Json::object();
   opt.set("type", t.optimizer.type);
   opt.set("lr", t.optimizer.lr);
@@ -268,6 +269,8 @@ Result<Manifest> manifest_from_json(const Json& j) {
   RN_ASSIGN_OR_RETURN(t.evaluate, j.get_bool_or("training.evaluate", true));
   RN_ASSIGN_OR_RETURN(t.mode, j.get_string_or("training.mode", "sync"));
   RN_ASSIGN_OR_RETURN(t.average_every, j.get_int_or("training.average_every", 0));
+  RN_ASSIGN_OR_RETURN(t.replan_every, j.get_int_or("training.replan_every", 10));
+  if (t.replan_every < 0) return error(Code::kInvalidArgument, "training.replan_every must be >= 0");
   if (t.average_every < 0) return error(Code::kInvalidArgument, "training.average_every must be >= 0");
   if (t.mode != "sync" && t.mode != "async")
     return error(Code::kInvalidArgument, "training.mode is '", t.mode, "'; expected sync or async");

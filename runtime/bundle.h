@@ -93,6 +93,9 @@ struct TrainingConfig {
   // `num_clusters` of every epoch and averages parameters with the other
   // clusters every `average_every` steps (and after the last step).
   int64_t average_every = 0;
+  // Rings of 3 or more members re-probe their links every this many averaging
+  // rounds and re-order when a hop got 2x slower (0: only at start-up).
+  int64_t replan_every = 10;
   OptimizerConfig optimizer;
   DataConfig data;
   CompressionConfig compression;

@@ -120,8 +120,11 @@ class TrainerImpl : public Trainer {
   Status connect();
   // Adaptive routing: the ring's members in the order that avoids its slowest
   // links, from links measured now (rings of 3 or more; a ring of 2 has one order).
-  Result<std::vector<std::string>> order_ring(const RingSpec& ring, const std::string& host, uint16_t port,
+  Result<std::vector<std::string>> order_ring(size_t index, const std::string& host, uint16_t port,
                                               Clock::time_point deadline);
+  // Every replan_every rounds: re-probe rings of 3+ and re-order the ones
+  // whose current order has a hop that got 2x slower.
+  Status maybe_replan(int64_t step);
   Status load_data();
   Status agree_on_sizes();
   Status train_step(int64_t step);
@@ -174,6 +177,13 @@ class TrainerImpl : public Trainer {
   const TensorMap& weights_of(const Micro& u) const { return u.weights.empty() ? params_ : u.weights; }
   std::vector<RingAllreduce> rings_;  // parallel to manifest.rings
   std::vector<CompressedAverage> compressed_rings_;  // instead, when averaging is compressed
+  struct RingRoute {
+    HopTimes planned;             // the hop times the current order was chosen from
+    std::vector<size_t> order;    // indices into the manifest's member list
+    uint32_t generation = 0;      // re-orders so far (part of the ring's tag)
+  };
+  std::vector<RingRoute> routes_;  // parallel to manifest.rings
+  int64_t rounds_ = 0;             // averaging rounds done
   uint64_t bytes_avg_ = 0, bytes_avg_dense_ = 0;     // sent / what dense ring all-reduces send
   int64_t samples_since_average_ = 0;
   std::optional<Sampler> sampler_;
@@ -294,9 +304,11 @@ Status TrainerImpl::connect() {
     Status st = transport_->wait_for_peer(id, deadline);
     if (!st.ok()) return st.with_context(where() + ": waiting for ring member '" + id + "' to connect");
   }
-  for (const RingSpec& ring : mf.rings) {
+  routes_.assign(mf.rings.size(), RingRoute{});
+  for (size_t index = 0; index < mf.rings.size(); ++index) {
+    const RingSpec& ring = mf.rings[index];
     RingOptions ro;
-    RN_ASSIGN_OR_RETURN(ro.members, order_ring(ring, host, port, deadline));
+    RN_ASSIGN_OR_RETURN(ro.members, order_ring(index, host, port, deadline));
     ro.rank = std::find(ro.members.begin(), ro.members.end(), mf.self.id) - ro.members.begin();
     ro.tag = ring.tag;
     if (mf.training.compression.averaging.codec != Codec::kRaw) {
@@ -315,9 +327,10 @@ Status TrainerImpl::connect() {
   return ok_status();
 }
 
-Result<std::vector<std::string>> TrainerImpl::order_ring(const RingSpec& ring, const std::string& host, uint16_t port,
+Result<std::vector<std::string>> TrainerImpl::order_ring(size_t index, const std::string& host, uint16_t port,
                                                          Clock::time_point deadline) {
   const Manifest& mf = m();
+  const RingSpec& ring = mf.rings[index];
   if (ring.members.size() < 3) return ring.members;
   const size_t rank = std::find(ring.members.begin(), ring.members.end(), mf.self.id) - ring.members.begin();
   std::vector<RingMember> mesh;
@@ -337,7 +350,9 @@ Result<std::vector<std::string>> TrainerImpl::order_ring(const RingSpec& ring, c
   probe.epoch = ring.tag;
   probe.transfer_budget = std::chrono::milliseconds(200);
   RN_ASSIGN_OR_RETURN(LinkMatrix links, probe_links(*transport_, ring.members, rank, probe, deadline));
-  RN_ASSIGN_OR_RETURN(RingPlan plan, plan_ring_order(links.hop_times(RingOptions{}.chunk_bytes)));
+  routes_[index].planned = links.hop_times(RingOptions{}.chunk_bytes);
+  RN_ASSIGN_OR_RETURN(RingPlan plan, plan_ring_order(routes_[index].planned));
+  routes_[index].order = plan.order;
   std::vector<std::string> ordered = ordered_members(ring.members, plan.order);
   std::string order_text;
   for (const auto& id : ordered) order_text += (order_text.empty() ? "" : " -> ") + id;
@@ -622,8 +637,52 @@ void TrainerImpl::unpack_ring(const RingSpec& ring, const std::vector<float>& bu
   }
 }
 
+Status TrainerImpl::maybe_replan(int64_t step) {
+  const Manifest& mf = m();
+  const int64_t every = mf.training.replan_every;
+  if (every <= 0 || rounds_ == 0 || rounds_ % every != 0) return ok_status();
+  for (size_t i = 0; i < mf.rings.size(); ++i) {
+    const RingSpec& ring = mf.rings[i];
+    if (ring.members.size() < 3) continue;
+    RingRoute& route = routes_[i];
+    const size_t rank = std::find(ring.members.begin(), ring.members.end(), mf.self.id) - ring.members.begin();
+    ProbeOptions probe;
+    probe.epoch = ring.tag + 65536u * static_cast<uint32_t>(rounds_ / every);
+    probe.transfer_budget = std::chrono::milliseconds(200);
+    auto links = probe_links(*transport_, ring.members, rank, probe, deadline_in(opt_.recv_timeout_s));
+    if (!links.ok()) return links.status().with_context(where() + ": re-probing ring " + std::to_string(ring.tag));
+    HopTimes now = links->hop_times(RingOptions{}.chunk_bytes);
+    // Every member holds the same matrix, so every member decides the same.
+    if (!should_replan(route.planned, now, route.order)) {
+      RN_VERBOSE("ring ", ring.tag, " re-probed after step ", step, ": no hop of its order got 2x slower");
+      continue;
+    }
+    RN_ASSIGN_OR_RETURN(RingPlan plan, plan_ring_order(now));
+    route.planned = now;
+    route.order = plan.order;
+    ++route.generation;
+    std::vector<std::string> ordered = ordered_members(ring.members, plan.order);
+    const size_t new_rank = std::find(ordered.begin(), ordered.end(), mf.self.id) - ordered.begin();
+    const uint32_t tag = ring.tag + (route.generation << 20);  // fresh frames for the new order
+    if (!compressed_rings_.empty()) {
+      RN_RETURN_IF_ERROR(compressed_rings_[i].reorder(ordered, new_rank, tag).with_context(where()));
+    } else {
+      RingOptions ro;
+      ro.members = ordered;
+      ro.rank = new_rank;
+      ro.tag = tag;
+      RN_ASSIGN_OR_RETURN(rings_[i], RingAllreduce::create(*transport_, ro));
+    }
+    std::string order_text;
+    for (const auto& id : ordered) order_text += (order_text.empty() ? "" : " -> ") + id;
+    RN_LOG_INFO("ring ", ring.tag, " re-planned after step ", step, " (a hop got 2x slower): ", order_text);
+  }
+  return ok_status();
+}
+
 Status TrainerImpl::average(int64_t step) {
   const Manifest& mf = m();
+  RN_RETURN_IF_ERROR(maybe_replan(step));
   own_params();
   std::vector<float> buffer;
   const double weight = static_cast<double>(samples_since_average_);
@@ -644,6 +703,7 @@ Status TrainerImpl::average(int64_t step) {
     bytes_avg_dense_ += 2 * (n - 1) * floats * sizeof(float) / n;  // what a dense ring sends per member
   }
   samples_since_average_ = 0;
+  ++rounds_;
   return ok_status();
 }
 

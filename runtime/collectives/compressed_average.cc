@@ -21,6 +21,16 @@ Result<CompressedAverage> CompressedAverage::create(Transport& transport, std::v
   return c;
 }
 
+Status CompressedAverage::reorder(std::vector<std::string> members, size_t rank, uint32_t tag) {
+  if (members.size() != members_.size() || rank >= members.size() || (tag & 0x80000000u))
+    return error(Code::kInvalidArgument, "compressed averaging: bad re-order (", members.size(), " members, rank ",
+                 rank, ", tag ", tag, ")");
+  members_ = std::move(members);
+  rank_ = rank;
+  tag_ = tag;
+  return ok_status();
+}
+
 Status CompressedAverage::run(std::span<float> x, double weight, Deadline deadline) {
   const size_t n = members_.size();
   const int64_t count = static_cast<int64_t>(x.size());

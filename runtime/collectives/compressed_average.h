@@ -35,6 +35,8 @@ class CompressedAverage {
   Status run(std::span<float> x, double weight, Deadline deadline);
 
   uint64_t bytes_sent() const { return bytes_sent_; }  // by the last run()
+  // A new ring order (same members) and tag, keeping the anchor and residual.
+  Status reorder(std::vector<std::string> members, size_t rank, uint32_t tag);
   size_t size() const { return members_.size(); }
 
  private:

@@ -106,12 +106,14 @@ namespace ravnest {
 namespace {
 
 // Three clusters cut three ways: rings of three members are ordered by links
-// measured at start (every member must agree on the order) and every copy ends
-// identical.
+// measured at start and re-probed at every round (--replan-every 1; every
+// member must reach the same order and the same re-plan decisions), and every
+// copy ends identical.
 TEST(Clusters, ThreeClustersOrderTheirRingsAndEndIdentical) {
   if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
   std::string dir = compile("clusters121", {"--stages", "1,2,1", "--average-every", "3", "--batch", "32",
-                                            "--microbatches", "2", "--steps", "9", "--no-eval"});
+                                            "--microbatches", "2", "--steps", "9", "--no-eval", "--replan-every",
+                                            "1"});
   auto r = run_process({binary("ravnest-launch"), dir, "--save-params", dir + "/params", "--timeout", "240"}, 300,
                        {"OMP_NUM_THREADS=1"});
   ASSERT_EQ(r.exit_code, 0) << r.err;

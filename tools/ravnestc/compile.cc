@@ -20,7 +20,7 @@ int compile_usage(const char* message) {
                "         [--weight-decay X]"
                " [--nesterov] [--epochs N] [--steps N] [--seed N] [--data DIR] [--no-eval] [--async]\n"
                "         [--host HOST] [--base-port PORT] [--compress-activations C] [--compress-gradients C]\n"
-               "         [--compress-averaging C]\n"
+               "         [--compress-averaging C] [--replan-every R]\n"
                "  --batch is the global batch of one step; each micro-batch has B/M samples.\n"
                "  With C clusters, each trains the whole model on 1/C of every epoch and averages\n"
                "  parameters with the others every S steps.\n"
@@ -75,6 +75,9 @@ int run_compile(int argc, char** argv) {
     } else if (arg == "--clusters") {
       if (!parse_int(value(), &n) || n < 1 || n > 256) return compile_usage("--clusters needs a number in 1..256");
       clusters = static_cast<int>(n);
+    } else if (arg == "--replan-every") {
+      if (!parse_int(value(), &n) || n < 0) return compile_usage("--replan-every needs a number of rounds (0: never)");
+      options.training.replan_every = n;
     } else if (arg == "--average-every") {
       if (!parse_int(value(), &n) || n < 1) return compile_usage("--average-every needs a positive number of steps");
       options.training.average_every = n;
