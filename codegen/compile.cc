@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -122,6 +123,9 @@ Result<CompileSummary> compile_model(const CompileOptions& options, std::ostream
     return rt::PeerAddress{node_id(i), options.host, static_cast<uint16_t>(options.base_port + i)};
   };
 
+  std::map<std::string, int> node_index;  // node id -> global index, for ring members' addresses
+  for (int i = 0; i < total_nodes; ++i) node_index[node_id(i)] = i;
+
   // The averaging rings: parameters in order of first use, laid end to end.
   std::vector<rt::RingSpec> rings;
   if (num_clusters > 1) {
@@ -182,14 +186,14 @@ Result<CompileSummary> compile_model(const CompileOptions& options, std::ostream
       if (sp.stage + 1 < k) m.next = address(index + 1);
       m.cluster = c;
       m.num_clusters = num_clusters;
-      std::set<std::string> ring_peer_ids;
+      std::set<int> ring_peer_indices;
       for (const rt::RingSpec& ring : rings)
         if (std::find(ring.members.begin(), ring.members.end(), m.self.id) != ring.members.end()) {
           m.rings.push_back(ring);
           for (const auto& member : ring.members)
-            if (member != m.self.id) ring_peer_ids.insert(member);
+            if (member != m.self.id) ring_peer_indices.insert(node_index.at(member));
         }
-      for (const auto& id : ring_peer_ids) m.ring_peers.push_back(address(std::stoi(id.substr(4))));
+      for (int peer : ring_peer_indices) m.ring_peers.push_back(address(peer));
       m.training = options.training;
       m.training.batch = options.batch;
       m.training.microbatches = options.microbatches;

@@ -33,8 +33,8 @@ constexpr uint64_t kStartStep = uint64_t{1} << 63;
 // Evaluation keeps at most this many micro-batches in flight per link.
 constexpr int kEvalWindow = 8;
 
-Clock::time_point deadline_in(double seconds) {
-  return Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+Deadline deadline_in(double seconds) {
+  return deadline_after(std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
 }
 
 Result<PeerAddress> apply_override(PeerAddress p, const std::map<std::string, std::string>& overrides) {
