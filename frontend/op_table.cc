@@ -7,6 +7,7 @@
 #include <set>
 
 #include "frontend/gradients.h"
+#include "frontend/op_families.h"
 #include "frontend/rules.h"
 
 namespace ravnest::fe {
@@ -14,29 +15,23 @@ namespace {
 
 using namespace rules;  // NOLINT: the table reads as a list of rule names
 
-OpDef def(std::string op, ShapeFn shape, CostFn cost) {
-  OpDef d;
-  d.op = std::move(op);
-  d.shape = std::move(shape);
-  d.cost = std::move(cost);
-  return d;
-}
-
-OpDef differentiable(OpDef d, GradFn grad) {
-  d.grad = std::move(grad);
-  return d;
-}
-
-OpDef foldable(OpDef d, FoldFn fold) {
-  d.foldable = true;
-  d.fold = std::move(fold);
-  return d;
-}
-
+OpDef def(std::string op, ShapeFn shape, CostFn cost) { return op_row(std::move(op), std::move(shape), std::move(cost)); }
+OpDef differentiable(OpDef d, GradFn grad) { return with_grad(std::move(d), std::move(grad)); }
+OpDef foldable(OpDef d, FoldFn fold) { return with_fold(std::move(d), std::move(fold)); }
 OpDef ravnest_op(std::string op, ShapeFn shape, CostFn cost) {
-  OpDef d = def(std::move(op), std::move(shape), std::move(cost));
-  d.domain = kRavnestDomain;
-  return d;
+  return ravnest_op_row(std::move(op), std::move(shape), std::move(cost));
+}
+
+// Appends a family's rows: a row replaces the core row of the same (domain, op);
+// an op defined by two families is a programming error caught at start-up.
+void merge_family(std::vector<OpDef>& table, std::vector<OpDef> family, std::set<std::pair<std::string, std::string>>& seen) {
+  for (OpDef& d : family) {
+    auto key = std::make_pair(d.domain, d.op);
+    RN_ENFORCE(seen.insert(key).second, "op ", d.op, " is defined by two op families");
+    auto same = [&](const OpDef& row) { return row.domain == d.domain && row.op == d.op; };
+    table.erase(std::remove_if(table.begin(), table.end(), same), table.end());
+    table.push_back(std::move(d));
+  }
 }
 
 std::vector<OpDef> build_table() {
@@ -81,6 +76,8 @@ std::vector<OpDef> build_table() {
   t.push_back(ravnest_op("MaxPoolGrad", shape_maxpool_grad, cost_maxpool_grad));
   t.push_back(ravnest_op("SoftmaxCrossEntropyLossGrad", shape_softmax_ce_loss_grad, cost_eltwise(2, false)));
   t.push_back(ravnest_op("SGD", shape_sgd, cost_sgd));
+  std::set<std::pair<std::string, std::string>> seen;
+  for (auto family : {math_ops, movement_ops, normalization_ops, training_ops}) merge_family(t, family(), seen);
   for (OpDef& d : t) {
     if (!d.domain.empty()) continue;  // ai.ravnest ops: any opset (the domain is at version 1)
     d.min_opset = kMinOpset;
@@ -90,6 +87,31 @@ std::vector<OpDef> build_table() {
 }
 
 }  // namespace
+
+OpDef op_row(std::string op, ShapeFn shape, CostFn cost) {
+  OpDef d;
+  d.op = std::move(op);
+  d.shape = std::move(shape);
+  d.cost = std::move(cost);
+  return d;
+}
+
+OpDef ravnest_op_row(std::string op, ShapeFn shape, CostFn cost) {
+  OpDef d = op_row(std::move(op), std::move(shape), std::move(cost));
+  d.domain = kRavnestDomain;
+  return d;
+}
+
+OpDef with_grad(OpDef d, GradFn grad) {
+  d.grad = std::move(grad);
+  return d;
+}
+
+OpDef with_fold(OpDef d, FoldFn fold) {
+  d.foldable = true;
+  d.fold = std::move(fold);
+  return d;
+}
 
 const std::vector<OpDef>& all_ops() {
   static const std::vector<OpDef> table = build_table();

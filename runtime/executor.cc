@@ -37,7 +37,7 @@ class CpuExecutor final : public Executor {
   explicit CpuExecutor(Graph program) : program_(std::move(program)) {}
 
   Status init(const KernelRegistry& registry, const ExecutorOptions& options);
-  Status run(const TensorMap& feeds, TensorMap* outputs) override;
+  Status run(const TensorMap& feeds, TensorMap* outputs, const RunContext& context) override;
   const Graph& program() const override { return program_; }
   size_t arena_bytes() const override { return arena_bytes_; }
   size_t unplanned_bytes() const override { return unplanned_bytes_; }
@@ -195,7 +195,7 @@ Status CpuExecutor::plan_arena() {
   return ok_status();
 }
 
-Status CpuExecutor::run(const TensorMap& feeds, TensorMap* outputs) {
+Status CpuExecutor::run(const TensorMap& feeds, TensorMap* outputs, const RunContext& context) {
   for (const auto& [name, tensor] : feeds) {
     auto found = slot_of_.find(name);
     if (found == slot_of_.end() || slots_[found->second].role != Role::kInput)
@@ -220,7 +220,7 @@ Status CpuExecutor::run(const TensorMap& feeds, TensorMap* outputs) {
       slots_[id].tensor = Tensor::empty(slots_[id].info.dtype, slots_[id].info.static_shape());
   Status status;
   for (size_t i = 0; i < kernels_.size() && status.ok(); ++i) {
-    status = kernels_[i]->run(node_inputs_[i], node_outputs_[i]);
+    status = kernels_[i]->run(node_inputs_[i], node_outputs_[i], context);
     if (!status.ok()) status = status.with_context("running " + program_.nodes[i].describe());
   }
   if (status.ok()) {

@@ -33,7 +33,7 @@ class Executor {
 
   // `feeds` must bind every graph input (dtype and shape are checked, the error
   // names the input). Graph outputs are written into `*outputs`.
-  virtual Status run(const TensorMap& feeds, TensorMap* outputs) = 0;
+  virtual Status run(const TensorMap& feeds, TensorMap* outputs, const RunContext& context = {}) = 0;
 
   virtual const Graph& program() const = 0;
   // Bytes of the intermediate-value arena after the memory plan, and the bytes

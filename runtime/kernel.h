@@ -30,13 +30,31 @@ struct KernelRequest {
   Device device = Device::kCpu;
 };
 
+// What a run of a program is for. Kernels whose result depends on it (Dropout's
+// mask, BatchNormalization's batch vs running statistics) read it; the others
+// ignore it. A random kernel derives its stream from (seed, step, microbatch, its
+// node name), so a run is reproducible per step, micro-batch and node.
+struct RunContext {
+  uint64_t seed = 0;
+  int64_t step = 0;
+  int64_t microbatch = 0;
+  bool training = true;  // false: evaluation (no dropout, running statistics)
+};
+
 class Kernel {
  public:
   virtual ~Kernel() = default;
   // inputs/outputs follow the node's order; omitted optional ones are nullptr.
   // Outputs are preallocated with the static shapes of the program. Ops that
-  // update state in place (optimizers) document which inputs they mutate.
+  // update state in place (optimizers, BatchNormalization's running statistics)
+  // document which inputs they mutate.
   virtual Status run(const std::vector<Tensor*>& inputs, const std::vector<Tensor*>& outputs) = 0;
+  // The entry the executor calls; context-dependent kernels override it.
+  virtual Status run(const std::vector<Tensor*>& inputs, const std::vector<Tensor*>& outputs,
+                     const RunContext& context) {
+    (void)context;
+    return run(inputs, outputs);
+  }
 };
 
 using KernelBuilder = std::function<Result<std::unique_ptr<Kernel>>(const KernelRequest&)>;

@@ -494,7 +494,9 @@ Status TrainerImpl::run_instr(const Instr& in, int64_t step) {
       if (async) u.weights = params_;
       RN_ASSIGN_OR_RETURN(TensorMap feeds, gather_feeds(b_.forward, {&data, &u.acts_in, &params_}));
       TensorMap out;
-      RN_RETURN_IF_ERROR(fwd_->run(feeds, &out).with_context(where() + ": forward of micro-batch " + std::to_string(mb)));
+      RunContext context{m().training.seed, step, mb, true};
+      RN_RETURN_IF_ERROR(
+          fwd_->run(feeds, &out, context).with_context(where() + ": forward of micro-batch " + std::to_string(mb)));
       for (const auto& name : mf.stash) {
         auto it = out.find(name);
         u.stash[name] = it != out.end() ? it->second : feeds.at(name);
@@ -819,7 +821,8 @@ Status TrainerImpl::evaluate(int64_t epoch) {
     }
     RN_ASSIGN_OR_RETURN(TensorMap feeds, gather_feeds(b_.forward, {&inputs, &params_}));
     TensorMap out;
-    RN_RETURN_IF_ERROR(fwd_->run(feeds, &out).with_context(where() + ": evaluation forward"));
+    RunContext context{m().training.seed, 0, 0, false};
+    RN_RETURN_IF_ERROR(fwd_->run(feeds, &out, context).with_context(where() + ": evaluation forward"));
     if (mf.last()) {
       const Tensor& logits = out.at(mf.logits_output);
       int64_t classes = logits.dim(1);

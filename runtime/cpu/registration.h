@@ -17,6 +17,9 @@ void register_shape_kernels(KernelRegistry& registry);        // shape_ops.cc
 void register_elementwise_kernels(KernelRegistry& registry);  // elementwise.cc
 void register_loss_kernels(KernelRegistry& registry);         // loss.cc
 void register_optimizer_kernels(KernelRegistry& registry);    // optimizer.cc
+void register_math_kernels(KernelRegistry& registry);           // math.cc
+void register_movement_kernels(KernelRegistry& registry);       // movement.cc
+void register_normalization_kernels(KernelRegistry& registry);  // normalization.cc
 
 inline void register_all_kernels(KernelRegistry& registry) {
   register_conv_kernels(registry);
@@ -27,6 +30,9 @@ inline void register_all_kernels(KernelRegistry& registry) {
   register_elementwise_kernels(registry);
   register_loss_kernels(registry);
   register_optimizer_kernels(registry);
+  register_math_kernels(registry);
+  register_movement_kernels(registry);
+  register_normalization_kernels(registry);
 }
 
 }  // namespace ravnest::rt::cpu
