@@ -1,0 +1,856 @@
+// Stage partitioning of a weighted DAG: chain DP, METIS + acyclic sweep + FM-style
+// refinement, brute force. See dag_partition.h for the guarantees and the cost model.
+#include "partitioner/dag_partition.h"
+
+#include <metis.h>
+
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <functional>
+#include <limits>
+#include <numeric>
+#include <queue>
+#include <random>
+#include <sstream>
+
+namespace ravnest::part {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+// Above this many nodes only the plain topological order and METIS's are split (each
+// extra order costs a DP and a refinement).
+constexpr size_t kMaxOrderSearchNodes = 20000;
+
+std::string node_name(const WeightedDag& dag, int v) {
+  if (static_cast<size_t>(v) < dag.names.size() && !dag.names[static_cast<size_t>(v)].empty())
+    return str_cat("node ", v, " '", dag.names[static_cast<size_t>(v)], "'");
+  return str_cat("node ", v);
+}
+
+std::string machine_name(const Pipeline& pipeline, size_t s) {
+  const std::string& id = pipeline.machines[s].id;
+  return id.empty() ? str_cat("machine ", s, " (stage ", s, ")") : str_cat("machine '", id, "' (stage ", s, ")");
+}
+
+double capacity(const Machine& m) { return m.memory_bytes > 0 ? m.memory_bytes : kInf; }
+double activation_of(const WeightedDag& dag, size_t v) { return v < dag.activation.size() ? dag.activation[v] : 0.0; }
+double link_bw(const Pipeline& p, size_t l) { return p.link_bandwidth.empty() ? kInf : p.link_bandwidth[l]; }
+
+std::string human_bytes(double b) {
+  std::ostringstream out;
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (std::fabs(b) >= 1024 && u < 4) {
+    b /= 1024;
+    ++u;
+  }
+  out.precision(u == 0 ? 0 : 2);
+  out << std::fixed << b << " " << units[u];
+  return out.str();
+}
+
+Status validate(const WeightedDag& dag, const Pipeline& pipeline) {
+  const size_t n = dag.size(), k = pipeline.machines.size();
+  if (k == 0) return error(Code::kInvalidArgument, "a pipeline needs at least one machine");
+  if (n < k)
+    return error(Code::kInvalidArgument, "cannot split ", n, " nodes into ", k, " stages; use at most ", n, " stages");
+  if (dag.memory.size() != n) return error(Code::kInvalidArgument, "memory weights: ", dag.memory.size(), " for ", n, " nodes");
+  if (!dag.activation.empty() && dag.activation.size() != n)
+    return error(Code::kInvalidArgument, "activation weights: ", dag.activation.size(), " for ", n, " nodes");
+  for (size_t v = 0; v < n; ++v)
+    if (!(dag.compute[v] >= 0) || !(dag.memory[v] >= 0) || !(activation_of(dag, v) >= 0))
+      return error(Code::kInvalidArgument, node_name(dag, static_cast<int>(v)), " has a negative or NaN weight");
+  for (size_t s = 0; s < k; ++s) {
+    const Machine& m = pipeline.machines[s];
+    if (!(m.speed > 0) || !std::isfinite(m.speed))
+      return error(Code::kInvalidArgument, machine_name(pipeline, s), " needs a positive speed, not ", m.speed);
+    if (!(m.in_flight >= 0)) return error(Code::kInvalidArgument, machine_name(pipeline, s), " has a negative in_flight");
+  }
+  if (!pipeline.link_bandwidth.empty()) {
+    if (pipeline.link_bandwidth.size() != k - 1)
+      return error(Code::kInvalidArgument, "link bandwidths: ", pipeline.link_bandwidth.size(), " given, ", k - 1,
+                   " needed (one per pair of consecutive stages)");
+    for (size_t l = 0; l + 1 < k; ++l)
+      if (!(pipeline.link_bandwidth[l] > 0))
+        return error(Code::kInvalidArgument, "link ", l, "->", l + 1, " needs a positive bandwidth");
+  }
+  for (size_t t = 0; t < dag.tensors.size(); ++t) {
+    const DagTensor& x = dag.tensors[t];
+    if (x.producer < 0 || static_cast<size_t>(x.producer) >= n)
+      return error(Code::kInvalidArgument, "tensor ", t, " has producer ", x.producer, " outside [0, ", n, ")");
+    if (!(x.bytes >= 0)) return error(Code::kInvalidArgument, "tensor ", t, " has negative bytes");
+    for (int c : x.consumers)
+      if (c < 0 || static_cast<size_t>(c) >= n || c == x.producer)
+        return error(Code::kInvalidArgument, "tensor ", t, " of ", node_name(dag, x.producer), " has consumer ", c,
+                     " that is not another node");
+  }
+  return ok_status();
+}
+
+// Adjacency derived from the tensors.
+struct Adjacency {
+  std::vector<std::vector<int>> out_tensors, in_tensors;  // per node
+  std::vector<std::vector<int>> succ, pred;               // per node, deduplicated
+};
+
+Adjacency build_adjacency(const WeightedDag& dag) {
+  Adjacency a;
+  const size_t n = dag.size();
+  a.out_tensors.resize(n);
+  a.in_tensors.resize(n);
+  a.succ.resize(n);
+  a.pred.resize(n);
+  for (size_t t = 0; t < dag.tensors.size(); ++t) {
+    const DagTensor& x = dag.tensors[t];
+    a.out_tensors[static_cast<size_t>(x.producer)].push_back(static_cast<int>(t));
+    for (int c : x.consumers) {
+      a.in_tensors[static_cast<size_t>(c)].push_back(static_cast<int>(t));
+      a.succ[static_cast<size_t>(x.producer)].push_back(c);
+      a.pred[static_cast<size_t>(c)].push_back(x.producer);
+    }
+  }
+  for (auto* lists : {&a.succ, &a.pred, &a.in_tensors})
+    for (auto& l : *lists) {
+      std::sort(l.begin(), l.end());
+      l.erase(std::unique(l.begin(), l.end()), l.end());
+    }
+  return a;
+}
+
+// Kahn's algorithm; `priority[v]` (smaller first) breaks ties, then the node index.
+Result<std::vector<int>> kahn_order(const WeightedDag& dag, const Adjacency& adj, const std::vector<double>& priority) {
+  const size_t n = dag.size();
+  std::vector<int> indegree(n, 0);
+  for (size_t v = 0; v < n; ++v) indegree[v] = static_cast<int>(adj.pred[v].size());
+  using Item = std::pair<double, int>;
+  std::priority_queue<Item, std::vector<Item>, std::greater<Item>> ready;
+  auto key = [&](int v) { return priority.empty() ? 0.0 : priority[static_cast<size_t>(v)]; };
+  for (size_t v = 0; v < n; ++v)
+    if (indegree[v] == 0) ready.push({key(static_cast<int>(v)), static_cast<int>(v)});
+  std::vector<int> order;
+  order.reserve(n);
+  while (!ready.empty()) {
+    int v = ready.top().second;
+    ready.pop();
+    order.push_back(v);
+    for (int w : adj.succ[static_cast<size_t>(v)])
+      if (--indegree[static_cast<size_t>(w)] == 0) ready.push({key(w), w});
+  }
+  if (order.size() != n) {
+    for (size_t v = 0; v < n; ++v)
+      if (indegree[v] > 0)
+        return error(Code::kInvalidArgument, "the graph has a cycle through ", node_name(dag, static_cast<int>(v)),
+                     "; a pipeline needs an acyclic graph");
+  }
+  return order;
+}
+
+// Everything the cost model needs, for one assignment; updated incrementally by refine().
+struct Costs {
+  std::vector<double> compute, fixed, act, link;  // per stage (link: K-1)
+  std::vector<int> count;
+};
+
+Costs compute_costs(const WeightedDag& dag, const Pipeline& pipeline, const std::vector<int>& stage) {
+  const size_t k = pipeline.machines.size();
+  Costs c;
+  c.compute.assign(k, 0);
+  c.fixed.assign(k, 0);
+  c.act.assign(k, 0);
+  c.link.assign(k > 0 ? k - 1 : 0, 0);
+  c.count.assign(k, 0);
+  for (size_t v = 0; v < dag.size(); ++v) {
+    size_t s = static_cast<size_t>(stage[v]);
+    c.compute[s] += dag.compute[v];
+    c.fixed[s] += dag.memory[v];
+    c.act[s] += activation_of(dag, v);
+    c.count[s] += 1;
+  }
+  for (const DagTensor& x : dag.tensors) {
+    int p = stage[static_cast<size_t>(x.producer)], m = p;
+    for (int cons : x.consumers) m = std::max(m, stage[static_cast<size_t>(cons)]);
+    for (int l = p; l < m; ++l) c.link[static_cast<size_t>(l)] += x.bytes;
+  }
+  return c;
+}
+
+double stage_memory(const Costs& c, const Pipeline& pipeline, size_t s) {
+  return c.fixed[s] + c.act[s] * pipeline.machines[s].in_flight;
+}
+
+double stage_transfer(const Costs& c, const Pipeline& pipeline, size_t s) {
+  const size_t k = pipeline.machines.size();
+  double t = 0;
+  if (s > 0 && c.link[s - 1] > 0) t += c.link[s - 1] / link_bw(pipeline, s - 1);
+  if (s + 1 < k && c.link[s] > 0) t += c.link[s] / link_bw(pipeline, s);
+  return t;
+}
+
+double stage_time(const Costs& c, const Pipeline& pipeline, size_t s) {
+  return c.compute[s] / pipeline.machines[s].speed + stage_transfer(c, pipeline, s);
+}
+
+// Lexicographic objective of the refinement: memory overflow first, then the
+// bottleneck, then the sum of squared stage times (which spreads slack and lets later
+// moves lower the bottleneck).
+struct Objective {
+  double overflow = 0, bottleneck = 0, sumsq = 0;
+  bool better_than(const Objective& o) const {
+    auto less = [](double a, double b) { return a < b - 1e-12 * std::max(1.0, std::fabs(b)); };
+    if (less(overflow, o.overflow)) return true;
+    if (less(o.overflow, overflow)) return false;
+    if (less(bottleneck, o.bottleneck)) return true;
+    if (less(o.bottleneck, bottleneck)) return false;
+    return less(sumsq, o.sumsq);
+  }
+};
+
+Objective objective(const Costs& c, const Pipeline& pipeline) {
+  Objective o;
+  for (size_t s = 0; s < pipeline.machines.size(); ++s) {
+    double t = stage_time(c, pipeline, s);
+    o.bottleneck = std::max(o.bottleneck, t);
+    o.sumsq += t * t;
+    o.overflow += std::max(0.0, stage_memory(c, pipeline, s) - capacity(pipeline.machines[s]));
+  }
+  return o;
+}
+
+DagPartition make_result(const WeightedDag& dag, const Pipeline& pipeline, std::vector<int> stage, std::string method) {
+  const size_t k = pipeline.machines.size();
+  Costs c = compute_costs(dag, pipeline, stage);
+  DagPartition out;
+  out.stage_of_node = std::move(stage);
+  out.method = std::move(method);
+  out.link_bytes = c.link;
+  for (size_t s = 0; s < k; ++s) {
+    out.stage_compute.push_back(c.compute[s] / pipeline.machines[s].speed);
+    out.stage_transfer.push_back(stage_transfer(c, pipeline, s));
+    out.stage_time.push_back(out.stage_compute.back() + out.stage_transfer.back());
+    out.stage_memory.push_back(stage_memory(c, pipeline, s));
+    out.bottleneck = std::max(out.bottleneck, out.stage_time.back());
+  }
+  return out;
+}
+
+// The memory error: which machines lack how much under `best` (the split we would
+// have used), and what would fit.
+Status memory_error(const WeightedDag& dag, const Pipeline& pipeline, const std::vector<int>& best) {
+  const size_t k = pipeline.machines.size();
+  Costs c = compute_costs(dag, pipeline, best);
+  std::ostringstream msg;
+  msg << "the model does not fit the memory of the " << k << " machines:";
+  double need = 0, have = 0;
+  bool unlimited = false;
+  for (size_t s = 0; s < k; ++s) {
+    const Machine& m = pipeline.machines[s];
+    double mem = stage_memory(c, pipeline, s), cap = capacity(m);
+    need += mem;
+    if (std::isinf(cap)) unlimited = true; else have += cap;
+    if (mem <= cap) continue;
+    msg << " " << machine_name(pipeline, s) << " needs " << human_bytes(mem) << " but has " << human_bytes(cap)
+        << " (lacks " << human_bytes(mem - cap) << ")";
+    if (c.act[s] > 0 && c.fixed[s] < cap) {
+      double fit = std::floor((cap - c.fixed[s]) / c.act[s]);
+      if (fit >= 1 && fit < m.in_flight)
+        msg << "; it would fit with at most " << fit << " micro-batches in flight instead of " << m.in_flight
+            << " (fewer micro-batches, or a schedule that keeps fewer in flight)";
+      else if (fit < 1)
+        msg << "; even one micro-batch in flight does not fit: use smaller micro-batches or more stages";
+    } else {
+      msg << "; its parameters and optimizer state alone exceed it: use more stages";
+    }
+    msg << ";";
+  }
+  if (!unlimited && need > have)
+    msg << " in all the split needs " << human_bytes(need) << " and the machines hold " << human_bytes(have)
+        << ": add machines with at least " << human_bytes(need - have) << " more memory (more stages)";
+  else
+    msg << " the machines hold enough in total but no pipeline split fits each one: use more stages or machines "
+           "with more memory at the crowded stages";
+  return Status(Code::kResourceExhausted, msg.str());
+}
+
+// ---- chain DP ----
+
+// Exact contiguous split of `order` at bottleneck threshold `limit` (kInf: memory only).
+// Returns the stage of each node, or an empty vector when no split meets the limit.
+class ChainDp {
+ public:
+  ChainDp(const WeightedDag& dag, const Pipeline& pipeline, const std::vector<int>& order)
+      : pipeline_(pipeline), order_(order), n_(order.size()), k_(pipeline.machines.size()) {
+    work_.assign(n_ + 1, 0);
+    fixed_.assign(n_ + 1, 0);
+    act_.assign(n_ + 1, 0);
+    cross_.assign(n_ + 1, 0);
+    std::vector<size_t> pos(n_);
+    for (size_t i = 0; i < n_; ++i) pos[static_cast<size_t>(order[i])] = i;
+    for (size_t i = 0; i < n_; ++i) {
+      size_t v = static_cast<size_t>(order[i]);
+      work_[i + 1] = work_[i] + dag.compute[v];
+      fixed_[i + 1] = fixed_[i] + dag.memory[v];
+      act_[i + 1] = act_[i] + activation_of(dag, v);
+    }
+    // cross_[i]: bytes of tensors live across the cut before position i.
+    std::vector<double> diff(n_ + 2, 0);
+    for (const DagTensor& x : dag.tensors) {
+      size_t p = pos[static_cast<size_t>(x.producer)], m = p;
+      for (int c : x.consumers) m = std::max(m, pos[static_cast<size_t>(c)]);
+      if (m > p) {
+        diff[p + 1] += x.bytes;
+        diff[m + 1] -= x.bytes;
+      }
+    }
+    double run = 0;
+    for (size_t i = 0; i <= n_; ++i) cross_[i] = (run += diff[i]);
+  }
+
+  std::vector<int> solve(double limit) const {
+    // reach[s][b]: nodes [0, b) fit on stages [0, s); from[s][b]: where stage s-1 began.
+    std::vector<std::vector<char>> reach(k_ + 1, std::vector<char>(n_ + 1, 0));
+    std::vector<std::vector<int>> from(k_ + 1, std::vector<int>(n_ + 1, -1));
+    reach[0][0] = 1;
+    for (size_t s = 0; s < k_; ++s) {
+      const Machine& m = pipeline_.machines[s];
+      const double cap = capacity(m);
+      const double bw_in = s > 0 ? link_bw(pipeline_, s - 1) : kInf, bw_out = s + 1 < k_ ? link_bw(pipeline_, s) : kInf;
+      auto transfer = [](double bytes, double bw) { return bytes > 0 ? bytes / bw : 0.0; };
+      // Stage s spans [a, b): cost = (W[b]-W[a])/speed + cross[a]/bw_in + cross[b]/bw_out <= limit
+      // <=> g(a) := W[a]/speed - cross[a]/bw_in >= W[b]/speed + cross[b]/bw_out - limit.
+      auto g = [&](size_t a) { return work_[a] / m.speed - transfer(cross_[a], bw_in); };
+      std::deque<size_t> window;  // reachable starts a, g decreasing
+      size_t lo = 0, next = 0;
+      const size_t last_b = n_ - (k_ - 1 - s);
+      for (size_t b = s + 1; b <= last_b; ++b) {
+        // Memory: fixed[b]-fixed[a] + (act[b]-act[a]) * in_flight <= cap, monotone in a.
+        while (lo < b && fixed_[b] - fixed_[lo] + (act_[b] - act_[lo]) * m.in_flight > cap * (1 + 1e-12)) ++lo;
+        for (; next < b; ++next) {
+          if (!reach[s][next]) continue;
+          while (!window.empty() && g(window.back()) <= g(next)) window.pop_back();
+          window.push_back(next);
+        }
+        while (!window.empty() && window.front() < lo) window.pop_front();
+        if (window.empty()) continue;
+        if (s + 1 == k_ && b != n_) continue;
+        size_t a = window.front();
+        double cost = (work_[b] - work_[a]) / m.speed + transfer(cross_[a], bw_in) + transfer(cross_[b], bw_out);
+        if (cost <= limit * (1 + 1e-12)) {
+          reach[s + 1][b] = 1;
+          from[s + 1][b] = static_cast<int>(a);
+        }
+      }
+    }
+    if (!reach[k_][n_]) return {};
+    std::vector<int> stage(n_, 0);
+    size_t end = n_;
+    for (size_t s = k_; s >= 1; --s) {
+      size_t begin = static_cast<size_t>(from[s][end]);
+      for (size_t i = begin; i < end; ++i) stage[static_cast<size_t>(order_[i])] = static_cast<int>(s - 1);
+      end = begin;
+    }
+    return stage;
+  }
+
+  // The same split with every machine's memory unlimited: the split the memory error
+  // reports against.
+  std::vector<int> solve_ignoring_memory(double limit) const {
+    Pipeline unlimited = pipeline_;
+    for (Machine& m : unlimited.machines) m.memory_bytes = 0;
+    ChainDp copy = *this;
+    copy.pipeline_ = unlimited;
+    return copy.solve(limit);
+  }
+
+ private:
+  Pipeline pipeline_;
+  std::vector<int> order_;
+  size_t n_, k_;
+  std::vector<double> work_, fixed_, act_, cross_;
+};
+
+// Bisection on the bottleneck; when memory alone rules out every split, the memory
+// error for the best split that ignores memory.
+Result<std::vector<int>> chain_dp(const WeightedDag& dag, const Pipeline& pipeline, const std::vector<int>& order) {
+  ChainDp dp(dag, pipeline, order);
+  std::vector<int> best = dp.solve(kInf);
+  if (best.empty()) {
+    std::vector<int> loose = dp.solve_ignoring_memory(kInf);
+    double lo = 0, hi = make_result(dag, pipeline, loose, "").bottleneck;
+    for (int it = 0; it < 200 && hi - lo > 1e-12 * hi; ++it) {
+      double mid = 0.5 * (lo + hi);
+      std::vector<int> s = dp.solve_ignoring_memory(mid);
+      if (s.empty()) lo = mid; else { hi = mid; loose = std::move(s); }
+    }
+    return memory_error(dag, pipeline, loose);
+  }
+  double lo = 0, hi = make_result(dag, pipeline, best, "").bottleneck;
+  for (int it = 0; it < 200 && hi - lo > 1e-13 * hi; ++it) {
+    double mid = 0.5 * (lo + hi);
+    std::vector<int> s = dp.solve(mid);
+    if (s.empty()) {
+      lo = mid;
+    } else {
+      hi = mid;
+      best = std::move(s);
+    }
+  }
+  return best;
+}
+
+// ---- refinement ----
+
+// FM-style local search: moves a node to another stage between its latest predecessor's
+// and its earliest successor's (so acyclicity holds) when its stage keeps a node and the
+// objective improves; bounded passes.
+std::vector<int> refine(const WeightedDag& dag, const Pipeline& pipeline, const Adjacency& adj,
+                        const std::vector<int>& topo, std::vector<int> stage, int passes) {
+  const int k = static_cast<int>(pipeline.machines.size());
+  if (k < 2) return stage;
+  Costs c = compute_costs(dag, pipeline, stage);
+  Objective current = objective(c, pipeline);
+  auto max_consumer = [&](const DagTensor& x) {
+    int m = stage[static_cast<size_t>(x.producer)];
+    for (int cons : x.consumers) m = std::max(m, stage[static_cast<size_t>(cons)]);
+    return m;
+  };
+  auto add_span = [&](Costs& cc, int p, int m, double bytes) {
+    for (int l = p; l < m; ++l) cc.link[static_cast<size_t>(l)] += bytes;
+  };
+  for (int pass = 0; pass < passes; ++pass) {
+    bool improved = false;
+    for (int v : topo) {
+      const size_t vi = static_cast<size_t>(v);
+      // Legal stages keep every edge forward: [latest predecessor, earliest successor].
+      int lo = 0, hi = k - 1;
+      for (int w : adj.pred[vi]) lo = std::max(lo, stage[static_cast<size_t>(w)]);
+      for (int w : adj.succ[vi]) hi = std::min(hi, stage[static_cast<size_t>(w)]);
+      for (int t = lo; t <= hi; ++t) {
+        const int s = stage[vi];
+        if (t == s || c.count[static_cast<size_t>(s)] <= 1) continue;
+        Costs next = c;
+        // Tensors touching v change their spans: remove old, move v, add new.
+        for (int ti : adj.out_tensors[vi]) {
+          const DagTensor& x = dag.tensors[static_cast<size_t>(ti)];
+          add_span(next, s, max_consumer(x), -x.bytes);
+        }
+        for (int ti : adj.in_tensors[vi]) {
+          const DagTensor& x = dag.tensors[static_cast<size_t>(ti)];
+          add_span(next, stage[static_cast<size_t>(x.producer)], max_consumer(x), -x.bytes);
+        }
+        stage[vi] = t;
+        for (int ti : adj.out_tensors[vi]) {
+          const DagTensor& x = dag.tensors[static_cast<size_t>(ti)];
+          add_span(next, t, max_consumer(x), x.bytes);
+        }
+        for (int ti : adj.in_tensors[vi]) {
+          const DagTensor& x = dag.tensors[static_cast<size_t>(ti)];
+          add_span(next, stage[static_cast<size_t>(x.producer)], max_consumer(x), x.bytes);
+        }
+        const size_t ss = static_cast<size_t>(s), ts = static_cast<size_t>(t);
+        next.compute[ss] -= dag.compute[vi];
+        next.compute[ts] += dag.compute[vi];
+        next.fixed[ss] -= dag.memory[vi];
+        next.fixed[ts] += dag.memory[vi];
+        next.act[ss] -= activation_of(dag, vi);
+        next.act[ts] += activation_of(dag, vi);
+        next.count[ss] -= 1;
+        next.count[ts] += 1;
+        Objective o = objective(next, pipeline);
+        if (o.better_than(current)) {
+          c = std::move(next);
+          current = o;
+          improved = true;
+          break;
+        }
+        stage[vi] = s;
+      }
+    }
+    if (!improved) break;
+  }
+  return stage;
+}
+
+// ---- METIS ----
+
+// METIS k-way on the undirected graph: vertex weights compute (and memory when a
+// machine's memory is limited), edge weights tensor bytes, target part weights
+// proportional to speed (and memory capacity). Returns the part of each node, or an
+// error saying why METIS could not be used.
+Result<std::vector<int>> metis_parts(const WeightedDag& dag, const Pipeline& pipeline, const Adjacency& adj, int seed) {
+  const size_t n = dag.size(), k = pipeline.machines.size();
+  if (k < 2) return error(Code::kUnsupported, "one stage");
+  if (n < 2 * k) return error(Code::kUnsupported, "too few nodes (", n, ") for ", k, " parts");
+  // Undirected weighted adjacency: merge parallel edges.
+  std::vector<std::vector<std::pair<int, double>>> nbr(n);
+  double max_bytes = 0;
+  for (const DagTensor& x : dag.tensors) max_bytes = std::max(max_bytes, x.bytes);
+  for (const DagTensor& x : dag.tensors)
+    for (int c : x.consumers) {
+      nbr[static_cast<size_t>(x.producer)].push_back({c, x.bytes});
+      nbr[static_cast<size_t>(c)].push_back({x.producer, x.bytes});
+    }
+  std::vector<idx_t> xadj(n + 1, 0), adjncy, adjwgt;
+  for (size_t v = 0; v < n; ++v) {
+    auto& l = nbr[v];
+    std::sort(l.begin(), l.end());
+    for (size_t i = 0; i < l.size();) {
+      size_t j = i;
+      double bytes = 0;
+      while (j < l.size() && l[j].first == l[i].first) bytes += l[j++].second;
+      adjncy.push_back(static_cast<idx_t>(l[i].first));
+      adjwgt.push_back(static_cast<idx_t>(1 + std::lround(max_bytes > 0 ? std::min(1.0, bytes / max_bytes) * 999 : 0)));
+      i = j;
+    }
+    xadj[v + 1] = static_cast<idx_t>(adjncy.size());
+  }
+  bool memory_limited = false;
+  double total_mem = 0;
+  for (size_t v = 0; v < n; ++v) total_mem += dag.memory[v] + activation_of(dag, v);
+  for (const Machine& m : pipeline.machines) memory_limited = memory_limited || m.memory_bytes > 0;
+  memory_limited = memory_limited && total_mem > 0;
+  const idx_t ncon = memory_limited ? 2 : 1;
+  // Integer vertex weights; the scale keeps the sums far below 2^31.
+  const double scale = std::min(1000.0, 1e9 / static_cast<double>(n));
+  double max_compute = *std::max_element(dag.compute.begin(), dag.compute.end()), max_mem = 0;
+  std::vector<double> mem(n);
+  for (size_t v = 0; v < n; ++v) max_mem = std::max(max_mem, mem[v] = dag.memory[v] + activation_of(dag, v));
+  std::vector<idx_t> vwgt;
+  for (size_t v = 0; v < n; ++v) {
+    vwgt.push_back(static_cast<idx_t>(1 + std::lround(max_compute > 0 ? dag.compute[v] / max_compute * scale : 0)));
+    if (ncon == 2) vwgt.push_back(static_cast<idx_t>(1 + std::lround(max_mem > 0 ? mem[v] / max_mem * scale : 0)));
+  }
+  std::vector<real_t> tpwgts;
+  double speed_sum = 0, cap_sum = 0;
+  for (const Machine& m : pipeline.machines) speed_sum += m.speed;
+  for (const Machine& m : pipeline.machines) cap_sum += m.memory_bytes > 0 ? m.memory_bytes : total_mem;
+  for (const Machine& m : pipeline.machines) {
+    tpwgts.push_back(static_cast<real_t>(m.speed / speed_sum));
+    if (ncon == 2) tpwgts.push_back(static_cast<real_t>((m.memory_bytes > 0 ? m.memory_bytes : total_mem) / cap_sum));
+  }
+  std::vector<real_t> ubvec = {1.05f, 1.3f};
+  idx_t options[METIS_NOPTIONS];
+  METIS_SetDefaultOptions(options);
+  options[METIS_OPTION_SEED] = seed;
+  options[METIS_OPTION_NUMBERING] = 0;
+  idx_t nv = static_cast<idx_t>(n), nparts = static_cast<idx_t>(k), objval = 0, nc = ncon;
+  std::vector<idx_t> part(n, 0);
+  int rc = METIS_PartGraphKway(&nv, &nc, xadj.data(), adjncy.empty() ? nullptr : adjncy.data(), vwgt.data(), nullptr,
+                               adjwgt.empty() ? nullptr : adjwgt.data(), &nparts, tpwgts.data(), ubvec.data(), options,
+                               &objval, part.data());
+  if (rc != METIS_OK) return error(Code::kInternal, "METIS_PartGraphKway returned ", rc);
+  return std::vector<int>(part.begin(), part.end());
+}
+
+// Ranks METIS parts along the pipeline by the median topological position of their nodes.
+std::vector<int> rank_parts(const std::vector<int>& part, const std::vector<int>& topo, size_t k) {
+  std::vector<std::vector<int>> positions(k);
+  for (size_t i = 0; i < topo.size(); ++i) positions[static_cast<size_t>(part[static_cast<size_t>(topo[i])])].push_back(static_cast<int>(i));
+  std::vector<double> median(k, kInf);
+  for (size_t p = 0; p < k; ++p)
+    if (!positions[p].empty()) median[p] = positions[p][positions[p].size() / 2];
+  std::vector<int> by_median(k);
+  std::iota(by_median.begin(), by_median.end(), 0);
+  std::stable_sort(by_median.begin(), by_median.end(), [&](int a, int b) { return median[static_cast<size_t>(a)] < median[static_cast<size_t>(b)]; });
+  std::vector<int> rank(k);
+  for (size_t r = 0; r < k; ++r) rank[static_cast<size_t>(by_median[r])] = static_cast<int>(r);
+  return rank;
+}
+
+// Topological orders worth splitting exactly: depth-first (keeps each branch of a
+// fan-out together), longest-path levels from the sources and to the sinks, and a few
+// seeded random tie-breaks. Each is split by the chain DP and refined.
+std::vector<std::vector<int>> extra_orders(const WeightedDag& dag, const Adjacency& adj, int seed) {
+  const size_t n = dag.size();
+  std::vector<std::vector<int>> orders;
+  // Reverse post-order of a DFS from the sources.
+  {
+    std::vector<char> seen(n, 0);
+    std::vector<int> post;
+    post.reserve(n);
+    for (size_t root = n; root-- > 0;) {
+      if (seen[root] || !adj.pred[root].empty()) continue;
+      std::vector<std::pair<int, size_t>> stack = {{static_cast<int>(root), 0}};
+      seen[root] = 1;
+      while (!stack.empty()) {
+        auto& [v, i] = stack.back();
+        const auto& succ = adj.succ[static_cast<size_t>(v)];
+        if (i < succ.size()) {
+          int w = succ[succ.size() - 1 - i++];
+          if (!seen[static_cast<size_t>(w)]) {
+            seen[static_cast<size_t>(w)] = 1;
+            stack.push_back({w, 0});
+          }
+        } else {
+          post.push_back(v);
+          stack.pop_back();
+        }
+      }
+    }
+    if (post.size() == n) orders.emplace_back(post.rbegin(), post.rend());
+  }
+  auto by_priority = [&](const std::vector<double>& priority) {
+    auto order = kahn_order(dag, adj, priority);
+    if (order.ok()) orders.push_back(std::move(order).value());
+  };
+  // Longest path (in nodes) to a sink, largest first; and from a source, smallest first.
+  std::vector<double> to_sink(n, 0), from_source(n, 0);
+  auto topo = kahn_order(dag, adj, {});
+  if (!topo.ok()) return orders;
+  for (auto it = topo->rbegin(); it != topo->rend(); ++it)
+    for (int w : adj.succ[static_cast<size_t>(*it)])
+      to_sink[static_cast<size_t>(*it)] = std::max(to_sink[static_cast<size_t>(*it)], to_sink[static_cast<size_t>(w)] + 1);
+  for (int v : *topo)
+    for (int w : adj.succ[static_cast<size_t>(v)])
+      from_source[static_cast<size_t>(w)] = std::max(from_source[static_cast<size_t>(w)], from_source[static_cast<size_t>(v)] + 1);
+  for (double& x : to_sink) x = -x;
+  by_priority(to_sink);
+  by_priority(from_source);
+  std::mt19937 rng(static_cast<unsigned>(seed));
+  std::uniform_real_distribution<double> uniform(0, 1);
+  const int random_orders = n <= 1000 ? 32 : 4;
+  for (int r = 0; r < random_orders; ++r) {
+    std::vector<double> priority(n);
+    for (double& x : priority) x = uniform(rng);
+    by_priority(priority);
+  }
+  return orders;
+}
+
+bool all_stages_used(const std::vector<int>& stage, size_t k) {
+  std::vector<char> used(k, 0);
+  for (int s : stage) used[static_cast<size_t>(s)] = 1;
+  return std::all_of(used.begin(), used.end(), [](char u) { return u != 0; });
+}
+
+}  // namespace
+
+Result<std::vector<int>> topological_order(const WeightedDag& dag) {
+  for (const DagTensor& x : dag.tensors)
+    for (int c : x.consumers)
+      if (x.producer < 0 || static_cast<size_t>(x.producer) >= dag.size() || c < 0 || static_cast<size_t>(c) >= dag.size())
+        return error(Code::kInvalidArgument, "a tensor names a node outside [0, ", dag.size(), ")");
+  return kahn_order(dag, build_adjacency(dag), {});
+}
+
+Result<DagPartition> evaluate_partition(const WeightedDag& dag, const Pipeline& pipeline, std::vector<int> stage_of_node,
+                                        std::string method) {
+  RN_RETURN_IF_ERROR(validate(dag, pipeline));
+  const size_t n = dag.size(), k = pipeline.machines.size();
+  if (stage_of_node.size() != n)
+    return error(Code::kInvalidArgument, "the assignment covers ", stage_of_node.size(), " of ", n, " nodes");
+  for (size_t v = 0; v < n; ++v)
+    if (stage_of_node[v] < 0 || static_cast<size_t>(stage_of_node[v]) >= k)
+      return error(Code::kInvalidArgument, node_name(dag, static_cast<int>(v)), " has stage ", stage_of_node[v],
+                   " outside [0, ", k, ")");
+  for (const DagTensor& x : dag.tensors)
+    for (int c : x.consumers)
+      if (stage_of_node[static_cast<size_t>(c)] < stage_of_node[static_cast<size_t>(x.producer)])
+        return error(Code::kInvalidArgument, node_name(dag, c), " (stage ", stage_of_node[static_cast<size_t>(c)],
+                     ") reads from ", node_name(dag, x.producer), " (stage ",
+                     stage_of_node[static_cast<size_t>(x.producer)], "): stages must form a pipeline order");
+  std::vector<int> count(k, 0);
+  for (int s : stage_of_node) ++count[static_cast<size_t>(s)];
+  for (size_t s = 0; s < k; ++s)
+    if (count[s] == 0) return error(Code::kInvalidArgument, "stage ", s, " has no node");
+  DagPartition out = make_result(dag, pipeline, std::move(stage_of_node), std::move(method));
+  for (size_t s = 0; s < k; ++s)
+    if (out.stage_memory[s] > capacity(pipeline.machines[s]) * (1 + 1e-12))
+      return memory_error(dag, pipeline, out.stage_of_node);
+  return out;
+}
+
+Result<DagPartition> partition_chain_dp(const WeightedDag& dag, const Pipeline& pipeline, const std::vector<int>& order) {
+  RN_RETURN_IF_ERROR(validate(dag, pipeline));
+  std::vector<int> topo = order;
+  if (topo.empty()) {
+    topo.resize(dag.size());
+    std::iota(topo.begin(), topo.end(), 0);
+  }
+  if (topo.size() != dag.size()) return error(Code::kInvalidArgument, "the order lists ", topo.size(), " of ", dag.size(), " nodes");
+  RN_ASSIGN_OR_RETURN(std::vector<int> stage, chain_dp(dag, pipeline, topo));
+  return evaluate_partition(dag, pipeline, std::move(stage), "chain-dp");
+}
+
+Result<DagPartition> partition_dag(const WeightedDag& dag, const Pipeline& pipeline, const PartitionOptions& options) {
+  RN_RETURN_IF_ERROR(validate(dag, pipeline));
+  const size_t k = pipeline.machines.size();
+  const Adjacency adj = build_adjacency(dag);
+  RN_ASSIGN_OR_RETURN(std::vector<int> topo, kahn_order(dag, adj, {}));
+
+  // Candidate 1: exact split of the plain topological order (the reference and fallback).
+  RN_ASSIGN_OR_RETURN(std::vector<int> dp_stage, chain_dp(dag, pipeline, topo));
+  RN_ASSIGN_OR_RETURN(DagPartition best, evaluate_partition(dag, pipeline, dp_stage, "chain-dp"));
+  std::vector<double> topo_pos(dag.size());
+  for (size_t i = 0; i < topo.size(); ++i) topo_pos[static_cast<size_t>(topo[i])] = static_cast<double>(i);
+  // Refine a candidate, then alternate: split the order its stages induce exactly (the DP
+  // may move all cuts at once) and refine again, while that improves.
+  auto consider = [&](std::vector<int> stage, const std::string& method) {
+    if (!all_stages_used(stage, k)) return;
+    double current = kInf;
+    for (int round = 0; round < 4; ++round) {
+      stage = refine(dag, pipeline, adj, topo, std::move(stage), options.refine_passes);
+      auto r = evaluate_partition(dag, pipeline, stage, method);
+      if (!r.ok() || r->bottleneck >= current * (1 - 1e-12)) break;
+      current = r->bottleneck;
+      if (r->bottleneck < best.bottleneck * (1 - 1e-12)) best = std::move(r).value();
+      std::vector<double> priority(dag.size());
+      for (size_t v = 0; v < dag.size(); ++v)
+        priority[v] = stage[v] * static_cast<double>(dag.size() + 1) + topo_pos[v];
+      auto order = kahn_order(dag, adj, priority);
+      if (!order.ok()) break;
+      auto again = chain_dp(dag, pipeline, *order);
+      if (!again.ok()) break;
+      stage = std::move(again).value();
+    }
+  };
+  consider(dp_stage, "chain-dp+refine");
+  if (dag.size() <= kMaxOrderSearchNodes) {
+    for (const std::vector<int>& order : extra_orders(dag, adj, options.seed)) {
+      auto stage = chain_dp(dag, pipeline, order);
+      if (stage.ok()) consider(std::move(stage).value(), "other-order+dp+refine");
+    }
+  }
+  if (!options.use_metis) return best;
+
+  auto parts = metis_parts(dag, pipeline, adj, options.seed);
+  if (!parts.ok()) {
+    best.method += " (METIS not used: " + parts.status().message() + ")";
+    return best;
+  }
+  const std::vector<int> rank = rank_parts(*parts, topo, k);
+  // Candidate 2: METIS parts made acyclic by a sweep in topological order: each node
+  // goes to its part's stage, or later if a predecessor is already later.
+  {
+    std::vector<int> stage(dag.size(), 0);
+    for (int v : topo) {
+      int s = rank[static_cast<size_t>((*parts)[static_cast<size_t>(v)])];
+      for (int p : adj.pred[static_cast<size_t>(v)]) s = std::max(s, stage[static_cast<size_t>(p)]);
+      stage[static_cast<size_t>(v)] = s;
+    }
+    consider(std::move(stage), "metis+sweep+refine");
+  }
+  // Candidate 3: the topological order that keeps METIS's parts together (parts in
+  // pipeline rank), split exactly by the DP, then refined.
+  {
+    std::vector<double> priority(dag.size());
+    for (size_t v = 0; v < dag.size(); ++v)
+      priority[v] = rank[static_cast<size_t>((*parts)[v])] * static_cast<double>(dag.size() + 1) + topo_pos[v];
+    auto order = kahn_order(dag, adj, priority);
+    if (order.ok()) {
+      auto stage = chain_dp(dag, pipeline, *order);
+      if (stage.ok()) consider(std::move(stage).value(), "metis-order+dp+refine");
+    }
+  }
+  return best;
+}
+
+Result<MachineOrder> choose_machine_order(const WeightedDag& dag, const std::vector<Machine>& machines,
+                                          const std::vector<std::vector<double>>& bandwidth,
+                                          const PartitionOptions& options) {
+  const size_t k = machines.size();
+  if (bandwidth.size() != k)
+    return error(Code::kInvalidArgument, "the bandwidth matrix has ", bandwidth.size(), " rows for ", k, " machines");
+  for (const auto& row : bandwidth)
+    if (row.size() != k)
+      return error(Code::kInvalidArgument, "the bandwidth matrix needs ", k, " columns per row, not ", row.size());
+  auto pipeline_for = [&](const std::vector<int>& order) -> Result<Pipeline> {
+    Pipeline p;
+    for (int m : order) p.machines.push_back(machines[static_cast<size_t>(m)]);
+    for (size_t s = 0; s + 1 < k; ++s) {
+      size_t a = static_cast<size_t>(order[s]), b = static_cast<size_t>(order[s + 1]);
+      double bw = std::max(bandwidth[a][b], bandwidth[b][a]);
+      if (!(bw > 0)) return error(Code::kInvalidArgument, "no link between machines ", a, " and ", b);
+      p.link_bandwidth.push_back(bw);
+    }
+    return p;
+  };
+  RN_ASSIGN_OR_RETURN(Pipeline given, pipeline_for([&] {
+    std::vector<int> o(k);
+    std::iota(o.begin(), o.end(), 0);
+    return o;
+  }()));
+  RN_RETURN_IF_ERROR(validate(dag, given));
+  const Adjacency adj = build_adjacency(dag);
+  RN_ASSIGN_OR_RETURN(std::vector<int> topo, kahn_order(dag, adj, {}));
+  // Score: the chain DP's bottleneck on the topological order (kInf when nothing fits).
+  auto score = [&](const std::vector<int>& order) {
+    auto p = pipeline_for(order);
+    if (!p.ok()) return kInf;
+    auto stage = chain_dp(dag, *p, topo);
+    return stage.ok() ? make_result(dag, *p, *stage, "").bottleneck : kInf;
+  };
+  std::vector<int> order(k);
+  std::iota(order.begin(), order.end(), 0);
+  std::vector<int> best_order = order;
+  double best = score(order);
+  double permutations = 1;
+  for (size_t i = 2; i <= k; ++i) permutations *= static_cast<double>(i);
+  if (k <= 8 && permutations * static_cast<double>(dag.size()) <= 2e7) {
+    while (std::next_permutation(order.begin(), order.end())) {
+      double v = score(order);
+      if (v < best * (1 - 1e-12)) {
+        best = v;
+        best_order = order;
+      }
+    }
+  } else {
+    for (bool improved = true; improved;) {
+      improved = false;
+      for (size_t i = 0; i < k && !improved; ++i)
+        for (size_t j = i + 1; j < k && !improved; ++j) {
+          std::vector<int> next = best_order;
+          std::swap(next[i], next[j]);
+          double v = score(next);
+          if (v < best * (1 - 1e-12)) {
+            best = v;
+            best_order = std::move(next);
+            improved = true;
+          }
+        }
+    }
+  }
+  RN_ASSIGN_OR_RETURN(Pipeline chosen, pipeline_for(best_order));
+  MachineOrder out;
+  out.order = best_order;
+  RN_ASSIGN_OR_RETURN(out.partition, partition_dag(dag, chosen, options));
+  return out;
+}
+
+Result<DagPartition> partition_brute_force(const WeightedDag& dag, const Pipeline& pipeline) {
+  RN_RETURN_IF_ERROR(validate(dag, pipeline));
+  const size_t n = dag.size(), k = pipeline.machines.size();
+  if (n > 14 || std::pow(static_cast<double>(k), static_cast<double>(n)) > 5e6)
+    return error(Code::kInvalidArgument, "brute force is for small graphs: ", n, " nodes on ", k, " stages is too many");
+  const Adjacency adj = build_adjacency(dag);
+  RN_ASSIGN_OR_RETURN(std::vector<int> topo, kahn_order(dag, adj, {}));
+  std::vector<int> stage(n, 0), best_stage;
+  double best = kInf;
+  // Assign nodes in topological order; a node's stage is at least each predecessor's.
+  std::function<void(size_t)> visit = [&](size_t i) {
+    if (i == n) {
+      if (!all_stages_used(stage, k)) return;
+      Costs c = compute_costs(dag, pipeline, stage);
+      Objective o = objective(c, pipeline);
+      if (o.overflow > 0 || o.bottleneck >= best) return;
+      best = o.bottleneck;
+      best_stage = stage;
+      return;
+    }
+    const size_t v = static_cast<size_t>(topo[i]);
+    int lo = 0;
+    for (int p : adj.pred[v]) lo = std::max(lo, stage[static_cast<size_t>(p)]);
+    for (int s = lo; s < static_cast<int>(k); ++s) {
+      stage[v] = s;
+      visit(i + 1);
+    }
+  };
+  visit(0);
+  if (best_stage.empty()) {
+    RN_ASSIGN_OR_RETURN(std::vector<int> any, chain_dp(dag, pipeline, topo));  // produces the memory error
+    best_stage = std::move(any);
+  }
+  return evaluate_partition(dag, pipeline, std::move(best_stage), "brute-force");
+}
+
+}  // namespace ravnest::part
