@@ -1,4 +1,6 @@
-// MaxPool (2-D, with the optional Indices output) and its gradient MaxPoolGrad.
+// 2-D pooling kernels: MaxPool (with the optional Indices output) and its gradient
+// MaxPoolGrad; AveragePool, GlobalAveragePool and their gradients AveragePoolGrad,
+// GlobalAveragePoolGrad (oneDNN pooling first, plain loops as the reference).
 //
 // Guarantees: MaxPool follows ONNX opset 12+ semantics for NCHW input with
 // kernel_shape, strides, pads, dilations, ceil_mode (storage_order 0): padded
@@ -6,10 +8,16 @@
 // the offset of the winning element in the flattened input ((n*C + c)*H + h)*W + w.
 // MaxPoolGrad zero-fills dX and scatter-adds dY[i] into dX[Indices[i]]; an index
 // outside dX is an error naming the node.
+// AveragePool follows PyTorch/ONNX: a window is clipped to the padded input (with
+// ceil_mode the last window may overhang the end pad, and the overhang never counts);
+// the divisor is the clipped window's size including padding when count_include_pad=1,
+// else the number of real input elements in it. GlobalAveragePool is the mean over
+// every spatial position. The gradients spread dY / divisor over each window.
 #include <algorithm>
 #include <limits>
 
 #include "runtime/cpu/common.h"
+#include "runtime/cpu/onednn.h"
 
 namespace ravnest::rt::cpu {
 namespace {
@@ -17,6 +25,7 @@ namespace {
 struct PoolGeometry {
   int64_t n, c, h, w, oh, ow;
   int64_t kh, kw, sh, sw, dh, dw, pt, pl;
+  int64_t pb = 0, pr = 0;  // end pads as given (ceil_mode may overhang them)
 };
 
 Result<PoolGeometry> pool_geometry(const KernelRequest& request, const Shape& x, const Shape& y) {
@@ -49,7 +58,7 @@ Result<PoolGeometry> pool_geometry(const KernelRequest& request, const Shape& x,
   if (y[0] != x[0] || y[1] != x[1])
     return error(Code::kInvalidArgument, node.describe(), ": Y ", shape_str(y), " does not match X ", shape_str(x));
   return PoolGeometry{x[0], x[1], x[2], x[3], y[2], y[3], kernel[0], kernel[1], strides[0], strides[1],
-                      dilations[0], dilations[1], pads[0], pads[1]};
+                      dilations[0], dilations[1], pads[0], pads[1], pads[2], pads[3]};
 }
 
 Result<std::unique_ptr<Kernel>> build_maxpool(const KernelRequest& request) {
@@ -119,11 +128,164 @@ Result<std::unique_ptr<Kernel>> build_maxpool_grad(const KernelRequest& request)
   });
 }
 
+// ---- AveragePool / GlobalAveragePool and their gradients.
+
+// The geometry of a mean pool between X (`x`) and Y (`y`): from the attributes for
+// AveragePool(Grad), the whole plane for GlobalAveragePool(Grad).
+Result<PoolGeometry> mean_pool_geometry(const KernelRequest& request, const Shape& x, const Shape& y) {
+  const Node& node = *request.node;
+  if (node.op.rfind("Global", 0) != 0) return pool_geometry(request, x, y);
+  if (x.size() != 4 || y.size() != 4)
+    return decline(request, "only NCHW GlobalAveragePool is supported; X is ", shape_str(x));
+  if (y != Shape{x[0], x[1], 1, 1})
+    return error(Code::kInvalidArgument, node.describe(), ": Y ", shape_str(y), " is not X ", shape_str(x),
+                 " pooled to 1x1");
+  return PoolGeometry{x[0], x[1], x[2], x[3], 1, 1, x[2], x[3], 1, 1, 1, 1, 0, 0, 0, 0};
+}
+
+bool count_include_pad(const Node& node) { return node.attr_int("count_include_pad", 0) != 0; }
+
+// One clipped window of output (oh, ow): rows [h0, h1), cols [w0, w1) inside X, and its divisor.
+struct MeanWindow {
+  int64_t h0, h1, w0, w1;
+  float inv_divisor;
+};
+
+MeanWindow mean_window(const PoolGeometry& g, bool include_pad, int64_t oh, int64_t ow) {
+  int64_t h0 = oh * g.sh - g.pt, w0 = ow * g.sw - g.pl;
+  int64_t h1 = std::min(h0 + g.kh, g.h + g.pb), w1 = std::min(w0 + g.kw, g.w + g.pr);
+  const int64_t padded = (h1 - h0) * (w1 - w0);
+  h0 = std::max<int64_t>(h0, 0);
+  w0 = std::max<int64_t>(w0, 0);
+  h1 = std::min(h1, g.h);
+  w1 = std::min(w1, g.w);
+  const int64_t divisor = include_pad ? padded : (h1 - h0) * (w1 - w0);
+  return {h0, h1, w0, w1, divisor > 0 ? 1.0f / static_cast<float>(divisor) : 0.0f};
+}
+
+Status check_mean_pool_io(const KernelRequest& request) {
+  RN_RETURN_IF_ERROR(check_arity(request, 1, 1, 1, 1));
+  RN_RETURN_IF_ERROR(check_input_dtype(request, 0, DType::kF32));
+  RN_RETURN_IF_ERROR(check_output_dtype(request, 0, DType::kF32));
+  if (request.node->attr_ints("dilations", {1, 1}) != std::vector<int64_t>{1, 1})
+    return decline(request, "AveragePool with dilations");
+  return ok_status();
+}
+
+// The X and Y shapes of a mean-pool node: forward X -> Y, gradient dY -> dX.
+bool is_grad_op(const KernelRequest& request) {
+  const std::string& op = request.node->op;
+  return op.size() > 4 && op.compare(op.size() - 4, 4, "Grad") == 0;
+}
+
+Result<PoolGeometry> mean_pool_io_geometry(const KernelRequest& request) {
+  RN_RETURN_IF_ERROR(check_mean_pool_io(request));
+  const bool grad = is_grad_op(request);
+  return mean_pool_geometry(request, grad ? output_shape(request, 0) : input_shape(request, 0),
+                            grad ? input_shape(request, 0) : output_shape(request, 0));
+}
+
+// Reference: plain loops, any geometry.
+Result<std::unique_ptr<Kernel>> build_mean_pool_ref(const KernelRequest& request) {
+  RN_ASSIGN_OR_RETURN(PoolGeometry g, mean_pool_io_geometry(request));
+  const bool include_pad = count_include_pad(*request.node);
+  const bool grad = is_grad_op(request);
+  return make_kernel([g, include_pad, grad](const std::vector<Tensor*>& in, const std::vector<Tensor*>& out) -> Status {
+    const float* src = in[0]->data<float>();
+    float* dst = out[0]->data<float>();
+    if (grad) std::fill(dst, dst + out[0]->numel(), 0.0f);
+    for (int64_t plane = 0; plane < g.n * g.c; ++plane) {
+      const int64_t xo = plane * g.h * g.w, yo = plane * g.oh * g.ow;
+      for (int64_t oh = 0; oh < g.oh; ++oh) {
+        for (int64_t ow = 0; ow < g.ow; ++ow) {
+          const MeanWindow m = mean_window(g, include_pad, oh, ow);
+          if (grad) {
+            const float v = src[yo + oh * g.ow + ow] * m.inv_divisor;
+            for (int64_t h = m.h0; h < m.h1; ++h)
+              for (int64_t w = m.w0; w < m.w1; ++w) dst[xo + h * g.w + w] += v;
+          } else {
+            float sum = 0.0f;
+            for (int64_t h = m.h0; h < m.h1; ++h)
+              for (int64_t w = m.w0; w < m.w1; ++w) sum += src[xo + h * g.w + w];
+            dst[yo + oh * g.ow + ow] = sum * m.inv_divisor;
+          }
+        }
+      }
+    }
+    return ok_status();
+  });
+}
+
+// oneDNN pooling (forward or backward data). oneDNN's include-padding divisor is the
+// whole kernel, so a ceil_mode window that overhangs the end pad is left to the reference.
+class OnednnMeanPool final : public Kernel {
+ public:
+  static Result<std::unique_ptr<Kernel>> build(const KernelRequest& request) {
+    RN_ASSIGN_OR_RETURN(PoolGeometry g, mean_pool_io_geometry(request));
+    const bool include_pad = count_include_pad(*request.node);
+    const bool grad = is_grad_op(request);
+    // End pads that make oneDNN produce exactly OH x OW windows.
+    const int64_t pb = (g.oh - 1) * g.sh + g.kh - g.h - g.pt, pr = (g.ow - 1) * g.sw + g.kw - g.w - g.pl;
+    if (include_pad && (pb > g.pb || pr > g.pr))
+      return decline(request, "ceil_mode window overhanging the end pad with count_include_pad=1");
+    if (pb < 0 || pr < 0 || pb >= g.kh || pr >= g.kw) return decline(request, "window geometry oneDNN cannot express");
+    auto kernel = std::make_unique<OnednnMeanPool>();
+    kernel->grad_ = grad;
+    RN_RETURN_IF_ERROR(onednn_guard(request.node->describe(), [&]() -> Status {
+      using dnnl::memory;
+      const auto alg = include_pad ? dnnl::algorithm::pooling_avg_include_padding
+                                   : dnnl::algorithm::pooling_avg_exclude_padding;
+      const memory::desc x_md = plain_desc({g.n, g.c, g.h, g.w}), y_md = plain_desc({g.n, g.c, g.oh, g.ow});
+      const memory::dims strides{g.sh, g.sw}, kernel_dims{g.kh, g.kw}, pad_l{g.pt, g.pl}, pad_r{pb, pr};
+      dnnl::pooling_forward::desc fwd(grad ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference,
+                                      alg, x_md, y_md, strides, kernel_dims, pad_l, pad_r);
+      dnnl::pooling_forward::primitive_desc fwd_pd(fwd, engine());
+      if (grad) {
+        dnnl::pooling_backward::desc bwd(alg, x_md, y_md, strides, kernel_dims, pad_l, pad_r);
+        dnnl::pooling_backward::primitive_desc bwd_pd(bwd, engine(), fwd_pd);
+        kernel->prim_ = dnnl::pooling_backward(bwd_pd);
+        kernel->src_ = memory(y_md, engine(), DNNL_MEMORY_NONE);
+        kernel->dst_ = memory(x_md, engine(), DNNL_MEMORY_NONE);
+      } else {
+        kernel->prim_ = dnnl::pooling_forward(fwd_pd);
+        kernel->src_ = memory(x_md, engine(), DNNL_MEMORY_NONE);
+        kernel->dst_ = memory(y_md, engine(), DNNL_MEMORY_NONE);
+      }
+      return ok_status();
+    }));
+    return std::unique_ptr<Kernel>(std::move(kernel));
+  }
+
+  Status run(const std::vector<Tensor*>& in, const std::vector<Tensor*>& out) override {
+    return onednn_guard(grad_ ? "AveragePoolGrad" : "AveragePool", [&]() -> Status {
+      src_.set_data_handle(in[0]->raw());
+      dst_.set_data_handle(out[0]->raw());
+      dnnl::stream& s = stream();
+      if (grad_) prim_.execute(s, {{DNNL_ARG_DIFF_DST, src_}, {DNNL_ARG_DIFF_SRC, dst_}});
+      else prim_.execute(s, {{DNNL_ARG_SRC, src_}, {DNNL_ARG_DST, dst_}});
+      s.wait();
+      return ok_status();
+    });
+  }
+
+ private:
+  dnnl::primitive prim_;
+  dnnl::memory src_, dst_;
+  bool grad_ = false;
+};
+
 }  // namespace
 
 void register_pool_kernels(KernelRegistry& registry) {
   registry.add("", "MaxPool", {"ref", Device::kCpu, build_maxpool});
   registry.add(kRavnestDomain, "MaxPoolGrad", {"ref", Device::kCpu, build_maxpool_grad});
+  for (const char* op : {"AveragePool", "GlobalAveragePool"}) {
+    registry.add("", op, {"onednn", Device::kCpu, OnednnMeanPool::build});
+    registry.add("", op, {"ref", Device::kCpu, build_mean_pool_ref});
+    const std::string grad = std::string(op) + "Grad";
+    registry.add(kRavnestDomain, grad, {"onednn", Device::kCpu, OnednnMeanPool::build});
+    registry.add(kRavnestDomain, grad, {"ref", Device::kCpu, build_mean_pool_ref});
+  }
 }
 
 }  // namespace ravnest::rt::cpu
