@@ -1,6 +1,6 @@
-// import_model: read -> opset check -> op check -> input shapes -> ONNX shape
-// inference -> IR -> fold_constants -> infer_shapes -> remove_dead_nodes ->
-// parameters. See import.h for what the result guarantees.
+// import_model: read -> opset check -> EVAL-export check -> op check -> input
+// shapes -> ONNX shape inference -> IR -> fold_constants -> infer_shapes ->
+// remove_dead_nodes -> parameters. See import.h for what the result guarantees.
 #include "frontend/import.h"
 
 #include <onnx/onnx_pb.h>
@@ -45,6 +45,65 @@ void name_unnamed_nodes(onnx::ModelProto& model) {
   int unnamed = 0;
   for (auto& np : *model.mutable_graph()->mutable_node())
     if (np.name().empty()) np.set_name(np.op_type() + "_" + std::to_string(unnamed++));
+}
+
+// A PyTorch export made in EVAL mode or with constant folding cannot be trained
+// faithfully: BatchNorm is folded into the Conv weights or runs on running
+// statistics, Linear weights are pre-transposed into unnamed initializers, and
+// initializers with equal values are merged (tying unrelated weights). Each
+// rule below is one such trace; a TRAINING export without folding shows none.
+// Only files whose producer is PyTorch are checked: the rules describe its
+// exporter, and other producers may name or share initializers as they like.
+Status check_trainable_export(const onnx::ModelProto& model, const std::string& path) {
+  if (model.producer_name() != "pytorch") return ok_status();
+  const auto& graph = model.graph();
+  std::set<std::string> float_initializers;
+  for (const auto& init : graph.initializer())
+    if (init.data_type() == onnx::TensorProto::FLOAT || init.data_type() == onnx::TensorProto::DOUBLE ||
+        init.data_type() == onnx::TensorProto::FLOAT16)
+      float_initializers.insert(init.name());
+  struct Finding {
+    std::string first;
+    int count = 0;
+  };
+  Finding inference_bn, merged, folded;
+  auto note = [](Finding& f, const std::string& text) {
+    if (f.count++ == 0) f.first = text;
+  };
+  std::set<std::string> folded_seen;
+  for (const auto& np : graph.node()) {
+    if (np.op_type() == "BatchNormalization" && is_default_domain(np.domain())) {
+      int64_t training_mode = 0;
+      for (const auto& attr : np.attribute())
+        if (attr.name() == "training_mode") training_mode = attr.i();
+      if (training_mode == 0)
+        note(inference_bn, "BatchNormalization node '" + np.name() +
+                               "' is in inference mode (training_mode=0: it would normalise with running statistics)");
+    }
+    if (np.op_type() == "Identity" && np.input_size() == 1 && float_initializers.count(np.input(0)) &&
+        np.output_size() == 1)
+      note(merged, "node '" + np.name() + "' makes '" + np.output(0) + "' a copy of initializer '" + np.input(0) +
+                       "' (initializers with equal values were merged, which would tie them in training)");
+    if (np.op_type() == "Identity") continue;  // copies are the merged-initializer trace; name the real reader
+    for (const auto& in : np.input())
+      if (in.rfind("onnx::", 0) == 0 && float_initializers.count(in) && folded_seen.insert(in).second)
+        note(folded, "initializer '" + in + "' read by " + np.op_type() + " node '" + np.name() +
+                         "' has no PyTorch parameter name: constant folding computed it (a BatchNorm folded into a "
+                         "Conv, or a Linear weight pre-transposed)");
+  }
+  std::string evidence;
+  for (const Finding* f : {&folded, &merged, &inference_bn}) {
+    if (f->count == 0) continue;
+    evidence += (evidence.empty() ? "" : "; ") + f->first;
+    if (f->count > 1) evidence += " (and " + std::to_string(f->count - 1) + " more like it)";
+  }
+  if (evidence.empty()) return ok_status();
+  return error(Code::kInvalidArgument, "'", path,
+               "' is a PyTorch export made in EVAL mode or with constant folding, which Ravnest cannot train "
+               "faithfully: ",
+               evidence,
+               ". Re-export it in training mode without constant folding: torch.onnx.export(model, args, path, "
+               "opset_version=17, training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False)");
 }
 
 Status check_ops(const onnx::ModelProto& model) {
@@ -180,6 +239,7 @@ Result<Graph> import_model(const std::string& path, const ImportOptions& options
   RN_ASSIGN_OR_RETURN(onnx::ModelProto model, read_model_proto(path));
   RN_RETURN_IF_ERROR(check_opset(model, path));
   name_unnamed_nodes(model);
+  RN_RETURN_IF_ERROR(check_trainable_export(model, path));
   RN_RETURN_IF_ERROR(check_ops(model));
   RN_RETURN_IF_ERROR(apply_input_shapes(model, options));
   forget_recorded_shapes(model);
@@ -198,6 +258,7 @@ Result<Graph> import_model(const std::string& path, const ImportOptions& options
   RN_RETURN_IF_ERROR(fold_constants(graph));
   RN_RETURN_IF_ERROR(infer_shapes(graph));
   remove_dead_nodes(graph);
+  RN_RETURN_IF_ERROR(mark_state(graph));
   compare_with_onnx(graph, onnx_types);
   RN_RETURN_IF_ERROR(check_all_static(graph));
   RN_RETURN_IF_ERROR(graph.validate());
