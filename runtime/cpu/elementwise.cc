@@ -1,47 +1,19 @@
-// Add (numpy broadcasting), Sum (n-ary, same shapes) and ReduceSum (opset 13:
-// axes as an optional second input, keepdims, noop_with_empty_axes), float32.
+// Sum (n-ary, same shapes), ReduceSum and ReduceMean (axes as an optional second
+// input (ReduceSum 13+, ReduceMean 18+) or as the attribute `axes` (ReduceMean
+// 13-17), keepdims, noop_with_empty_axes), float32. Add and the other binary ops
+// live in math.cc.
 //
-// Guarantees: results equal the float32 loop sum in row-major order of the inputs;
-// ReduceSum reads its axes tensor at run time (a program constant, so the same
-// every run) and checks that it yields the program's static output shape.
+// Guarantees: Sum equals the float32 loop sum in input order; the reductions read
+// an axes input at run time (a program constant, so the same every run) and check
+// that it yields the program's static output shape. A reduction over the innermost
+// contiguous run accumulates in 8 interleaved float32 partial sums (vectorised);
+// ReduceMean multiplies the sum by 1/count.
 #include <algorithm>
 
 #include "runtime/cpu/common.h"
 
 namespace ravnest::rt::cpu {
 namespace {
-
-Result<std::unique_ptr<Kernel>> build_add(const KernelRequest& request) {
-  RN_RETURN_IF_ERROR(check_arity(request, 2, 2, 1, 1));
-  RN_RETURN_IF_ERROR(check_input_dtype(request, 0, DType::kF32));
-  RN_RETURN_IF_ERROR(check_input_dtype(request, 1, DType::kF32));
-  RN_RETURN_IF_ERROR(check_output_dtype(request, 0, DType::kF32));
-  const Shape a = input_shape(request, 0), b = input_shape(request, 1), y = output_shape(request, 0);
-  Result<Shape> expected = broadcast_shapes(a, b);
-  if (!expected.ok()) return expected.status().with_context(request.node->describe());
-  if (*expected != y)
-    return error(Code::kInvalidArgument, request.node->describe(), ": ", shape_str(a), " + ", shape_str(b),
-                 " gives ", shape_str(*expected), ", the program says ", shape_str(y));
-  const std::vector<int64_t> ys = contiguous_strides(y), as = broadcast_strides(a, y), bs = broadcast_strides(b, y);
-  return make_kernel([=](const std::vector<Tensor*>& in, const std::vector<Tensor*>& out) -> Status {
-    const float* pa = in[0]->data<float>();
-    const float* pb = in[1]->data<float>();
-    float* py = out[0]->data<float>();
-    for_each_strided<3>(y, {ys, as, bs}, [&](const auto& off, int64_t len, const auto& step) {
-      float* d = py + off[0];
-      const float* s0 = pa + off[1];
-      const float* s1 = pb + off[2];
-      if (step[1] == 1 && step[2] == 1) {
-        for (int64_t j = 0; j < len; ++j) d[j] = s0[j] + s1[j];
-      } else if (step[1] == 1 && step[2] == 0) {
-        for (int64_t j = 0; j < len; ++j) d[j] = s0[j] + *s1;
-      } else {
-        for (int64_t j = 0; j < len; ++j) d[j] = s0[j * step[1]] + s1[j * step[2]];
-      }
-    });
-    return ok_status();
-  });
-}
 
 Result<std::unique_ptr<Kernel>> build_sum(const KernelRequest& request) {
   const size_t n_inputs = request.inputs.size();
@@ -66,13 +38,39 @@ Result<std::unique_ptr<Kernel>> build_sum(const KernelRequest& request) {
   });
 }
 
-Result<std::unique_ptr<Kernel>> build_reduce_sum(const KernelRequest& request) {
+// Adds the `len` strided elements at s to the output run at d (step 0: one scalar).
+inline void reduce_row(float* d, const float* s, int64_t len, int64_t d_step, int64_t s_step) {
+  if (d_step == 0 && s_step == 1) {
+    constexpr int64_t kLanes = 8;
+    float acc[kLanes] = {};
+    int64_t j = 0;
+    for (; j + kLanes <= len; j += kLanes)
+      for (int64_t l = 0; l < kLanes; ++l) acc[l] += s[j + l];
+    float total = 0.0f;
+    for (int64_t l = 0; l < kLanes; ++l) total += acc[l];
+    for (; j < len; ++j) total += s[j];
+    *d += total;
+  } else if (d_step == 0) {
+    float acc = 0.0f;
+    for (int64_t j = 0; j < len; ++j) acc += s[j * s_step];
+    *d += acc;
+  } else if (d_step == 1 && s_step == 1) {
+    for (int64_t j = 0; j < len; ++j) d[j] += s[j];
+  } else {
+    for (int64_t j = 0; j < len; ++j) d[j * d_step] += s[j * s_step];
+  }
+}
+
+Result<std::unique_ptr<Kernel>> build_reduce(const KernelRequest& request) {
   RN_RETURN_IF_ERROR(check_arity(request, 1, 2, 1, 1));
   RN_RETURN_IF_ERROR(check_input_dtype(request, 0, DType::kF32));
   RN_RETURN_IF_ERROR(check_output_dtype(request, 0, DType::kF32));
-  if (has_input(request, 1)) RN_RETURN_IF_ERROR(check_input_dtype(request, 1, DType::kI64));
-  if (request.node->has_attr("axes"))
-    return decline(request, "axes as an attribute (opset < 13); the compiler emits axes as an input");
+  const bool from_input = has_input(request, 1);
+  if (from_input) RN_RETURN_IF_ERROR(check_input_dtype(request, 1, DType::kI64));
+  if (from_input && request.node->has_attr("axes"))
+    return error(Code::kInvalidArgument, request.node->describe(), ": axes given both as an input and an attribute");
+  const std::vector<int64_t> attr_axes = request.node->attr_ints("axes");
+  const bool mean = request.node->op == "ReduceMean";
   const Shape x = input_shape(request, 0), y = output_shape(request, 0);
   const bool keepdims = request.node->attr_int("keepdims", 1) != 0;
   const bool noop_empty = request.node->attr_int("noop_with_empty_axes", 0) != 0;
@@ -81,18 +79,21 @@ Result<std::unique_ptr<Kernel>> build_reduce_sum(const KernelRequest& request) {
   return make_kernel([=](const std::vector<Tensor*>& in, const std::vector<Tensor*>& out) -> Status {
     const int64_t rank = static_cast<int64_t>(x.size());
     std::vector<bool> reduce(x.size(), false);
-    const int64_t n_axes = in.size() > 1 && in[1] ? in[1]->numel() : 0;
-    for (int64_t i = 0; i < n_axes; ++i) {
-      int64_t axis = in[1]->data<int64_t>()[i];
+    std::vector<int64_t> axes = attr_axes;
+    if (from_input) axes.assign(in[1]->data<int64_t>(), in[1]->data<int64_t>() + in[1]->numel());
+    for (int64_t axis : axes) {
       if (axis < -rank || axis >= rank)
         return error(Code::kInvalidArgument, who, ": axis ", axis, " is out of range for input ", shape_str(x));
       reduce[axis < 0 ? axis + rank : axis] = true;
     }
-    if (n_axes == 0 && !noop_empty) std::fill(reduce.begin(), reduce.end(), true);
+    if (axes.empty() && !noop_empty) std::fill(reduce.begin(), reduce.end(), true);
     // Output strides laid over the input's index space: 0 along reduced axes.
     Shape kept;
-    for (size_t d = 0; d < x.size(); ++d)
+    int64_t count = 1;
+    for (size_t d = 0; d < x.size(); ++d) {
+      if (reduce[d]) count *= x[d];
       if (!reduce[d] || keepdims) kept.push_back(reduce[d] ? 1 : x[d]);
+    }
     if (kept != y)
       return error(Code::kInvalidArgument, who, ": reducing ", shape_str(x), " gives ", shape_str(kept),
                    ", the program says ", shape_str(y));
@@ -105,18 +106,15 @@ Result<std::unique_ptr<Kernel>> build_reduce_sum(const KernelRequest& request) {
     }
     float* py = out[0]->data<float>();
     const float* px = in[0]->data<float>();
-    std::fill(py, py + out[0]->numel(), 0.0f);
+    const int64_t n_out = out[0]->numel();
+    std::fill(py, py + n_out, 0.0f);
     for_each_strided<2>(x, {ys, xs}, [&](const auto& off, int64_t len, const auto& step) {
-      float* d = py + off[0];
-      const float* s = px + off[1];
-      if (step[0] == 0) {
-        float acc = 0.0f;
-        for (int64_t j = 0; j < len; ++j) acc += s[j * step[1]];
-        *d += acc;
-      } else {
-        for (int64_t j = 0; j < len; ++j) d[j * step[0]] += s[j * step[1]];
-      }
+      reduce_row(py + off[0], px + off[1], len, step[0], step[1]);
     });
+    if (mean && count > 0) {
+      const float inv = 1.0f / static_cast<float>(count);
+      for (int64_t i = 0; i < n_out; ++i) py[i] *= inv;
+    }
     return ok_status();
   });
 }
@@ -124,9 +122,9 @@ Result<std::unique_ptr<Kernel>> build_reduce_sum(const KernelRequest& request) {
 }  // namespace
 
 void register_elementwise_kernels(KernelRegistry& registry) {
-  registry.add("", "Add", {"ref", Device::kCpu, build_add});
   registry.add("", "Sum", {"ref", Device::kCpu, build_sum});
-  registry.add("", "ReduceSum", {"ref", Device::kCpu, build_reduce_sum});
+  registry.add("", "ReduceSum", {"ref", Device::kCpu, build_reduce});
+  registry.add("", "ReduceMean", {"ref", Device::kCpu, build_reduce});
 }
 
 }  // namespace ravnest::rt::cpu
