@@ -56,7 +56,9 @@ struct InputSpec {
   Role role = Role::kActivation;
   DType dtype = DType::kF32;
   // Values; default uniform in [-1, 1] rounded to float (integers: must be given).
-  std::function<Vec(std::mt19937&)> values;
+  // A generator returning numel values gives the whole tensor; one returning a
+  // single value (uniform, integers) is called once per element.
+  std::function<Vec(std::mt19937&)> values = {};
 };
 
 struct OpCase {
@@ -72,6 +74,8 @@ struct OpCase {
 // Registers cases (labels must be unique). Returns true.
 bool register_cases(std::vector<OpCase> cases);
 const std::vector<OpCase>& all_cases();
+// Duplicate references or case labels seen at registration (empty when none).
+const std::vector<std::string>& registration_problems();
 
 // Value generators.
 std::function<Vec(std::mt19937&)> uniform(double lo, double hi);
