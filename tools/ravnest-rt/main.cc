@@ -3,6 +3,7 @@
 //   ravnest-rt --bundle DIR/node1 [--listen HOST:PORT] [--peer ID=HOST:PORT ...]
 //              [--steps N] [--no-eval] [--losses FILE] [--save-params FILE]
 //              [--connect-timeout S] [--recv-timeout S] [--trace FILE] [--verbose]
+//   ravnest-rt profile ...   (measures this machine; see tools/ravnest-rt/profile.cc)
 //
 // The same command runs every role: the bundle says which stage this node is.
 // Exit status: 0 on success, 1 on a training or bundle error (message on
@@ -15,6 +16,7 @@
 #include "common/log.h"
 #include "runtime/bundle.h"
 #include "runtime/trainer.h"
+#include "tools/ravnest-rt/profile.h"
 
 namespace {
 
@@ -37,6 +39,7 @@ bool parse_double(const char* text, double* out) {
 
 int main(int argc, char** argv) {
   using namespace ravnest;
+  if (argc > 1 && std::strcmp(argv[1], "profile") == 0) return tools::profile_main(argc - 1, argv + 1);
   std::string bundle_dir;
   rt::TrainerOptions options;
   for (int i = 1; i < argc; ++i) {

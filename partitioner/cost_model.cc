@@ -1,0 +1,96 @@
+// Roofline-style cost model over device profiles (see cost_model.h).
+#include "partitioner/cost_model.h"
+
+#include <algorithm>
+
+#include "frontend/rule_util.h"
+
+namespace ravnest::part {
+namespace {
+
+using fe::rules::value_bytes;
+
+double throughput_flops(OpClass c, const DeviceProfile& d, const CostModelOptions& o) {
+  switch (c) {
+    case OpClass::kConv: return d.conv_gflops * 1e9;
+    case OpClass::kGemm: return d.gemm_gflops * 1e9;
+    case OpClass::kOther: break;
+  }
+  return d.gemm_gflops * 1e9 * o.other_efficiency;
+}
+
+fe::OpCost node_cost(const Node& node, const Graph& graph) {
+  const fe::OpDef* def = fe::find_op(node.domain, node.op, static_cast<int>(graph.opset));
+  return def && def->cost ? def->cost(node, graph) : fe::OpCost{};
+}
+
+}  // namespace
+
+const char* op_class_name(OpClass c) {
+  switch (c) {
+    case OpClass::kConv: return "conv";
+    case OpClass::kGemm: return "gemm";
+    case OpClass::kOther: break;
+  }
+  return "other";
+}
+
+OpClass op_class(const std::string& domain, const std::string& op) {
+  if (op == "Conv" || op == "ConvGradInput" || op == "ConvGradWeight") return OpClass::kConv;
+  if (op == "Gemm" || op == "MatMul") return OpClass::kGemm;
+  (void)domain;
+  return OpClass::kOther;
+}
+
+double kernel_seconds(double flops, double bytes, OpClass c, const DeviceProfile& device,
+                      const CostModelOptions& options) {
+  if (flops <= 0 && bytes <= 0) return 0;
+  return options.kernel_overhead_s + flops / throughput_flops(c, device, options) +
+         bytes / (device.memory_bandwidth_gbps * 1e9);
+}
+
+PassTimes op_times(const fe::OpCost& cost, OpClass c, const DeviceProfile& device, const CostModelOptions& options) {
+  PassTimes t;
+  t.f = kernel_seconds(cost.flops, cost.bytes, c, device, options);
+  if (cost.backward_input_flops > 0) t.b = kernel_seconds(cost.backward_input_flops, cost.bytes, c, device, options);
+  if (cost.backward_weight_flops > 0) t.w = kernel_seconds(cost.backward_weight_flops, cost.bytes, c, device, options);
+  return t;
+}
+
+std::vector<PassTimes> graph_times(const Graph& graph, const DeviceProfile& device, const CostModelOptions& options) {
+  std::vector<PassTimes> out;
+  out.reserve(graph.nodes.size());
+  for (const Node& n : graph.nodes) out.push_back(op_times(node_cost(n, graph), op_class(n.domain, n.op), device, options));
+  return out;
+}
+
+double transfer_seconds(double bytes, const LinkEstimate& link) { return link.transfer_seconds(bytes); }
+
+ModelTotals model_totals(const Graph& graph) {
+  ModelTotals t;
+  for (const Node& n : graph.nodes) {
+    fe::OpCost c = node_cost(n, graph);
+    int k = static_cast<int>(op_class(n.domain, n.op));
+    t.flops[k] += c.flops + c.backward_input_flops + c.backward_weight_flops;
+    double passes = (c.flops > 0 || c.bytes > 0 ? 1 : 0) + (c.backward_input_flops > 0 ? 1 : 0) +
+                    (c.backward_weight_flops > 0 ? 1 : 0);
+    t.bytes += passes * c.bytes;
+    t.kernels += passes;
+    for (const std::string& out : n.outputs) {
+      if (out.empty()) continue;
+      double b = value_bytes(graph, out);
+      t.activation_bytes += b;
+      t.boundary_bytes = std::max(t.boundary_bytes, b);
+    }
+  }
+  for (const std::string& p : graph.parameters) t.param_bytes += value_bytes(graph, p);
+  return t;
+}
+
+double model_seconds(const ModelTotals& totals, const DeviceProfile& device, const CostModelOptions& options) {
+  double s = totals.kernels * options.kernel_overhead_s + totals.bytes / (device.memory_bandwidth_gbps * 1e9);
+  for (int k = 0; k < 3; ++k) s += totals.flops[k] / throughput_flops(static_cast<OpClass>(k), device, options);
+  return s;
+}
+
+}  // namespace ravnest::part

@@ -1,0 +1,65 @@
+// Cost model: predicted F, B and W seconds of each op on a profiled device, and
+// the transfer time of a tensor over a link.
+//
+// Guarantees:
+//  * time(pass) = flops(pass) / throughput(op class) + bytes(pass) / memory
+//    bandwidth + a fixed per-kernel overhead, where the op class is conv (Conv and
+//    its gradients: the device's conv_gflops), gemm (Gemm, MatMul: gemm_gflops) or
+//    other (everything else: gemm_gflops scaled by other_efficiency). A pass with
+//    no work (0 FLOPs, e.g. W of ReLU) takes 0 s; F always moves the forward bytes.
+//  * B and W move the forward bytes again (they read the forward's inputs and
+//    the output gradient, and write a gradient of the same size).
+//  * transfer_seconds(bytes, link) = latency + bytes / bandwidth.
+//  * Pure functions of their arguments: the same inputs give the same outputs.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/graph.h"
+#include "frontend/op_table.h"
+#include "partitioner/devices.h"
+
+namespace ravnest::part {
+
+enum class OpClass { kConv, kGemm, kOther };
+const char* op_class_name(OpClass c);  // "conv", "gemm", "other"
+// The class of an op by (domain, op): Conv/ConvGradInput/ConvGradWeight are conv,
+// Gemm/MatMul gemm, the rest other.
+OpClass op_class(const std::string& domain, const std::string& op);
+
+struct CostModelOptions {
+  // Throughput of non-GEMM, non-conv FLOPs relative to gemm_gflops (elementwise
+  // ops are bound by memory; their FLOPs run far below the GEMM peak).
+  double other_efficiency = 0.05;
+  double kernel_overhead_s = 2e-6;  // per kernel launch, every pass that runs
+};
+
+struct PassTimes {
+  double f = 0, b = 0, w = 0;
+  double total() const { return f + b + w; }
+};
+
+// Seconds of `flops` + `bytes` of class `c` on `device` (0 when both are 0).
+double kernel_seconds(double flops, double bytes, OpClass c, const DeviceProfile& device,
+                      const CostModelOptions& options = {});
+PassTimes op_times(const fe::OpCost& cost, OpClass c, const DeviceProfile& device, const CostModelOptions& options = {});
+// Every node of `graph` (at its static shapes), in node order; nodes without a cost rule cost 0.
+std::vector<PassTimes> graph_times(const Graph& graph, const DeviceProfile& device, const CostModelOptions& options = {});
+
+double transfer_seconds(double bytes, const LinkEstimate& link);
+
+// What the cluster former needs of a whole model, per micro-batch.
+struct ModelTotals {
+  double flops[3] = {0, 0, 0};   // F+B+W FLOPs by OpClass
+  double bytes = 0;              // F+B+W memory traffic
+  double kernels = 0;            // kernel launches of F+B+W
+  double param_bytes = 0;        // trainable parameters
+  double activation_bytes = 0;   // what F stashes for B and W (every node output)
+  double boundary_bytes = 0;     // the largest activation a pipeline cut may cross
+};
+ModelTotals model_totals(const Graph& graph);
+// Seconds of one micro-batch's F+B+W of the whole model on `device`.
+double model_seconds(const ModelTotals& totals, const DeviceProfile& device, const CostModelOptions& options = {});
+
+}  // namespace ravnest::part

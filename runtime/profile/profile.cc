@@ -1,0 +1,273 @@
+// Machine profiling: kernels through the registry, a copy loop, /proc/meminfo and
+// the link probe (see profile.h).
+#include "runtime/profile/profile.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "runtime/collectives/link_probe.h"
+#include "runtime/transport/transport.h"
+
+namespace ravnest::rt {
+namespace {
+
+using Millis = std::chrono::milliseconds;
+
+constexpr const char* kProfileRunId = "ravnest-profile";
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+Millis fraction(double seconds, double f) {
+  return Millis(static_cast<int64_t>(seconds * f * 1000));
+}
+
+// "host:port" -> (host, port); an error naming the text otherwise.
+Result<std::pair<std::string, uint16_t>> split_host_port(const std::string& text) {
+  size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size())
+    return error(Code::kInvalidArgument, "peer '", text, "' is not HOST:PORT");
+  const std::string port_text = text.substr(colon + 1);
+  int64_t port = 0;
+  for (char c : port_text) {
+    if (c < '0' || c > '9' || port > 65535) return error(Code::kInvalidArgument, "peer '", text, "': bad port");
+    port = port * 10 + (c - '0');
+  }
+  if (port < 1 || port > 65535) return error(Code::kInvalidArgument, "peer '", text, "': port must be 1..65535");
+  return std::make_pair(text.substr(0, colon), static_cast<uint16_t>(port));
+}
+
+Node make_node(const std::string& op, const std::string& name, std::vector<std::string> inputs) {
+  Node n;
+  n.op = op;
+  n.name = name;
+  n.inputs = std::move(inputs);
+  n.outputs = {"y"};
+  return n;
+}
+
+}  // namespace
+
+Result<KernelTiming> time_kernel(const Node& node, const std::vector<ValueInfo>& inputs,
+                                 const std::vector<ValueInfo>& outputs, Millis budget, int min_runs,
+                                 const RunContext& context) {
+  KernelRequest request;
+  request.node = &node;
+  request.inputs = inputs;
+  request.outputs = outputs;
+  KernelTiming timing;
+  RN_ASSIGN_OR_RETURN(std::unique_ptr<Kernel> kernel, KernelRegistry::global().build(request, &timing.impl));
+  std::vector<Tensor> in_tensors, out_tensors;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (inputs[i].dtype == DType::kUndefined) {
+      in_tensors.emplace_back();
+      continue;
+    }
+    Tensor t = Tensor::zeros(inputs[i].dtype, inputs[i].static_shape());
+    if (t.dtype() == DType::kF32) {
+      float* p = t.data<float>();
+      for (int64_t k = 0; k < t.numel(); ++k) p[k] = 0.01f * static_cast<float>((k * 7 + static_cast<int64_t>(i)) % 13 - 6);
+    }
+    in_tensors.push_back(std::move(t));
+  }
+  for (const ValueInfo& v : outputs)
+    out_tensors.push_back(v.dtype == DType::kUndefined ? Tensor() : Tensor::zeros(v.dtype, v.static_shape()));
+  std::vector<Tensor*> in_ptrs, out_ptrs;
+  for (size_t i = 0; i < in_tensors.size(); ++i)
+    in_ptrs.push_back(inputs[i].dtype == DType::kUndefined ? nullptr : &in_tensors[i]);
+  for (size_t i = 0; i < out_tensors.size(); ++i)
+    out_ptrs.push_back(outputs[i].dtype == DType::kUndefined ? nullptr : &out_tensors[i]);
+
+  RN_RETURN_IF_ERROR(kernel->run(in_ptrs, out_ptrs, context));  // warm-up: first-touch, primitive caches
+  std::vector<double> samples;
+  const Clock::time_point start = Clock::now();
+  const double budget_s = std::chrono::duration<double>(budget).count();
+  while (static_cast<int>(samples.size()) < min_runs || seconds_since(start) < budget_s) {
+    const Clock::time_point t0 = Clock::now();
+    RN_RETURN_IF_ERROR(kernel->run(in_ptrs, out_ptrs, context));
+    samples.push_back(seconds_since(t0));
+    if (samples.size() >= 100000) break;
+  }
+  std::sort(samples.begin(), samples.end());
+  timing.seconds = samples[samples.size() / 2];
+  timing.runs = static_cast<int64_t>(samples.size());
+  return timing;
+}
+
+double measure_gemm_gflops(Millis budget, Status* status) {
+  constexpr int64_t kN = 512;
+  Node n = make_node("Gemm", "profile_gemm", {"a", "b"});
+  auto timing = time_kernel(n, {ValueInfo::of("a", DType::kF32, {kN, kN}), ValueInfo::of("b", DType::kF32, {kN, kN})},
+                            {ValueInfo::of("y", DType::kF32, {kN, kN})}, budget);
+  if (!timing.ok()) {
+    *status = timing.status().with_context("timing the GEMM kernel");
+    return 0;
+  }
+  return 2.0 * kN * kN * kN / timing->seconds / 1e9;
+}
+
+double measure_conv_gflops(Millis budget, Status* status) {
+  constexpr int64_t kBatch = 8, kC = 64, kHw = 56;
+  Node n = make_node("Conv", "profile_conv", {"x", "w"});
+  n.attrs["kernel_shape"] = std::vector<int64_t>{3, 3};
+  n.attrs["pads"] = std::vector<int64_t>{1, 1, 1, 1};
+  auto timing = time_kernel(n,
+                            {ValueInfo::of("x", DType::kF32, {kBatch, kC, kHw, kHw}),
+                             ValueInfo::of("w", DType::kF32, {kC, kC, 3, 3})},
+                            {ValueInfo::of("y", DType::kF32, {kBatch, kC, kHw, kHw})}, budget);
+  if (!timing.ok()) {
+    *status = timing.status().with_context("timing the Conv kernel");
+    return 0;
+  }
+  const double macs = static_cast<double>(kBatch) * kC * kHw * kHw * kC * 9;
+  return 2 * macs / timing->seconds / 1e9;
+}
+
+double measure_memory_bandwidth_gbps(int threads, Millis budget) {
+  constexpr size_t kBytes = size_t{64} << 20;  // per buffer: well beyond any last-level cache share
+  threads = std::max(1, threads);
+  const size_t chunk = kBytes / static_cast<size_t>(threads);
+  std::vector<char> src(kBytes, 1), dst(kBytes, 0);
+  auto copy_all = [&]() {
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t)
+      pool.emplace_back([&, t]() {
+        std::memcpy(dst.data() + chunk * static_cast<size_t>(t), src.data() + chunk * static_cast<size_t>(t), chunk);
+      });
+    for (std::thread& th : pool) th.join();
+  };
+  copy_all();  // warm-up: first touch of dst
+  std::vector<double> rates;
+  const Clock::time_point start = Clock::now();
+  const double budget_s = std::chrono::duration<double>(budget).count();
+  while (rates.size() < 3 || seconds_since(start) < budget_s) {
+    const Clock::time_point t0 = Clock::now();
+    copy_all();
+    rates.push_back(2.0 * static_cast<double>(chunk * static_cast<size_t>(threads)) / seconds_since(t0) / 1e9);
+    if (rates.size() >= 1000) break;
+  }
+  std::sort(rates.begin(), rates.end());
+  return rates[rates.size() / 2];
+}
+
+Result<int64_t> memory_available_bytes() {
+  std::ifstream in("/proc/meminfo");
+  if (!in) return error(Code::kNotFound, "cannot read /proc/meminfo; give memory_bytes in the profile by hand");
+  std::string key;
+  int64_t value = 0;
+  std::string unit;
+  while (in >> key >> value) {
+    std::getline(in, unit);
+    if (key == "MemAvailable:") {
+      if (value <= 0 || value > (int64_t{1} << 50)) break;
+      return value * 1024;  // kB
+    }
+  }
+  return error(Code::kNotFound, "/proc/meminfo has no usable MemAvailable line; give memory_bytes in the profile by hand");
+}
+
+Result<MeasuredLink> probe_profile_peer(const std::string& host_port, Deadline deadline) {
+  RN_ASSIGN_OR_RETURN(auto hp, split_host_port(host_port));
+  TransportOptions topt;
+  topt.node_id = "profile-client-" + std::to_string(::getpid()) + "-" +
+                 std::to_string(Clock::now().time_since_epoch().count());
+  topt.run_id = kProfileRunId;
+  Transport transport(topt);
+  Status st = transport.connect(kProfileServerId, hp.first, hp.second, deadline);
+  if (!st.ok()) return st.with_context("profiling the link to " + host_port);
+  ProbeOptions popt;
+  popt.pings = 9;
+  popt.transfer_budget = Millis(300);
+  popt.bulk_bytes = uint64_t{64} << 20;
+  auto matrix = probe_links(transport, {topt.node_id, kProfileServerId}, 0, popt, deadline);
+  if (!matrix.ok()) return matrix.status().with_context("profiling the link to " + host_port);
+  return MeasuredLink{host_port, matrix->bandwidth(0, 1), matrix->latency(0, 1)};
+}
+
+Status serve_profile_probes(const std::string& host, uint16_t port, const std::atomic<bool>& stop, int max_clients,
+                            std::atomic<int>* bound_port) {
+  TransportOptions topt;
+  topt.node_id = kProfileServerId;
+  topt.run_id = kProfileRunId;
+  Transport transport(topt);
+  RN_RETURN_IF_ERROR(transport.listen(host, port));
+  if (bound_port) bound_port->store(transport.port());
+  std::set<std::string> served;
+  int clients = 0;
+  while (!stop.load() && (max_clients <= 0 || clients < max_clients)) {
+    std::string client;
+    for (const std::string& p : transport.connected_peers())
+      if (!served.count(p)) client = p;
+    if (client.empty()) {
+      std::this_thread::sleep_for(Millis(100));
+      continue;
+    }
+    served.insert(client);
+    ++clients;
+    // A client that goes away mid-probe costs its own deadline, not the server.
+    ProbeOptions popt;
+    popt.pings = 9;
+    popt.transfer_budget = Millis(300);
+    popt.bulk_bytes = uint64_t{64} << 20;
+    auto matrix = probe_links(transport, {client, kProfileServerId}, 1, popt, deadline_after(Millis(20000)));
+    if (!matrix.ok()) std::fprintf(stderr, "ravnest-rt profile --serve: %s\n", matrix.status().message().c_str());
+  }
+  return ok_status();
+}
+
+Result<MachineMeasurement> measure_machine(const MeasureOptions& options) {
+  if (!(options.seconds > 0)) return error(Code::kInvalidArgument, "--seconds must be positive");
+  MachineMeasurement m;
+  m.cores = std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()));
+  // Kernels and memory take 70% of the budget; links share the rest.
+  const double kernel_share = options.peers.empty() ? 0.9 : 0.7;
+  Status st;
+  m.gemm_gflops = measure_gemm_gflops(fraction(options.seconds, kernel_share * 0.35), &st);
+  RN_RETURN_IF_ERROR(st);
+  m.conv_gflops = measure_conv_gflops(fraction(options.seconds, kernel_share * 0.35), &st);
+  RN_RETURN_IF_ERROR(st);
+  m.memory_bandwidth_gbps = measure_memory_bandwidth_gbps(static_cast<int>(m.cores), fraction(options.seconds, kernel_share * 0.3));
+  RN_ASSIGN_OR_RETURN(m.memory_available_bytes, memory_available_bytes());
+  if (!options.peers.empty()) {
+    const double per_peer = options.seconds * (1 - kernel_share) / static_cast<double>(options.peers.size());
+    for (const std::string& peer : options.peers) {
+      // At least 2 s per peer: a connection plus a probe cannot be shorter.
+      RN_ASSIGN_OR_RETURN(MeasuredLink link,
+                          probe_profile_peer(peer, deadline_after(Millis(static_cast<int64_t>(std::max(2.0, per_peer) * 1000)))));
+      m.links.push_back(std::move(link));
+    }
+  }
+  return m;
+}
+
+Json profile_json(const MachineMeasurement& m, const std::string& id, const std::string& address) {
+  Json j = Json::object();
+  j.set("id", id);
+  j.set("address", address);
+  j.set("kind", "cpu");
+  j.set("cores", m.cores);
+  j.set("gemm_gflops", m.gemm_gflops);
+  j.set("conv_gflops", m.conv_gflops);
+  j.set("memory_bandwidth_gbps", m.memory_bandwidth_gbps);
+  j.set("memory_bytes", m.memory_available_bytes);
+  Json links = Json::array();
+  for (const MeasuredLink& l : m.links) {
+    Json e = Json::object();
+    e.set("peer", l.peer);
+    e.set("bandwidth_bps", l.bytes_per_s * 8);
+    e.set("latency_s", l.latency_s);
+    links.push_back(std::move(e));
+  }
+  j.set("links", std::move(links));
+  return j;
+}
+
+}  // namespace ravnest::rt
