@@ -56,6 +56,31 @@ std::string human(double v, const char* unit) {
   return out.str();
 }
 
+// The dataset kind for `requested` ("auto": from the model's data input and logits).
+Result<std::string> resolve_dataset(const Graph& model, const std::string& requested) {
+  if (requested != "auto") return requested;
+  auto io = model_io(model, StageOptions{});
+  if (!io.ok()) return std::string("fashion-mnist");  // build_stage_programs reports the problem
+  const ValueInfo* in = model.find_value(io->data);
+  const ValueInfo* out = model.find_value(io->logits);
+  if (in->dtype == DType::kF32) return std::string("fashion-mnist");
+  if (in->dtype == DType::kI64) return std::string(out->dims.size() == 3 ? "sort" : "sort-classify");
+  return error(Code::kUnsupported, "the model's data input '", in->name, "' is ", dtype_name(in->dtype),
+               "; Ravnest's datasets feed f32 images or i64 tokens");
+}
+
+// Tags of tied-weight rings: above any averaging ring's tag.
+constexpr uint32_t kTiedTagBase = 0x40000000;
+
+// Parameters read by more than one stage of a cluster, with those stages in order.
+std::map<std::string, std::vector<int>> tied_params(const std::vector<StageProgram>& stages) {
+  std::map<std::string, std::vector<int>> holders;
+  for (const StageProgram& sp : stages)
+    for (const auto& p : sp.params) holders[p].push_back(sp.stage);
+  std::erase_if(holders, [](const auto& e) { return e.second.size() < 2; });
+  return holders;
+}
+
 }  // namespace
 
 Result<CompileSummary> compile_model(const CompileOptions& options, std::ostream& report) {
@@ -75,6 +100,7 @@ Result<CompileSummary> compile_model(const CompileOptions& options, std::ostream
   if (options.base_port < 1 || options.base_port + total_nodes > 65535)
     return error(Code::kInvalidArgument, "--base-port ", options.base_port, " leaves no room for ", total_nodes, " nodes");
   const int num_clusters = static_cast<int>(cluster_stages.size());
+  RN_RETURN_IF_ERROR(rt::validate_optimizer(options.training));
   if (num_clusters > 1 && options.training.average_every < 1)
     return error(Code::kInvalidArgument, "with ", num_clusters, " clusters, --average-every K (steps) must be >= 1");
 
@@ -82,6 +108,8 @@ Result<CompileSummary> compile_model(const CompileOptions& options, std::ostream
   import_options.shapes = options.shapes;
   import_options.batch = micro;
   RN_ASSIGN_OR_RETURN(Graph model, fe::import_model(options.model_path, import_options));
+  rt::DataConfig data = options.training.data;
+  RN_ASSIGN_OR_RETURN(data.kind, resolve_dataset(model, options.dataset));
   std::vector<double> cost;
   for (const Node& n : model.nodes) cost.push_back(node_time(n, model));
 
@@ -133,13 +161,15 @@ Result<CompileSummary> compile_model(const CompileOptions& options, std::ostream
     std::set<std::string> seen;
     for (const Node& n : model.nodes)
       for (const auto& in : n.inputs)
-        if (model.parameters.count(in) && seen.insert(in).second) params.emplace_back(in, model.initializers.at(in).numel());
+        if ((model.parameters.count(in) || model.state.count(in)) && seen.insert(in).second)
+          params.emplace_back(in, model.initializers.at(in).numel());
     std::vector<ClusterLayout> layouts;
     for (const Cluster& cl : clusters) {
       ClusterLayout layout;
       for (const StageProgram& sp : cl.stages) {
         layout.node_ids.push_back(node_id(cl.first_node + sp.stage));
         layout.stage_params.push_back(sp.params);
+        layout.stage_params.back().insert(layout.stage_params.back().end(), sp.state.begin(), sp.state.end());
       }
       layouts.push_back(std::move(layout));
     }
@@ -164,6 +194,14 @@ Result<CompileSummary> compile_model(const CompileOptions& options, std::ostream
        << "run id: " << summary.run_id << "\n"
        << "clusters: " << num_clusters << ", batch " << options.batch << " = " << options.microbatches
        << " micro-batches x " << micro << ", schedule " << options.schedule << "\n";
+  {
+    const rt::OptimizerConfig& o = options.training.optimizer;
+    text << "optimizer: " << o.type << ", lr " << o.lr << " (" << o.lr_schedule;
+    if (o.warmup_steps > 0) text << ", " << o.warmup_steps << " warm-up updates";
+    text << ")";
+    if (o.clip_norm > 0) text << ", gradients clipped to global norm " << o.clip_norm;
+    text << "\n";
+  }
   if (options.training.compression.activations.codec != rt::Codec::kRaw ||
       options.training.compression.gradients.codec != rt::Codec::kRaw)
     text << "compression: activations " << rt::codec_spec_str(options.training.compression.activations)
@@ -193,8 +231,28 @@ Result<CompileSummary> compile_model(const CompileOptions& options, std::ostream
           for (const auto& member : ring.members)
             if (member != m.self.id) ring_peer_indices.insert(node_index.at(member));
         }
+      // Parameters shared with other stages of this cluster (tied weights): one
+      // gradient-sum ring per parameter over the stages that hold it.
+      for (const auto& [param, holders] : tied_params(cl.stages)) {
+        if (std::find(holders.begin(), holders.end(), sp.stage) == holders.end()) continue;
+        if (num_clusters > 1)
+          return error(Code::kUnsupported, "parameter '", param, "' is read by stages ", holders.front(), " and ",
+                       holders.back(), " (a tied weight); tied weights split across stages are supported with one "
+                       "cluster only so far; use --stages 1 or give the clusters one stage each");
+        rt::RingSpec ring;
+        ring.tag = kTiedTagBase + static_cast<uint32_t>(m.tied.size());
+        for (int h : holders) {
+          ring.members.push_back(node_id(cl.first_node + h));
+          if (h != sp.stage) ring_peer_indices.insert(cl.first_node + h);
+        }
+        const auto& weights = cl.stages[static_cast<size_t>(sp.stage)].weights;
+        auto w = std::find_if(weights.begin(), weights.end(), [&](const auto& e) { return e.first == param; });
+        ring.pieces.push_back(rt::RingPiece{param, 0, w->second.numel()});
+        m.tied.push_back(std::move(ring));
+      }
       for (int peer : ring_peer_indices) m.ring_peers.push_back(address(peer));
       m.training = options.training;
+      m.training.data = data;
       m.training.batch = options.batch;
       m.training.microbatches = options.microbatches;
       m.training.microbatch_size = micro;
@@ -204,7 +262,9 @@ Result<CompileSummary> compile_model(const CompileOptions& options, std::ostream
       m.labels_input = sp.labels_input;
       m.loss_output = sp.loss_output;
       m.logits_output = sp.logits_output;
+      m.loss_reduction = sp.loss_reduction;
       m.params = sp.params;
+      m.state = sp.state;
       m.stash = sp.stash;
       m.wstash = sp.wstash;
       m.programs = {{"forward", "forward.onnx"}, {"backward", "backward.onnx"},

@@ -27,6 +27,10 @@ struct CompileOptions {
   std::string host = "127.0.0.1";  // every node's host (local runs)
   int base_port = 29500;           // node i listens on base_port + i (nodes numbered cluster by cluster)
   rt::TrainingConfig training;     // batch/microbatch fields are filled from above
+  // The dataset (rt::DataConfig::kind, runtime/data/dataset.h), or "auto": images
+  // (a float data input) train on fashion-mnist, token models on the sort task
+  // (language models with [B, T, V] logits) or sort-classify ([B, C] logits).
+  std::string dataset = "auto";
 };
 
 struct CompileSummary {

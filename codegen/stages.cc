@@ -63,7 +63,83 @@ void add_unique(std::vector<std::string>& list, const std::string& v) {
   if (std::find(list.begin(), list.end(), v) == list.end()) list.push_back(v);
 }
 
+// The optimizer program's update of parameter `param`: inputs param, grad/<param>,
+// then its state (docs/training-ops.md): velocity/<param> for SGD; exp_avg/<param>,
+// exp_avg_sq/<param> and step/<param> (int64 scalar) for AdamW and LAMB; then lr.
+void add_update(Graph& opt, const ValueInfo& param, const rt::OptimizerConfig& config) {
+  const std::string& p = param.name;
+  auto add_input = [&](const std::string& name, DType dtype, const Shape& shape) {
+    opt.inputs.push_back(name);
+    opt.set_value(ValueInfo::of(name, dtype, shape));
+    return name;
+  };
+  Node step;
+  step.domain = kRavnestDomain;
+  const Shape shape = param.static_shape();
+  step.inputs = {add_input(p, param.dtype, shape), add_input(fe::grad_name(p), param.dtype, shape)};
+  step.attrs["weight_decay"] = static_cast<float>(config.weight_decay);
+  if (config.type == "sgd") {
+    step.op = "SGD";
+    step.inputs.push_back(add_input("velocity/" + p, param.dtype, shape));
+    step.attrs["momentum"] = static_cast<float>(config.momentum);
+    step.attrs["nesterov"] = int64_t{config.nesterov ? 1 : 0};
+  } else {
+    step.op = config.type == "lamb" ? "LAMB" : "AdamW";
+    for (const char* slot : {"exp_avg/", "exp_avg_sq/"}) step.inputs.push_back(add_input(slot + p, param.dtype, shape));
+    step.inputs.push_back(add_input("step/" + p, DType::kI64, {}));
+    step.attrs["beta1"] = static_cast<float>(config.beta1);
+    step.attrs["beta2"] = static_cast<float>(config.beta2);
+    step.attrs["epsilon"] = static_cast<float>(config.eps);
+  }
+  step.inputs.push_back("lr");
+  step.name = (config.type == "sgd" ? "sgd/" : config.type + "/") + p;
+  opt.nodes.push_back(std::move(step));
+}
+
 }  // namespace
+
+// What the trainer feeds and reads, in either of the two forms a model may take:
+//  * logits only: one data input, one output [B, C] or [B, T, V]; Ravnest
+//    appends a summed cross-entropy over `options.labels_name`;
+//  * with its loss: inputs (data, labels), outputs (loss scalar, logits), the
+//    loss computed by the model itself (a mean, as PyTorch's losses are).
+Result<ModelIo> model_io(const Graph& model, const StageOptions& options) {
+  ModelIo io;
+  const bool with_loss = model.inputs.size() == 2 && model.outputs.size() == 2;
+  if (!with_loss && (model.inputs.size() != 1 || model.outputs.size() != 1))
+    return error(Code::kUnsupported, "the model has ", model.inputs.size(), " inputs and ", model.outputs.size(),
+                 " outputs; Ravnest trains either (data) -> (logits), appending a cross-entropy, or (data, labels) -> "
+                 "(loss, logits) with the loss in the model");
+  io.data = model.inputs[0];
+  io.logits = model.outputs.back();
+  const ValueInfo* logits_info = model.find_value(io.logits);
+  if (!logits_info || !logits_info->is_static() || logits_info->dims.size() < 2 || logits_info->dims.size() > 3)
+    return error(Code::kUnsupported, "model output '", io.logits, "' must be logits [batch, classes] or, for a ",
+                 "language model, [batch, positions, vocabulary]; got ",
+                 logits_info ? logits_info->shape_string() : "?");
+  if (!with_loss) {
+    io.labels = options.labels_name;
+    io.loss = options.loss_name;
+    return io;
+  }
+  io.labels = model.inputs[1];
+  io.loss = model.outputs[0];
+  io.loss_in_model = true;
+  io.loss_reduction = "mean";
+  const ValueInfo* labels = model.find_value(io.labels);
+  const ValueInfo* loss = model.find_value(io.loss);
+  if (!labels || labels->dtype != DType::kI64)
+    return error(Code::kUnsupported, "the model's second input '", io.labels, "' must be int64 labels");
+  if (!loss || !loss->is_static() || !loss->dims.empty() || loss->dtype != DType::kF32)
+    return error(Code::kUnsupported, "the model's first output '", io.loss, "' must be the scalar float loss, got ",
+                 loss ? loss->shape_string() : "?");
+  for (const Node& n : model.nodes)
+    if (std::find(n.outputs.begin(), n.outputs.end(), io.loss) != n.outputs.end() &&
+        n.attr_string("reduction", "mean") != "mean")
+      return error(Code::kUnsupported, n.describe(), ": the model's loss must be a mean (reduction 'mean'); got '",
+                   n.attr_string("reduction", "mean"), "'");
+  return io;
+}
 
 Result<std::vector<StageProgram>> build_stage_programs(const Graph& model, const std::vector<int>& stage_of_node,
                                                        int num_stages, const StageOptions& options) {
@@ -73,37 +149,57 @@ Result<std::vector<StageProgram>> build_stage_programs(const Graph& model, const
   for (size_t i = 1; i < stage_of_node.size(); ++i)
     if (stage_of_node[i] < stage_of_node[i - 1] || stage_of_node[i] >= K)
       return error(Code::kInternal, "stage assignment is not contiguous at node ", model.nodes[i].name);
-  if (model.inputs.size() != 1)
-    return error(Code::kUnsupported, "the model has ", model.inputs.size(),
-                 " data inputs; Ravnest's trainer feeds exactly one (the images)");
-  if (model.outputs.size() != 1)
-    return error(Code::kUnsupported, "the model has ", model.outputs.size(),
-                 " outputs; Ravnest expects one (the logits the loss is computed on)");
-  const std::string data = model.inputs[0];
-  const std::string logits = model.outputs[0];
-  const ValueInfo* logits_info = model.find_value(logits);
-  if (!logits_info || !logits_info->is_static() || logits_info->dims.size() != 2)
-    return error(Code::kUnsupported, "model output '", logits, "' must be 2-D logits [batch, classes], got ",
-                 logits_info ? logits_info->shape_string() : "?");
-  const int64_t micro = logits_info->dims[0].value;
-
-  // The training forward: the model plus labels and a summed softmax
-  // cross-entropy (the trainer scales its gradient by 1/batch).
+  RN_ASSIGN_OR_RETURN(ModelIo io, model_io(model, options));
+  const std::string& data = io.data;
+  const std::string& logits = io.logits;
+  const std::string& labels_name = io.labels;
+  const std::string& loss_name = io.loss;
   Graph train = model;
-  train.set_value(ValueInfo::of(options.labels_name, DType::kI64, {micro}));
-  train.set_value(ValueInfo::of(options.loss_name, logits_info->dtype, {}));
-  Node loss;
-  loss.name = "loss";
-  loss.op = "SoftmaxCrossEntropyLoss";
-  loss.inputs = {logits, options.labels_name};
-  loss.outputs = {options.loss_name};
-  loss.attrs["reduction"] = std::string("sum");
-  train.nodes.push_back(loss);
+  if (!io.loss_in_model) {
+    // The training forward: the model plus labels and a summed softmax
+    // cross-entropy (the trainer scales its gradient by 1/batch). A language
+    // model's logits [B, T, V] and labels [B, T] are flattened to B*T rows, and
+    // label -1 marks positions without a target (ignored).
+    const ValueInfo* logits_info = model.find_value(logits);
+    const Shape logits_shape = logits_info->static_shape();
+    const int64_t micro = logits_shape[0];
+    const bool sequence = logits_shape.size() == 3;
+    const Shape labels_shape = sequence ? Shape{micro, logits_shape[1]} : Shape{micro};
+    train.set_value(ValueInfo::of(labels_name, DType::kI64, labels_shape));
+    train.set_value(ValueInfo::of(loss_name, logits_info->dtype, {}));
+    std::string scores = logits, targets = labels_name;
+    if (sequence) {
+      const int64_t rows = micro * logits_shape[1];
+      auto flatten = [&](const std::string& value, const Shape& to, DType dtype) {
+        std::string shape_name = "loss/shape/" + value, out = "loss/flat/" + value;
+        train.initializers[shape_name] = TensorData::from_ints(to, {static_cast<int64_t>(to.size())});
+        train.set_value(ValueInfo::of(shape_name, DType::kI64, {static_cast<int64_t>(to.size())}));
+        train.set_value(ValueInfo::of(out, dtype, to));
+        Node reshape;
+        reshape.name = "loss/flatten/" + value;
+        reshape.op = "Reshape";
+        reshape.inputs = {value, shape_name};
+        reshape.outputs = {out};
+        train.nodes.push_back(reshape);
+        return out;
+      };
+      scores = flatten(logits, {rows, logits_shape[2]}, logits_info->dtype);
+      targets = flatten(labels_name, {rows}, DType::kI64);
+    }
+    Node loss;
+    loss.name = "loss";
+    loss.op = "SoftmaxCrossEntropyLoss";
+    loss.inputs = {scores, targets};
+    loss.outputs = {loss_name};
+    loss.attrs["reduction"] = std::string("sum");
+    if (sequence) loss.attrs["ignore_index"] = int64_t{-1};
+    train.nodes.push_back(loss);
+  }
   std::vector<int> stage_of = stage_of_node;
-  stage_of.push_back(K - 1);
+  stage_of.resize(train.nodes.size(), K - 1);  // an appended loss (and its flattening) on the last stage
 
   // Stage that produces each value (data: stage 0, labels: the last stage).
-  std::map<std::string, int> producer_stage{{data, 0}, {options.labels_name, K - 1}};
+  std::map<std::string, int> producer_stage{{data, 0}, {labels_name, K - 1}};
   std::map<std::string, int> last_use;
   for (size_t i = 0; i < train.nodes.size(); ++i) {
     for (const auto& v : train.nodes[i].outputs)
@@ -149,16 +245,17 @@ Result<std::vector<StageProgram>> build_stage_programs(const Graph& model, const
     }
     for (const auto& v : recv) fwd.inputs.push_back(v);
     if (s == K - 1) {
-      fwd.inputs.push_back(options.labels_name);
-      sp.labels_input = options.labels_name;
-      sp.loss_output = options.loss_name;
+      fwd.inputs.push_back(labels_name);
+      sp.labels_input = labels_name;
+      sp.loss_output = loss_name;
+      sp.loss_reduction = io.loss_reduction;
       sp.logits_output = logits;
     }
     // A value that only passes through this stage is copied by a relay node,
     // so that every program output is produced by a node of the program.
     std::set<std::string> inputs_set(fwd.inputs.begin(), fwd.inputs.end());
     std::vector<std::string> outputs = send;
-    if (s == K - 1) outputs = {options.loss_name, logits};
+    if (s == K - 1) outputs = {loss_name, logits};
     for (auto& out : outputs) {
       if (!inputs_set.count(out)) continue;
       std::string relay = "relay/" + out;
@@ -181,16 +278,21 @@ Result<std::vector<StageProgram>> build_stage_programs(const Graph& model, const
         sp.params.push_back(v);
         sp.weights.emplace_back(v, train.initializers.at(v));
         fwd.parameters.insert(v);
+      } else if (train.state.count(v)) {
+        fwd.inputs.push_back(v);
+        sp.state.push_back(v);
+        fwd.state.insert(v);
       } else {
         fwd.initializers[v] = train.initializers.at(v);
       }
     }
+    for (const auto& v : sp.state) sp.weights.emplace_back(v, train.initializers.at(v));
     RN_RETURN_IF_ERROR(fill_values(fwd, {&train.values}));
 
     // Autodiff of this stage.
     fe::BackwardRequest request;
     if (s == K - 1) {
-      request.seeds = {options.loss_name};
+      request.seeds = {loss_name};
     } else {
       for (size_t i = 0; i < send.size(); ++i)
         if (grads_from_next.count(send[i])) request.seeds.push_back(outputs[i]);
@@ -248,29 +350,13 @@ Result<std::vector<StageProgram>> build_stage_programs(const Graph& model, const
     RN_RETURN_IF_ERROR(fill_values(bprog, {&fwd.values, &bg.values}));
     RN_RETURN_IF_ERROR(fill_values(wprog, {&fwd.values, &bg.values}));
 
-    // Optimizer: one in-place SGD update per parameter.
+    // Optimizer: one in-place update per parameter, its state as program inputs.
     Graph& opt = sp.optimizer;
     opt.name = "stage" + std::to_string(s) + ".optimizer";
     opt.opset = train.opset;
     opt.inputs.push_back("lr");
     opt.set_value(ValueInfo::of("lr", DType::kF32, {}));
-    for (const auto& p : sp.params) {
-      const ValueInfo& vi = *fwd.find_value(p);
-      std::string g = fe::grad_name(p), v = "velocity/" + p;
-      for (const auto& name : {p, g, v}) {
-        opt.inputs.push_back(name);
-        opt.set_value(ValueInfo::of(name, vi.dtype, vi.static_shape()));
-      }
-      Node step;
-      step.name = "sgd/" + p;
-      step.op = "SGD";
-      step.domain = kRavnestDomain;
-      step.inputs = {p, g, v, "lr"};
-      step.attrs["momentum"] = static_cast<float>(options.optimizer.momentum);
-      step.attrs["weight_decay"] = static_cast<float>(options.optimizer.weight_decay);
-      step.attrs["nesterov"] = int64_t{options.optimizer.nesterov ? 1 : 0};
-      opt.nodes.push_back(step);
-    }
+    for (const auto& p : sp.params) add_update(opt, *fwd.find_value(p), options.optimizer);
 
     // Boundary descriptions with global wire ids (a relay keeps its source's id).
     auto describe = [&](const std::string& local, const std::string& source) {

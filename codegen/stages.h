@@ -24,7 +24,9 @@ struct StageProgram {
   Graph forward, backward, weight, optimizer;
   std::vector<rt::BoundaryTensor> recv, send;  // wire ids are global per boundary value
   std::string data_input, labels_input, loss_output, logits_output;
+  std::string loss_reduction = "sum";  // ModelIo::loss_reduction
   std::vector<std::string> params, stash, wstash;
+  std::vector<std::string> state;  // running state this stage's forward updates (Graph::state)
   std::vector<std::pair<std::string, TensorData>> weights;
   std::vector<std::string> nodes;  // forward node names, for reports
   double forward_flops = 0, backward_input_flops = 0, backward_weight_flops = 0;
@@ -32,11 +34,21 @@ struct StageProgram {
   int64_t send_bytes = 0;    // activation bytes sent to the next stage per micro-batch
 };
 
+// The model's interface to the trainer (see model_io in stages.cc).
+struct ModelIo {
+  std::string data, labels, loss, logits;
+  bool loss_in_model = false;          // the model computes its loss (inputs: data, labels)
+  std::string loss_reduction = "sum";  // "sum": Ravnest's appended loss; "mean": the model's own
+};
+
 struct StageOptions {
   std::string labels_name = "labels";
   std::string loss_name = "loss";
   rt::OptimizerConfig optimizer;
 };
+
+// The model's data, labels, loss and logits values; an error for any other form.
+Result<ModelIo> model_io(const Graph& model, const StageOptions& options);
 
 // `model`: forward graph with static shapes at the micro-batch size, one float
 // input (the data) and one output (the logits, [N, classes]).

@@ -95,6 +95,11 @@ struct Graph {
   // Initializers the optimizer trains (float weights read by compute nodes), marked by the frontend
   // (fe::import_model); every other initializer is a constant. graph_to_proto does not write it.
   std::set<std::string> parameters;
+  // Float initializers a kernel updates in place while training, with no gradient
+  // (BatchNormalization's running statistics), marked by fe::mark_state. The
+  // runtime keeps them beside the parameters: fed to the forward, saved, averaged
+  // across clusters, never given to the optimizer. Disjoint from `parameters`.
+  std::set<std::string> state;
   std::map<std::string, std::string> metadata;  // free-form key/value pairs
 
   const ValueInfo* find_value(const std::string& name) const;

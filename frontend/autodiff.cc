@@ -205,9 +205,12 @@ Status GradBuilder::run() {
   auto finish = [&](const std::string& value, std::vector<std::string>* list) {
     std::string g = grad(value);
     if (g.empty()) return;
-    if (renamed.count(g)) g = renamed[g];
+    // A gradient already named for another value (Add hands the same dY to both
+    // of its inputs) is copied, not renamed away from that value.
+    bool taken = renamed.count(g) != 0;
+    if (taken) g = renamed[g];
     std::string want = grad_name(value);
-    bool created_here = out_.values.count(g) && g.rfind("seed/", 0) != 0 && !out_.constants.count(g);
+    bool created_here = !taken && out_.values.count(g) && g.rfind("seed/", 0) != 0 && !out_.constants.count(g);
     bool produced_by_node = false;
     for (const Node& n : out_.nodes)
       for (const auto& o : n.outputs) produced_by_node |= o == g;

@@ -35,6 +35,7 @@ void remove_dead_nodes(Graph& graph) {
   graph.nodes = std::move(nodes);
   std::erase_if(graph.initializers, [&](const auto& entry) { return !used.count(entry.first); });
   std::erase_if(graph.parameters, [&](const std::string& name) { return !graph.initializers.count(name); });
+  std::erase_if(graph.state, [&](const std::string& name) { return !graph.initializers.count(name); });
   std::erase_if(graph.values, [&](const auto& entry) { return !used.count(entry.first); });
 }
 

@@ -50,6 +50,9 @@ struct OpDef {
   bool foldable = false;  // evaluated at compile time when all inputs are constant
   FoldFn fold;            // set exactly when foldable
   bool fold_from_shapes = false;  // folds from its inputs' static shapes alone (Shape)
+  // Inputs the op's kernel updates in place while training (not trained by the
+  // optimizer): BatchNormalization's running mean and variance. See Graph::state.
+  std::vector<size_t> state_inputs;
 };
 
 // Opsets of the default domain Ravnest accepts in model files.

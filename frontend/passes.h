@@ -1,5 +1,5 @@
 // Graph-to-graph passes of the frontend, each in its own file. import_model runs
-// them in this order: fold_constants, infer_shapes, remove_dead_nodes.
+// them in this order: fold_constants, infer_shapes, remove_dead_nodes, mark_state.
 #pragma once
 
 #include "common/graph.h"
@@ -22,5 +22,10 @@ Status fold_constants(Graph& graph);
 // without outputs, such as SGD, are kept), then initializers, parameters and value
 // descriptions no remaining node or graph output uses. Graph inputs are kept.
 void remove_dead_nodes(Graph& graph);
+
+// (state.cc) Moves the initializers read at an op's state_inputs (op table) from
+// graph.parameters to graph.state. An initializer read both as state and as an
+// ordinary input of another node is an error naming both nodes.
+Status mark_state(Graph& graph);
 
 }  // namespace ravnest::fe

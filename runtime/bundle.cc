@@ -2,8 +2,11 @@
 
 #include <onnx/onnx_pb.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <numbers>
 #include <set>
 
 #include "common/onnx_graph.h"
@@ -114,13 +117,13 @@ Json rings_to_json(const std::vector<RingSpec>& rings) {
   return list;
 }
 
-Result<std::vector<RingSpec>> rings_from_json(const Json& j) {
+Result<std::vector<RingSpec>> rings_from_json(const Json& j, const std::string& key) {
   std::vector<RingSpec> rings;
-  if (!j.has("rings")) return rings;
-  RN_ASSIGN_OR_RETURN(const Json::Array* list, j.get_array("rings"));
+  if (!j.has(key)) return rings;
+  RN_ASSIGN_OR_RETURN(const Json::Array* list, j.get_array(key));
   for (size_t i = 0; i < list->size(); ++i) {
     const Json& e = (*list)[i];
-    std::string at = "rings[" + std::to_string(i) + "]";
+    std::string at = key + "[" + std::to_string(i) + "]";
     RingSpec r;
     RN_ASSIGN_OR_RETURN(int64_t tag, e.get_int("tag"));
     if (tag < 0 || tag > UINT32_MAX) return error(Code::kInvalidArgument, at, ".tag out of range");
@@ -142,6 +145,47 @@ Result<std::vector<RingSpec>> rings_from_json(const Json& j) {
 
 }  // namespace
 
+Status validate_optimizer(const TrainingConfig& training) {
+  const OptimizerConfig& o = training.optimizer;
+  auto bad = [](const char* flag, double value, const char* expected) {
+    return error(Code::kInvalidArgument, flag, " is ", value, "; expected ", expected);
+  };
+  if (o.type != "sgd" && o.type != "adamw" && o.type != "lamb")
+    return error(Code::kUnsupported, "--optimizer '", o.type, "' is not supported; use sgd, adamw or lamb");
+  if (!(o.lr > 0) || !std::isfinite(o.lr)) return bad("--lr", o.lr, "a positive number");
+  if (!(o.momentum >= 0 && o.momentum < 1)) return bad("--momentum", o.momentum, "a number in [0, 1)");
+  if (!(o.weight_decay >= 0) || !std::isfinite(o.weight_decay))
+    return bad("--weight-decay", o.weight_decay, "a non-negative number");
+  if (!(o.beta1 >= 0 && o.beta1 < 1)) return bad("--beta1", o.beta1, "a number in [0, 1)");
+  if (!(o.beta2 >= 0 && o.beta2 < 1)) return bad("--beta2", o.beta2, "a number in [0, 1)");
+  if (!(o.eps > 0) || !std::isfinite(o.eps)) return bad("--eps", o.eps, "a positive number");
+  if (o.lr_schedule != "constant" && o.lr_schedule != "cosine" && o.lr_schedule != "step")
+    return error(Code::kInvalidArgument, "--lr-schedule '", o.lr_schedule, "' is not known; use constant, cosine or step");
+  if (o.warmup_steps < 0) return bad("--warmup-steps", static_cast<double>(o.warmup_steps), "a number >= 0");
+  if (!(o.lr_min >= 0 && o.lr_min <= o.lr)) return bad("--lr-min", o.lr_min, "a number in [0, --lr]");
+  if (o.lr_schedule == "step" && o.step_size < 1)
+    return bad("--step-size", static_cast<double>(o.step_size), "a positive number of updates with --lr-schedule step");
+  if (!(o.gamma > 0 && o.gamma <= 1)) return bad("--gamma", o.gamma, "a number in (0, 1]");
+  if (!(o.clip_norm >= 0) || !std::isfinite(o.clip_norm)) return bad("--clip-norm", o.clip_norm, "a number >= 0 (0: off)");
+  if (o.clip_norm > 0 && training.mode == "async")
+    return error(Code::kUnsupported, "--clip-norm with --async is not supported: the global norm spans the stages of ",
+                 "one update, and asynchronous stages update at different times; drop one of the two");
+  return ok_status();
+}
+
+double scheduled_lr(const OptimizerConfig& o, int64_t update, int64_t total_updates) {
+  if (update < o.warmup_steps) return o.lr * static_cast<double>(update + 1) / static_cast<double>(o.warmup_steps);
+  const int64_t t = update - o.warmup_steps;
+  if (o.lr_schedule == "cosine") {
+    const int64_t span = std::max<int64_t>(1, total_updates - o.warmup_steps - 1);
+    const double progress = std::min(1.0, static_cast<double>(t) / static_cast<double>(span));
+    return o.lr_min + (o.lr - o.lr_min) * 0.5 * (1.0 + std::cos(std::numbers::pi * progress));
+  }
+  if (o.lr_schedule == "step" && o.step_size > 0)
+    return std::max(o.lr_min, o.lr * std::pow(o.gamma, static_cast<double>(t / o.step_size)));
+  return o.lr;
+}
+
 int64_t RingSpec::size() const {
   int64_t n = 0;
   for (const RingPiece& p : pieces) n += p.length;
@@ -162,6 +206,7 @@ Json manifest_to_json(const Manifest& m) {
   j.set("cluster", m.cluster);
   j.set("num_clusters", m.num_clusters);
   j.set("rings", rings_to_json(m.rings));
+  j.set("tied", rings_to_json(m.tied));
   Json ring_peers = Json::array();
   for (const auto& p : m.ring_peers) ring_peers.push_back(peer_to_json(p));
   j.set("ring_peers", std::move(ring_peers));
@@ -184,6 +229,15 @@ Json manifest_to_json(const Manifest& m) {
   opt.set("momentum", t.optimizer.momentum);
   opt.set("weight_decay", t.optimizer.weight_decay);
   opt.set("nesterov", t.optimizer.nesterov);
+  opt.set("beta1", t.optimizer.beta1);
+  opt.set("beta2", t.optimizer.beta2);
+  opt.set("eps", t.optimizer.eps);
+  opt.set("lr_schedule", t.optimizer.lr_schedule);
+  opt.set("warmup_steps", t.optimizer.warmup_steps);
+  opt.set("lr_min", t.optimizer.lr_min);
+  opt.set("step_size", t.optimizer.step_size);
+  opt.set("gamma", t.optimizer.gamma);
+  opt.set("clip_norm", t.optimizer.clip_norm);
   training.set("optimizer", std::move(opt));
   Json data = Json::object();
   data.set("kind", t.data.kind);
@@ -204,6 +258,8 @@ Json manifest_to_json(const Manifest& m) {
   io.set("loss_output", m.loss_output);
   io.set("logits_output", m.logits_output);
   io.set("params", strings_to_json(m.params));
+  io.set("state", strings_to_json(m.state));
+  io.set("loss_reduction", m.loss_reduction);
   io.set("stash", strings_to_json(m.stash));
   io.set("wstash", strings_to_json(m.wstash));
   j.set("io", std::move(io));
@@ -246,7 +302,8 @@ Result<Manifest> manifest_from_json(const Json& j) {
     return error(Code::kInvalidArgument, "cluster ", cluster, " of ", clusters, " is out of range");
   m.cluster = static_cast<int>(cluster);
   m.num_clusters = static_cast<int>(clusters);
-  RN_ASSIGN_OR_RETURN(m.rings, rings_from_json(j));
+  RN_ASSIGN_OR_RETURN(m.rings, rings_from_json(j, "rings"));
+  RN_ASSIGN_OR_RETURN(m.tied, rings_from_json(j, "tied"));
   if (j.has("ring_peers")) {
     RN_ASSIGN_OR_RETURN(const Json::Array* peers, j.get_array("ring_peers"));
     for (size_t i = 0; i < peers->size(); ++i) {
@@ -274,13 +331,25 @@ Result<Manifest> manifest_from_json(const Json& j) {
   if (t.average_every < 0) return error(Code::kInvalidArgument, "training.average_every must be >= 0");
   if (t.mode != "sync" && t.mode != "async")
     return error(Code::kInvalidArgument, "training.mode is '", t.mode, "'; expected sync or async");
-  RN_ASSIGN_OR_RETURN(t.optimizer.type, j.get_string("training.optimizer.type"));
-  if (t.optimizer.type != "sgd")
-    return error(Code::kUnsupported, "optimizer '", t.optimizer.type, "' is not supported by this runtime (sgd is)");
-  RN_ASSIGN_OR_RETURN(t.optimizer.lr, j.get_double("training.optimizer.lr"));
-  RN_ASSIGN_OR_RETURN(t.optimizer.momentum, j.get_double_or("training.optimizer.momentum", 0.0));
-  RN_ASSIGN_OR_RETURN(t.optimizer.weight_decay, j.get_double_or("training.optimizer.weight_decay", 0.0));
-  RN_ASSIGN_OR_RETURN(t.optimizer.nesterov, j.get_bool_or("training.optimizer.nesterov", false));
+  OptimizerConfig& o = t.optimizer;
+  const OptimizerConfig defaults;
+  RN_ASSIGN_OR_RETURN(o.type, j.get_string("training.optimizer.type"));
+  RN_ASSIGN_OR_RETURN(o.lr, j.get_double("training.optimizer.lr"));
+  RN_ASSIGN_OR_RETURN(o.momentum, j.get_double_or("training.optimizer.momentum", 0.0));
+  RN_ASSIGN_OR_RETURN(o.weight_decay, j.get_double_or("training.optimizer.weight_decay", 0.0));
+  RN_ASSIGN_OR_RETURN(o.nesterov, j.get_bool_or("training.optimizer.nesterov", false));
+  // Optional since the optimizers beyond SGD: absent means the defaults (no schedule, no clipping).
+  RN_ASSIGN_OR_RETURN(o.beta1, j.get_double_or("training.optimizer.beta1", defaults.beta1));
+  RN_ASSIGN_OR_RETURN(o.beta2, j.get_double_or("training.optimizer.beta2", defaults.beta2));
+  RN_ASSIGN_OR_RETURN(o.eps, j.get_double_or("training.optimizer.eps", defaults.eps));
+  RN_ASSIGN_OR_RETURN(o.lr_schedule, j.get_string_or("training.optimizer.lr_schedule", defaults.lr_schedule));
+  RN_ASSIGN_OR_RETURN(o.warmup_steps, j.get_int_or("training.optimizer.warmup_steps", defaults.warmup_steps));
+  RN_ASSIGN_OR_RETURN(o.lr_min, j.get_double_or("training.optimizer.lr_min", defaults.lr_min));
+  RN_ASSIGN_OR_RETURN(o.step_size, j.get_int_or("training.optimizer.step_size", defaults.step_size));
+  RN_ASSIGN_OR_RETURN(o.gamma, j.get_double_or("training.optimizer.gamma", defaults.gamma));
+  RN_ASSIGN_OR_RETURN(o.clip_norm, j.get_double_or("training.optimizer.clip_norm", defaults.clip_norm));
+  Status optimizer_ok = validate_optimizer(t);
+  if (!optimizer_ok.ok()) return optimizer_ok.with_context("training.optimizer");
   RN_ASSIGN_OR_RETURN(t.data.kind, j.get_string("training.data.kind"));
   RN_ASSIGN_OR_RETURN(t.data.dir, j.get_string("training.data.dir"));
   for (auto [field, spec] : {std::pair{"activations", &t.compression.activations},
@@ -300,6 +369,10 @@ Result<Manifest> manifest_from_json(const Json& j) {
   RN_ASSIGN_OR_RETURN(m.loss_output, j.get_string("io.loss_output"));
   RN_ASSIGN_OR_RETURN(m.logits_output, j.get_string("io.logits_output"));
   RN_ASSIGN_OR_RETURN(m.params, strings_from_json(j, "io.params"));
+  if (j.has("io.state")) { RN_ASSIGN_OR_RETURN(m.state, strings_from_json(j, "io.state")); }
+  if (j.has("io.loss_reduction")) { RN_ASSIGN_OR_RETURN(m.loss_reduction, j.get_string("io.loss_reduction")); }
+  if (m.loss_reduction != "sum" && m.loss_reduction != "mean")
+    return error(Code::kCorrupt, "io.loss_reduction is '", m.loss_reduction, "'; expected sum or mean");
   RN_ASSIGN_OR_RETURN(m.stash, strings_from_json(j, "io.stash"));
   RN_ASSIGN_OR_RETURN(m.wstash, strings_from_json(j, "io.wstash"));
   if (m.first() != !m.data_input.empty() || m.last() != !m.labels_input.empty())
@@ -370,7 +443,9 @@ Result<Bundle> load_bundle(const std::string& dir) {
   RN_ASSIGN_OR_RETURN(b.weights, read_tensor_file(weights_path));
   std::map<std::string, const Tensor*> by_name;
   for (const auto& [name, t] : b.weights) by_name[name] = &t;
-  for (const std::string& p : m.params) {
+  std::vector<std::string> held = m.params;
+  held.insert(held.end(), m.state.begin(), m.state.end());
+  for (const std::string& p : held) {
     auto it = by_name.find(p);
     if (it == by_name.end())
       return error(Code::kCorrupt, weights_path, " has no tensor for parameter '", p, "'");
@@ -380,7 +455,8 @@ Result<Bundle> load_bundle(const std::string& dir) {
                    " but the forward program expects ", vi->shape_string());
   }
 
-  for (const RingSpec& ring : m.rings)
+  for (const std::vector<RingSpec>* rings : {&m.rings, &m.tied})
+    for (const RingSpec& ring : *rings)
     for (const RingPiece& piece : ring.pieces) {
       auto it = by_name.find(piece.param);
       if (it == by_name.end() || piece.offset + piece.length > it->second->numel())

@@ -57,13 +57,28 @@ struct RingSpec {
   int64_t size() const;
 };
 
+// The optimizer, its learning-rate schedule and gradient clipping
+// (docs/training.md, "Optimizers"). Manifest: training.optimizer.*; fields
+// added after the first release are optional there, with these defaults.
 struct OptimizerConfig {
-  std::string type = "sgd";
-  double lr = 0.01;
-  double momentum = 0.9;
-  double weight_decay = 0.0;
-  bool nesterov = false;
+  std::string type = "sgd";  // sgd, adamw, lamb
+  double lr = 0.01;          // peak learning rate (after warm-up)
+  double momentum = 0.9;     // sgd
+  double weight_decay = 0.0;  // sgd: L2 added to the gradient; adamw, lamb: decoupled
+  bool nesterov = false;      // sgd
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;  // adamw, lamb
+  // Learning rate of optimizer update t (0-based): linear warm-up over
+  // `warmup_steps` updates, then "constant", "cosine" (to lr_min at the last
+  // update) or "step" (times gamma every step_size updates, not below lr_min).
+  std::string lr_schedule = "constant";
+  int64_t warmup_steps = 0;
+  double lr_min = 0.0;
+  int64_t step_size = 0;
+  double gamma = 0.1;
+  // Gradient clipping by the global norm over all stages of a pipeline; 0: off.
+  double clip_norm = 0.0;
 };
+
 
 struct DataConfig {
   std::string kind = "fashion-mnist";
@@ -101,6 +116,14 @@ struct TrainingConfig {
   CompressionConfig compression;
 };
 
+// OK if training.optimizer's fields are in range and supported with the
+// training mode; else an error naming the field (by its ravnestc flag) and
+// what to do. Both ravnestc and the bundle loader check this.
+Status validate_optimizer(const TrainingConfig& training);
+
+// The learning rate of optimizer update `update` (0-based) of `total_updates`.
+double scheduled_lr(const OptimizerConfig& config, int64_t update, int64_t total_updates);
+
 struct Manifest {
   int version = kBundleFormatVersion;
   std::string run_id;  // same in every bundle of one compile
@@ -113,7 +136,12 @@ struct Manifest {
   int cluster = 0;
   int num_clusters = 1;
   std::vector<RingSpec> rings;           // the rings this node is a member of
-  std::vector<PeerAddress> ring_peers;   // addresses of the other members of those rings
+  std::vector<PeerAddress> ring_peers;   // addresses of the other members of those rings (and of `tied`)
+  // Parameters this node shares with other stages of its own cluster (a tied
+  // embedding read by the first and the last stage): every synchronous step the
+  // members sum their gradients of the pieces over this ring before the
+  // optimizer, so every copy receives the same update and stays identical.
+  std::vector<RingSpec> tied;
   TrainingConfig training;
 
   std::vector<BoundaryTensor> recv;  // activations from prev (their gradients go back)
@@ -122,7 +150,14 @@ struct Manifest {
   std::string labels_input;          // last stage: the graph input fed with labels
   std::string loss_output;           // last stage
   std::string logits_output;         // last stage
+  // How the last stage's loss reduces a micro-batch: "sum" (the loss Ravnest
+  // appends; the trainer scales by 1/batch) or "mean" (a loss inside the model;
+  // the trainer scales by 1/micro-batches).
+  std::string loss_reduction = "sum";
   std::vector<std::string> params;   // in weights-file order
+  // Running state the forward updates in place (BatchNorm statistics; fe Graph::state),
+  // stored in the weights file after the parameters; never given to the optimizer.
+  std::vector<std::string> state;
   std::vector<std::string> stash;    // F values B or W read
   std::vector<std::string> wstash;   // B values W reads
 

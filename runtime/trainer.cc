@@ -15,6 +15,7 @@
 #include "runtime/collectives/link_probe.h"
 #include "runtime/collectives/ring_order.h"
 #include "runtime/collectives/ring_allreduce.h"
+#include "runtime/data/dataset.h"
 #include "runtime/data/mnist_idx.h"
 #include "runtime/executor.h"
 #include "runtime/tensor_file.h"
@@ -32,6 +33,10 @@ constexpr uint64_t kEvalStepBase = uint64_t{1} << 62;
 constexpr uint64_t kStartStep = uint64_t{1} << 63;
 // Evaluation keeps at most this many micro-batches in flight per link.
 constexpr int kEvalWindow = 8;
+// Gradient clipping's pipeline sum: CONTROL frames at the training step's number
+// (no other CONTROL frame uses training steps), micro-batch 0, these tensor ids.
+constexpr uint32_t kNormSumId = 0;    // running sum of squares, stage s to s+1
+constexpr uint32_t kNormTotalId = 1;  // the total, stage s+1 to s
 
 Deadline deadline_in(double seconds) {
   return deadline_after(std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
@@ -134,10 +139,20 @@ class TrainerImpl : public Trainer {
   Status run_traced(const Instr& in, int64_t step);
   Status run_instr(const Instr& in, int64_t step);
   Status update_async(int64_t g);
+  // One optimizer update, number `update` (0-based), with `grads` (by parameter)
+  // of training step `step`: the scheduled learning rate, clipping by the global
+  // norm when configured, then the optimizer program on params_ and opt_state_.
+  Status apply_update(TensorMap& grads, int64_t update, int64_t step);
+  // Scales `grads` by min(1, clip_norm / (norm + 1e-6)), norm over every stage's gradients.
+  Status clip_gradients(TensorMap& grads, int64_t step);
+  // The sum of every stage's `local` (running sum forward, total back), on every stage.
+  Result<double> pipeline_sum(int64_t step, double local);
   // Data parallelism: averages this node's parameters with the other clusters
   // over its rings (ascending tags), weighted by the samples trained since the
   // last round.
   Status average(int64_t step);
+  // Sums the gradients of tied weights over the stages that hold them (manifest.tied).
+  Status sum_tied_gradients(int64_t step);
   // This node's slice of a ring, gathered from / scattered to params_.
   void pack_ring(const RingSpec& ring, std::vector<float>* buffer) const;
   void unpack_ring(const RingSpec& ring, const std::vector<float>& buffer);
@@ -159,12 +174,16 @@ class TrainerImpl : public Trainer {
   TraceRecorder trace_;
   std::unique_ptr<Transport> transport_;
   std::optional<PeerAddress> prev_, next_;
-  TensorMap params_, grads_, velocity_;
+  TensorMap params_, grads_;
+  // Optimizer state by the optimizer program's input name ("velocity/P", or
+  // "exp_avg/P", "exp_avg_sq/P", "step/P"): one set per parameter, kept across steps.
+  TensorMap opt_state_;
+  int64_t total_updates_ = 1;  // optimizer updates of the whole run (for the lr schedule)
   Tensor lr_, loss_seed_;
   // Gradients this stage sends back / expects from the next stage.
   std::vector<const BoundaryTensor*> grads_out_, grads_in_;
 
-  std::optional<ImageDataset> train_, test_;
+  std::unique_ptr<Dataset> train_, test_;
   int64_t train_count_ = 0, test_count_ = 0;  // known on every stage after agree_on_sizes()
   // State of each micro-batch in flight, by global id step * m + microbatch.
   struct Micro {
@@ -176,6 +195,7 @@ class TrainerImpl : public Trainer {
   Micro& micro(int64_t step, int mb) { return micro_[step * m().training.microbatches + mb]; }
   const TensorMap& weights_of(const Micro& u) const { return u.weights.empty() ? params_ : u.weights; }
   std::vector<RingAllreduce> rings_;  // parallel to manifest.rings
+  std::vector<RingAllreduce> tied_rings_;  // parallel to manifest.tied
   std::vector<CompressedAverage> compressed_rings_;  // instead, when averaging is compressed
   struct RingRoute {
     HopTimes planned;             // the hop times the current order was chosen from
@@ -190,7 +210,7 @@ class TrainerImpl : public Trainer {
   int64_t perm_epoch_ = -1, steps_per_epoch_ = 1;
   std::vector<int64_t> perm_, batch_;
   double step_loss_ = 0;
-  int64_t step_correct_ = 0;
+  int64_t step_correct_ = 0, step_counted_ = 0;  // predictions right / made (ignored positions excluded)
   std::ofstream losses_;
   // Per instruction kind (indexed by InstrOp): time spent, and bytes one instruction moves.
   std::array<SpanTotals, kInstrOps> totals_;
@@ -199,6 +219,10 @@ class TrainerImpl : public Trainer {
 
 Status TrainerImpl::init() {
   const Manifest& mf = m();
+  if (!mf.tied.empty() && mf.training.mode == "async")
+    return error(Code::kUnsupported, where(), ": parameter '", mf.tied[0].pieces[0].param,
+                 "' is shared with another stage (a tied weight), which needs synchronous training; compile without "
+                 "--async");
   auto make = [&](Graph& g, const char* role, std::unique_ptr<Executor>* out) -> Status {
     auto ex = Executor::create(g, KernelRegistry::global());
     if (!ex.ok()) return ex.status().with_context("bundle " + b_.dir + ", " + role + " program");
@@ -216,14 +240,25 @@ Status TrainerImpl::init() {
   for (const auto& p : mf.params) {
     const Tensor& t = params_.at(p);
     grads_[p] = Tensor::zeros(t.dtype(), t.shape());
-    velocity_[p] = Tensor::zeros(t.dtype(), t.shape());
+  }
+  // Every optimizer input other than lr, a parameter or its gradient is state, zero at the start.
+  for (const auto& name : b_.optimizer.inputs) {
+    if (name == "lr" || params_.count(name) || name.rfind("grad/", 0) == 0) continue;
+    const ValueInfo* vi = b_.optimizer.find_value(name);
+    if (!vi || !vi->is_static())
+      return error(Code::kCorrupt, "bundle ", b_.dir, ": optimizer state '", name, "' has no static type");
+    opt_state_[name] = Tensor::zeros(vi->dtype, vi->static_shape());
   }
   lr_ = Tensor::empty(DType::kF32, {});
   *lr_.data<float>() = static_cast<float>(mf.training.optimizer.lr);
   loss_seed_ = Tensor::empty(DType::kF32, {});
   // Synchronous: one update per batch of the mean loss. Asynchronous: one
   // update per micro-batch of its mean loss.
-  const int64_t per_update = mf.training.mode == "async" ? mf.training.microbatch_size : mf.training.batch;
+  // The gradient of the update's mean loss: a summed loss is divided by the
+  // samples per update, a mean loss by the micro-batches per update.
+  const bool mean = mf.loss_reduction == "mean";
+  const int64_t per_update = mf.training.mode == "async" ? (mean ? 1 : mf.training.microbatch_size)
+                                                          : (mean ? mf.training.microbatches : mf.training.batch);
   *loss_seed_.data<float>() = 1.0f / static_cast<float>(per_update);
 
   std::set<std::string> b_inputs(b_.backward.inputs.begin(), b_.backward.inputs.end());
@@ -266,13 +301,17 @@ Status TrainerImpl::connect() {
   // Ring neighbours (other clusters): of each pair, the node with the smaller
   // id connects and the other accepts.
   std::set<std::string> ring_neighbours;
-  for (const RingSpec& ring : mf.rings) {
+  for (const std::vector<RingSpec>* rings : {&mf.rings, &mf.tied})
+  for (const RingSpec& ring : *rings) {
     const size_t n = ring.members.size();
     if (n < 2) continue;
     size_t rank = std::find(ring.members.begin(), ring.members.end(), mf.self.id) - ring.members.begin();
     ring_neighbours.insert(ring.members[(rank + 1) % n]);
     ring_neighbours.insert(ring.members[(rank + n - 1) % n]);
   }
+  // A tied-weight ring member that is also a pipeline neighbour is already connected.
+  if (prev_) ring_neighbours.erase(prev_->id);
+  if (next_) ring_neighbours.erase(next_->id);
   // Rings of 3 or more are ordered by measured links, which needs every pair
   // of their members connected: such nodes accept too.
   bool accepts = prev_.has_value();
@@ -303,6 +342,15 @@ Status TrainerImpl::connect() {
     if (id > mf.self.id) continue;
     Status st = transport_->wait_for_peer(id, deadline);
     if (!st.ok()) return st.with_context(where() + ": waiting for ring member '" + id + "' to connect");
+  }
+  for (const RingSpec& ring : mf.tied) {
+    RingOptions ro;
+    ro.members = ring.members;
+    ro.rank = std::find(ro.members.begin(), ro.members.end(), mf.self.id) - ro.members.begin();
+    ro.tag = ring.tag;
+    auto r = RingAllreduce::create(*transport_, ro);
+    if (!r.ok()) return r.status().with_context(where() + ": tied-weight ring " + std::to_string(ring.tag));
+    tied_rings_.push_back(std::move(r).value());
   }
   routes_.assign(mf.rings.size(), RingRoute{});
   for (size_t index = 0; index < mf.rings.size(); ++index) {
@@ -363,11 +411,9 @@ Result<std::vector<std::string>> TrainerImpl::order_ring(size_t index, const std
 
 Status TrainerImpl::load_data() {
   const Manifest& mf = m();
-  if (mf.training.data.kind != "fashion-mnist")
-    return error(Code::kUnsupported, "data kind '", mf.training.data.kind, "' is not supported (fashion-mnist is)");
   if (mf.first() || mf.last()) {
-    RN_ASSIGN_OR_RETURN(train_, load_fashion_mnist(mf.training.data.dir, true));
-    if (opt_.evaluate && mf.training.evaluate) { RN_ASSIGN_OR_RETURN(test_, load_fashion_mnist(mf.training.data.dir, false)); }
+    RN_ASSIGN_OR_RETURN(train_, open_dataset(mf.training.data, true));
+    if (opt_.evaluate && mf.training.evaluate) { RN_ASSIGN_OR_RETURN(test_, open_dataset(mf.training.data, false)); }
   }
   return ok_status();
 }
@@ -378,8 +424,8 @@ Status TrainerImpl::load_data() {
 Status TrainerImpl::agree_on_sizes() {
   const Manifest& mf = m();
   if (mf.first()) {
-    train_count_ = train_->count;
-    test_count_ = test_ ? test_->count : 0;
+    train_count_ = train_->count();
+    test_count_ = test_ ? test_->count() : 0;
   } else {
     auto got = transport_->recv(prev_->id, FrameMeta{FrameKind::kControl, kStartStep, 0, 0}, deadline_in(opt_.connect_timeout_s));
     if (!got.ok()) return got.status().with_context(where() + ": waiting for the dataset sizes from the first stage");
@@ -387,9 +433,9 @@ Status TrainerImpl::agree_on_sizes() {
       return error(Code::kCorrupt, where(), ": malformed start-up frame from ", prev_->str());
     train_count_ = got->data<int64_t>()[0];
     test_count_ = got->data<int64_t>()[1];
-    if (mf.last() && (train_count_ != train_->count || (test_ && test_count_ != test_->count)))
+    if (mf.last() && (train_count_ != train_->count() || (test_ && test_count_ != test_->count())))
       return error(Code::kInvalidArgument, where(), ": the first stage's dataset has ", train_count_, "/", test_count_,
-                   " train/test samples but this node's has ", train_->count, "/", test_ ? test_->count : 0,
+                   " train/test samples but this node's has ", train_->count(), "/", test_ ? test_->count() : 0,
                    "; give every node the same dataset");
   }
   if (next_) {
@@ -451,14 +497,8 @@ Status TrainerImpl::run_instr(const Instr& in, int64_t step) {
     return FrameMeta{kind, static_cast<uint64_t>(step), static_cast<uint32_t>(mb), id};
   };
   if (in.op == InstrOp::kStep) {
-    TensorMap feeds{{"lr", lr_}};
-    for (const auto& p : mf.params) {
-      feeds[p] = params_.at(p);
-      feeds["grad/" + p] = grads_.at(p);
-      feeds["velocity/" + p] = velocity_.at(p);
-    }  // exactly the optimizer program's inputs
-    TensorMap out;
-    RN_RETURN_IF_ERROR(optim_->run(feeds, &out).with_context(where() + ": optimizer step"));
+    RN_RETURN_IF_ERROR(sum_tied_gradients(step));
+    RN_RETURN_IF_ERROR(apply_update(grads_, step, step).with_context(where() + ": optimizer step"));
     for (auto& [p, g] : grads_) g.fill_zero();
     return ok_status();
   }
@@ -480,15 +520,17 @@ Status TrainerImpl::run_instr(const Instr& in, int64_t step) {
       if (mf.first() || mf.last()) {
         const std::vector<int64_t>& batch = batch_of(step);
         std::vector<int64_t> idx(batch.begin() + mb * mbs, batch.begin() + (mb + 1) * mbs);
-        Tensor labels = Tensor::empty(DType::kI64, {mbs});
         if (mf.first()) {
-          Tensor images = Tensor::empty(DType::kF32, b_.forward.find_value(mf.data_input)->static_shape());
-          fill_batch(*train_, idx, &images, &labels);
-          data[mf.data_input] = images;
-        } else {
-          for (int64_t i = 0; i < mbs; ++i) labels.data<int64_t>()[i] = train_->labels[static_cast<size_t>(idx[i])];
+          Tensor inputs = Tensor::empty(b_.forward.find_value(mf.data_input)->dtype,
+                                        b_.forward.find_value(mf.data_input)->static_shape());
+          RN_RETURN_IF_ERROR(train_->fill_inputs(idx, &inputs).with_context(where()));
+          data[mf.data_input] = inputs;
         }
-        if (mf.last()) data[mf.labels_input] = labels;
+        if (mf.last()) {
+          Tensor labels = Tensor::empty(DType::kI64, b_.forward.find_value(mf.labels_input)->static_shape());
+          RN_RETURN_IF_ERROR(train_->fill_labels(idx, &labels).with_context(where()));
+          data[mf.labels_input] = labels;
+        }
       }
       // Weight stashing: B and W of this micro-batch use the weights F used.
       if (async) u.weights = params_;
@@ -503,14 +545,9 @@ Status TrainerImpl::run_instr(const Instr& in, int64_t step) {
       }
       if (mf.last()) {
         step_loss_ += static_cast<double>(*out.at(mf.loss_output).data<float>());
-        const Tensor& logits = out.at(mf.logits_output);
-        const Tensor& labels = feeds.at(mf.labels_input);
-        int64_t classes = logits.dim(1);
-        for (int64_t i = 0; i < mbs; ++i) {
-          const float* row = logits.data<float>() + i * classes;
-          int64_t best = std::max_element(row, row + classes) - row;
-          step_correct_ += best == labels.data<int64_t>()[i];
-        }
+        Tally tally = tally_predictions(out.at(mf.logits_output), feeds.at(mf.labels_input), mbs);
+        step_correct_ += tally.correct;
+        step_counted_ += tally.counted;
       }
       u.outputs = std::move(out);
       u.acts_in.clear();
@@ -582,10 +619,31 @@ Status TrainerImpl::run_traced(const Instr& in, int64_t step) {
   return ok_status();
 }
 
+Status TrainerImpl::sum_tied_gradients(int64_t step) {
+  const Manifest& mf = m();
+  for (size_t i = 0; i < mf.tied.size(); ++i) {
+    const RingSpec& ring = mf.tied[i];
+    std::vector<float> buffer;
+    for (const RingPiece& piece : ring.pieces) {
+      const float* g = grads_.at(piece.param).data<float>() + piece.offset;
+      buffer.insert(buffer.end(), g, g + piece.length);
+    }
+    Status st = tied_rings_[i].run(buffer, ReduceOp::kSum, 1.0, deadline_in(opt_.recv_timeout_s));
+    if (!st.ok()) return st.with_context(where() + ": summing tied-weight gradients of step " + std::to_string(step));
+    size_t at = 0;
+    for (const RingPiece& piece : ring.pieces) {
+      std::copy(buffer.begin() + static_cast<long>(at), buffer.begin() + static_cast<long>(at + piece.length),
+                grads_.at(piece.param).data<float>() + piece.offset);
+      at += static_cast<size_t>(piece.length);
+    }
+  }
+  return ok_status();
+}
+
 Status TrainerImpl::train_step(int64_t step) {
   micro_.clear();
   step_loss_ = 0;
-  step_correct_ = 0;
+  step_correct_ = step_counted_ = 0;
   for (const Instr& in : b_.schedule.instrs) RN_RETURN_IF_ERROR(run_traced(in, step));
   micro_.clear();
   return ok_status();
@@ -601,16 +659,79 @@ Status TrainerImpl::update_async(int64_t g) {
   TensorMap grads = std::move(it->second.grads);
   micro_.erase(it);
   own_params();
+  TraceSpan span(trace_, TraceLane::kCompute, "compute", "STEP", g / mf.training.microbatches,
+                 static_cast<int>(g % mf.training.microbatches), &totals_[static_cast<size_t>(InstrOp::kStep)]);
+  return apply_update(grads, g, g / mf.training.microbatches)
+      .with_context(where() + ": optimizer update after micro-batch " + std::to_string(g));
+}
+
+Status TrainerImpl::apply_update(TensorMap& grads, int64_t update, int64_t step) {
+  const Manifest& mf = m();
+  const OptimizerConfig& config = mf.training.optimizer;
+  *lr_.data<float>() = static_cast<float>(scheduled_lr(config, update, total_updates_));
+  if (config.clip_norm > 0) RN_RETURN_IF_ERROR(clip_gradients(grads, step));
   TensorMap feeds{{"lr", lr_}};
   for (const auto& p : mf.params) {
     feeds[p] = params_.at(p);
     feeds["grad/" + p] = grads.at(p);
-    feeds["velocity/" + p] = velocity_.at(p);
   }
+  for (const auto& [name, state] : opt_state_) feeds[name] = state;  // exactly the optimizer program's inputs
   TensorMap out;
-  TraceSpan span(trace_, TraceLane::kCompute, "compute", "STEP", g / mf.training.microbatches,
-                 static_cast<int>(g % mf.training.microbatches), &totals_[static_cast<size_t>(InstrOp::kStep)]);
-  return optim_->run(feeds, &out).with_context(where() + ": optimizer update after micro-batch " + std::to_string(g));
+  return optim_->run(feeds, &out);
+}
+
+Status TrainerImpl::clip_gradients(TensorMap& grads, int64_t step) {
+  const Manifest& mf = m();
+  double local = 0;
+  for (const auto& p : mf.params) {
+    const Tensor& g = grads.at(p);
+    const float* x = g.data<float>();
+    for (int64_t i = 0, n = g.numel(); i < n; ++i) local += static_cast<double>(x[i]) * x[i];
+  }
+  RN_ASSIGN_OR_RETURN(double total, pipeline_sum(step, local));
+  // torch.nn.utils.clip_grad_norm_'s rule; a non-finite norm leaves the gradients as they are.
+  const double scale = std::min(1.0, mf.training.optimizer.clip_norm / (std::sqrt(total) + 1e-6));
+  if (!(scale < 1.0)) return ok_status();
+  const float factor = static_cast<float>(scale);
+  for (const auto& p : mf.params) {
+    Tensor& g = grads.at(p);
+    float* x = g.data<float>();
+    for (int64_t i = 0, n = g.numel(); i < n; ++i) x[i] *= factor;
+  }
+  return ok_status();
+}
+
+// Protocol: stage 0 sends its sum to stage 1; each later stage waits for the
+// running sum from its predecessor, adds its own and passes it on; the last
+// stage holds the total and sends it back, and each stage forwards it toward
+// stage 0. Every wait has the receive deadline.
+Result<double> TrainerImpl::pipeline_sum(int64_t step, double local) {
+  auto meta = [&](uint32_t id) { return FrameMeta{FrameKind::kControl, static_cast<uint64_t>(step), 0, id}; };
+  auto scalar = [](double v) {
+    Tensor t = Tensor::empty(DType::kF64, {});
+    *t.data<double>() = v;
+    return t;
+  };
+  auto receive = [&](const PeerAddress& peer, uint32_t id, const char* what) -> Result<double> {
+    auto got = transport_->recv(peer.id, meta(id), deadline_in(opt_.recv_timeout_s));
+    if (!got.ok())
+      return got.status().with_context(where() + ": receiving " + what + " for clipping, step " + std::to_string(step));
+    if (got->dtype() != DType::kF64 || got->numel() != 1)
+      return error(Code::kCorrupt, where(), ": ", what, " from ", peer.str(), " is not a float64 scalar (",
+                   dtype_name(got->dtype()), " ", shape_str(got->shape()), ")");
+    return *got->data<double>();
+  };
+  double sum = local;
+  if (prev_) {  // wait for the running sum of the stages before this one
+    RN_ASSIGN_OR_RETURN(double before, receive(*prev_, kNormSumId, "the gradients' running sum of squares"));
+    sum = before + local;
+  }
+  if (next_) {  // pass it on, then wait for the pipeline's total
+    RN_RETURN_IF_ERROR(transport_->send(next_->id, meta(kNormSumId), scalar(sum)));
+    RN_ASSIGN_OR_RETURN(sum, receive(*next_, kNormTotalId, "the gradients' total sum of squares"));
+  }
+  if (prev_) RN_RETURN_IF_ERROR(transport_->send(prev_->id, meta(kNormTotalId), scalar(sum)));  // total toward stage 0
+  return sum;
 }
 
 void TrainerImpl::own_params() {
@@ -725,7 +846,7 @@ Status TrainerImpl::train_async(int64_t first_step, int64_t end_step, int64_t to
     int mb = static_cast<int>(g % mcount);
     if (mb == 0 && mf.last()) {
       step_loss_ = 0;
-      step_correct_ = 0;
+      step_correct_ = step_counted_ = 0;
     }
     if (prev_) RN_RETURN_IF_ERROR(run_traced({InstrOp::kRecvAct, mb}, step));
     RN_RETURN_IF_ERROR(run_traced({InstrOp::kF, mb}, step));
@@ -770,12 +891,12 @@ void TrainerImpl::report_step(int64_t step, int64_t total, Clock::time_point sta
   double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
   char line[384];
   if (mf.last()) {
-    double loss = step_loss_ / static_cast<double>(batch);
+    double loss = step_loss_ / static_cast<double>(mf.loss_reduction == "mean" ? mf.training.microbatches : batch);
     if (losses_.is_open()) losses_ << step << " " << std::setprecision(9) << loss << "\n";
     std::snprintf(line, sizeof line,
                   R"({"event":"step","node":"%s","stage":%d,"step":%lld,"steps":%lld,"loss":%.6f,"train_accuracy":%.4f,"elapsed":%.3f})",
                   mf.self.id.c_str(), mf.stage, static_cast<long long>(step + 1), static_cast<long long>(total), loss,
-                  static_cast<double>(step_correct_) / static_cast<double>(batch), elapsed);
+                  step_counted_ ? static_cast<double>(step_correct_) / static_cast<double>(step_counted_) : 0.0, elapsed);
   } else {
     std::snprintf(line, sizeof line, R"({"event":"step","node":"%s","stage":%d,"step":%lld,"steps":%lld,"elapsed":%.3f})",
                   mf.self.id.c_str(), mf.stage, static_cast<long long>(step + 1), static_cast<long long>(total), elapsed);
@@ -791,8 +912,8 @@ Status TrainerImpl::evaluate(int64_t epoch) {
     return error(Code::kInternal, where(), ": evaluation without the test set loaded");
   const uint64_t step = kEvalStepBase + static_cast<uint64_t>(epoch);
   const int64_t batches = (count + mbs - 1) / mbs;
-  int64_t correct = 0;
-  const Shape image_shape = mf.first() ? b_.forward.find_value(mf.data_input)->static_shape() : Shape{};
+  Tally total;
+  const ValueInfo* input_info = mf.first() ? b_.forward.find_value(mf.data_input) : nullptr;
   for (int64_t i = 0; i < batches; ++i) {
     TensorMap inputs;
     std::vector<int64_t> idx;
@@ -800,10 +921,9 @@ Status TrainerImpl::evaluate(int64_t epoch) {
     const int64_t real = static_cast<int64_t>(idx.size());
     while (static_cast<int64_t>(idx.size()) < mbs) idx.push_back(0);  // padding rows, not counted
     if (mf.first()) {
-      Tensor images = Tensor::empty(DType::kF32, image_shape);
-      Tensor labels = Tensor::empty(DType::kI64, {mbs});
-      fill_batch(*test_, idx, &images, &labels);
-      inputs[mf.data_input] = images;
+      Tensor data = Tensor::empty(input_info->dtype, input_info->static_shape());
+      RN_RETURN_IF_ERROR(test_->fill_inputs(idx, &data).with_context(where()));
+      inputs[mf.data_input] = data;
     } else {
       for (const auto& t : mf.recv) {
         auto got = transport_->recv(prev_->id, FrameMeta{FrameKind::kActivation, step, static_cast<uint32_t>(i), t.wire_id}, deadline_in(opt_.recv_timeout_s));
@@ -815,8 +935,8 @@ Status TrainerImpl::evaluate(int64_t epoch) {
       RN_RETURN_IF_ERROR(transport_->send(prev_->id, FrameMeta{FrameKind::kControl, step, static_cast<uint32_t>(i), 1}, ack));
     }
     if (mf.last()) {
-      Tensor labels = Tensor::empty(DType::kI64, {mbs});
-      for (int64_t j = 0; j < mbs; ++j) labels.data<int64_t>()[j] = test_->labels[static_cast<size_t>(idx[j])];
+      Tensor labels = Tensor::empty(DType::kI64, b_.forward.find_value(mf.labels_input)->static_shape());
+      RN_RETURN_IF_ERROR(test_->fill_labels(idx, &labels).with_context(where()));
       inputs[mf.labels_input] = labels;
     }
     RN_ASSIGN_OR_RETURN(TensorMap feeds, gather_feeds(b_.forward, {&inputs, &params_}));
@@ -824,12 +944,9 @@ Status TrainerImpl::evaluate(int64_t epoch) {
     RunContext context{m().training.seed, 0, 0, false};
     RN_RETURN_IF_ERROR(fwd_->run(feeds, &out, context).with_context(where() + ": evaluation forward"));
     if (mf.last()) {
-      const Tensor& logits = out.at(mf.logits_output);
-      int64_t classes = logits.dim(1);
-      for (int64_t j = 0; j < real; ++j) {
-        const float* row = logits.data<float>() + j * classes;
-        correct += (std::max_element(row, row + classes) - row) == feeds.at(mf.labels_input).data<int64_t>()[j];
-      }
+      Tally tally = tally_predictions(out.at(mf.logits_output), feeds.at(mf.labels_input), real);
+      total.correct += tally.correct;
+      total.counted += tally.counted;
     }
     if (next_) {
       for (const auto& t : mf.send)
@@ -848,11 +965,11 @@ Status TrainerImpl::evaluate(int64_t epoch) {
       if (!ack.ok()) return ack.status().with_context(where() + ": evaluation acknowledgement");
     }
   if (mf.last()) {
-    double accuracy = count ? static_cast<double>(correct) / static_cast<double>(count) : 0.0;
+    double accuracy = total.counted ? static_cast<double>(total.correct) / static_cast<double>(total.counted) : 0.0;
     char line[256];
     std::snprintf(line, sizeof line, R"({"event":"eval","node":"%s","epoch":%lld,"accuracy":%.6f,"correct":%lld,"total":%lld})",
-                  mf.self.id.c_str(), static_cast<long long>(epoch), accuracy, static_cast<long long>(correct),
-                  static_cast<long long>(count));
+                  mf.self.id.c_str(), static_cast<long long>(epoch), accuracy, static_cast<long long>(total.correct),
+                  static_cast<long long>(total.counted));
     progress(line);
   }
   return ok_status();
@@ -899,6 +1016,7 @@ Status TrainerImpl::train() {
   int64_t max_steps = opt_.max_steps >= 0 ? opt_.max_steps : mf.training.max_steps;
   int64_t total = mf.training.epochs * steps_per_epoch;
   if (max_steps > 0) total = std::min(total, max_steps);
+  total_updates_ = mf.training.mode == "async" ? total * mf.training.microbatches : total;
   sampler_.emplace(count, mf.training.seed);
   steps_per_epoch_ = steps_per_epoch;
   auto start = Clock::now();
@@ -925,6 +1043,7 @@ Status TrainerImpl::train() {
   if (!opt_.save_params_path.empty()) {
     std::vector<std::pair<std::string, Tensor>> list;
     for (const auto& p : mf.params) list.emplace_back(p, params_.at(p));
+    for (const auto& s : mf.state) list.emplace_back(s, params_.at(s));
     RN_RETURN_IF_ERROR(write_tensor_file(opt_.save_params_path, list));
   }
   RN_RETURN_IF_ERROR(transport_->flush(deadline_in(opt_.recv_timeout_s)).with_context(where() + ": flushing sends"));

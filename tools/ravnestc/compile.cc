@@ -18,13 +18,17 @@ int compile_usage(const char* message) {
                "         [--batch B] [--microbatches M]"
                " [--schedule gpipe|1f1b|zb-h1|zb-h2|auto] [--shape NAME=AxBx...] [--lr X] [--momentum X]\n"
                "         [--weight-decay X]"
-               " [--nesterov] [--epochs N] [--steps N] [--seed N] [--data DIR] [--no-eval] [--async]\n"
+               " [--nesterov] [--epochs N] [--steps N] [--seed N] [--dataset KIND] [--data DIR] [--no-eval] [--async]\n"
                "         [--host HOST] [--base-port PORT] [--compress-activations C] [--compress-gradients C]\n"
                "         [--compress-averaging C] [--replan-every R]\n"
+               "         [--optimizer sgd|adamw|lamb] [--beta1 X] [--beta2 X] [--eps X] [--clip-norm X]\n"
+               "         [--lr-schedule constant|cosine|step] [--warmup-steps N] [--lr-min X] [--step-size N]"
+               " [--gamma X]\n"
                "  --batch is the global batch of one step; each micro-batch has B/M samples.\n"
                "  With C clusters, each trains the whole model on 1/C of every epoch and averages\n"
                "  parameters with the others every S steps.\n"
-               "  C is none, fp16, bf16, int8 or topk:FRACTION (docs/compression.md).\n");
+               "  C is none, fp16, bf16, int8 or topk:FRACTION (docs/compression.md).\n"
+               "  Optimizers, schedules and clipping: docs/training.md (\"Optimizers\").\n");
   return 2;
 }
 
@@ -109,6 +113,25 @@ int run_compile(int argc, char** argv) {
       options.training.optimizer.weight_decay = x;
     } else if (arg == "--nesterov") {
       options.training.optimizer.nesterov = true;
+    } else if (arg == "--optimizer" || arg == "--lr-schedule") {
+      // Values are checked with the rest of the optimizer by rt::validate_optimizer.
+      const char* v = value();
+      if (!v) return compile_usage(arg == "--optimizer" ? "--optimizer needs sgd, adamw or lamb"
+                                                        : "--lr-schedule needs constant, cosine or step");
+      (arg == "--optimizer" ? options.training.optimizer.type : options.training.optimizer.lr_schedule) = v;
+    } else if (arg == "--beta1" || arg == "--beta2" || arg == "--eps" || arg == "--lr-min" || arg == "--gamma" ||
+               arg == "--clip-norm") {
+      if (!parse_float(value(), &x)) return compile_usage((arg + " needs a number").c_str());
+      rt::OptimizerConfig& o = options.training.optimizer;
+      (arg == "--beta1"    ? o.beta1
+       : arg == "--beta2"  ? o.beta2
+       : arg == "--eps"    ? o.eps
+       : arg == "--lr-min" ? o.lr_min
+       : arg == "--gamma"  ? o.gamma
+                           : o.clip_norm) = x;
+    } else if (arg == "--warmup-steps" || arg == "--step-size") {
+      if (!parse_int(value(), &n) || n < 0) return compile_usage((arg + " needs a number of optimizer updates").c_str());
+      (arg == "--warmup-steps" ? options.training.optimizer.warmup_steps : options.training.optimizer.step_size) = n;
     } else if (arg == "--epochs") {
       if (!parse_int(value(), &n) || n < 1) return compile_usage("--epochs needs a positive number");
       options.training.epochs = n;
@@ -118,6 +141,10 @@ int run_compile(int argc, char** argv) {
     } else if (arg == "--seed") {
       if (!parse_int(value(), &n) || n < 0) return compile_usage("--seed needs a non-negative number");
       options.training.seed = static_cast<uint64_t>(n);
+    } else if (arg == "--dataset") {
+      const char* v = value();
+      if (!v) return compile_usage("--dataset needs auto, fashion-mnist, sort or sort-classify");
+      options.dataset = v;
     } else if (arg == "--data") {
       const char* v = value();
       if (!v) return compile_usage("--data needs a folder");
