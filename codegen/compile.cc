@@ -15,7 +15,8 @@
 #include "common/sha256.h"
 #include "frontend/import.h"
 #include "frontend/op_table.h"
-#include "partitioner/contiguous.h"
+#include "partitioner/blocks.h"
+#include "partitioner/dag_partition.h"
 
 namespace ravnest::cg {
 namespace fs = std::filesystem;
@@ -36,6 +37,57 @@ double node_time(const Node& node, const Graph& g) {
   if (!def || !def->cost) return 0;
   fe::OpCost c = def->cost(node, g);
   return predicted_seconds(c.flops + c.backward_input_flops + c.backward_weight_flops, 3 * c.bytes);
+}
+
+// A cluster's split: which stage runs each node of `graph` (the model with its
+// nodes reordered so that stages are non-decreasing, as build_stage_programs
+// takes it), and the predicted time per stage.
+struct ClusterSplit {
+  Graph graph;
+  std::vector<int> stage_of_node;
+  std::vector<double> stage_time;
+  double bottleneck = 0;
+  std::string method;
+};
+
+// Splits `model` over k machines of equal speed joined by kLinkBytesPerS links
+// (docs/partitioning.md): a transformer (repeated blocks, at least k of them) is
+// cut only at block boundaries; any other graph goes to the DAG partitioner
+// (METIS with acyclic refinement, checked against an exact order DP).
+Result<ClusterSplit> split_cluster(const Graph& model, int k) {
+  ClusterSplit split;
+  if (k == 1) {
+    split.graph = model;
+    split.stage_of_node.assign(model.nodes.size(), 0);
+    double total = 0;
+    for (const Node& n : model.nodes) total += node_time(n, model);
+    split.stage_time = {total};
+    split.bottleneck = total;
+    split.method = "one stage";
+    return split;
+  }
+  part::Pipeline pipeline;
+  for (int s = 0; s < k; ++s) pipeline.machines.push_back(part::Machine{"stage" + std::to_string(s), 1.0, 0, 1});
+  pipeline.link_bandwidth.assign(static_cast<size_t>(k - 1), kLinkBytesPerS);
+  part::ModelCostOptions cost;
+  cost.node_work = [&](const Node& n, const fe::OpCost&) { return node_time(n, model); };
+  part::DagPartition partition;
+  auto blocks = part::find_blocks(model);
+  if (blocks.ok() && blocks->num_blocks >= k) {
+    RN_ASSIGN_OR_RETURN(part::BlockPartition bp, part::partition_by_blocks(model, pipeline, cost));
+    partition = std::move(bp.partition);
+    partition.method = "block boundaries (" + std::to_string(blocks->num_blocks) + " blocks), " + partition.method;
+  } else {
+    RN_ASSIGN_OR_RETURN(part::WeightedDag dag, part::dag_from_graph(model, cost));
+    RN_ASSIGN_OR_RETURN(partition, part::partition_dag(dag, pipeline));
+  }
+  RN_ASSIGN_OR_RETURN(auto ordered, part::order_by_stage(model, partition.stage_of_node));
+  split.graph = std::move(ordered.first);
+  split.stage_of_node = std::move(ordered.second);
+  split.stage_time = partition.stage_time;
+  split.bottleneck = partition.bottleneck;
+  split.method = partition.method;
+  return split;
 }
 
 rt::Tensor to_tensor(const TensorData& d) {
@@ -110,12 +162,10 @@ Result<CompileSummary> compile_model(const CompileOptions& options, std::ostream
   RN_ASSIGN_OR_RETURN(Graph model, fe::import_model(options.model_path, import_options));
   rt::DataConfig data = options.training.data;
   RN_ASSIGN_OR_RETURN(data.kind, resolve_dataset(model, options.dataset));
-  std::vector<double> cost;
-  for (const Node& n : model.nodes) cost.push_back(node_time(n, model));
 
   // Per cluster: its split, stage programs and schedules.
   struct Cluster {
-    part::ContiguousSplit split;
+    ClusterSplit split;
     std::vector<StageProgram> stages;
     std::vector<rt::StageSchedule> schedules;
     int first_node = 0;
@@ -129,8 +179,8 @@ Result<CompileSummary> compile_model(const CompileOptions& options, std::ostream
     const int k = cluster_stages[static_cast<size_t>(c)];
     cl.first_node = next_node;
     next_node += k;
-    RN_ASSIGN_OR_RETURN(cl.split, part::split_contiguous(cost, std::vector<double>(static_cast<size_t>(k), 1.0)));
-    RN_ASSIGN_OR_RETURN(cl.stages, build_stage_programs(model, cl.split.stage_of_node, k, stage_options));
+    RN_ASSIGN_OR_RETURN(cl.split, split_cluster(model, k));
+    RN_ASSIGN_OR_RETURN(cl.stages, build_stage_programs(cl.split.graph, cl.split.stage_of_node, k, stage_options));
     // "auto" optimises for this cluster's predicted F/B/W seconds per stage
     // (the cost model of node_time) and a transfer time per boundary.
     ScheduleCosts schedule_costs;
@@ -211,7 +261,7 @@ Result<CompileSummary> compile_model(const CompileOptions& options, std::ostream
   for (int c = 0; c < num_clusters; ++c) {
     const Cluster& cl = clusters[static_cast<size_t>(c)];
     const int k = cluster_stages[static_cast<size_t>(c)];
-    text << "\ncluster " << c << ": " << k << " stage(s)\n";
+    text << "\ncluster " << c << ": " << k << " stage(s), split by " << cl.split.method << "\n";
     for (const StageProgram& sp : cl.stages) {
       const int index = cl.first_node + sp.stage;
       rt::Manifest m;
@@ -291,7 +341,7 @@ Result<CompileSummary> compile_model(const CompileOptions& options, std::ostream
            << "  FLOPs per micro-batch: F " << human(sp.forward_flops, "") << ", B "
            << human(sp.backward_input_flops, "") << ", W " << human(sp.backward_weight_flops, "") << "\n"
            << "  predicted share of the step: " << std::fixed << std::setprecision(1)
-           << (cl.split.bottleneck > 0 ? 100.0 * cl.split.stage_cost[sp.stage] / cl.split.bottleneck : 100.0)
+           << (cl.split.bottleneck > 0 ? 100.0 * cl.split.stage_time[sp.stage] / cl.split.bottleneck : 100.0)
            << "% of the slowest stage\n";
       for (const auto& t : sp.send)
         text << "  sends " << t.name << " " << shape_str(t.shape) << " " << dtype_name(t.dtype) << " ("

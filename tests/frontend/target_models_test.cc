@@ -81,12 +81,16 @@ TEST_P(TargetModels, ImportWithStaticShapes) {
   EXPECT_EQ(logits->static_shape(), want.logits);
   EXPECT_EQ(graph->outputs, (std::vector<std::string>{"loss", "logits"}));
 
+  // Trainable parameters plus running state (BatchNorm statistics), kept apart.
   int64_t elements = 0;
-  for (const auto& name : graph->parameters) {
-    ASSERT_TRUE(graph->initializers.count(name)) << name;
-    elements += numel(graph->initializers.at(name).shape);
-  }
+  for (const auto* names : {&graph->parameters, &graph->state})
+    for (const auto& name : *names) {
+      ASSERT_TRUE(graph->initializers.count(name)) << name;
+      elements += numel(graph->initializers.at(name).shape);
+    }
   EXPECT_EQ(elements, want.float_elements);
+  for (const auto& name : graph->state)
+    EXPECT_NE(name.find("running_"), std::string::npos) << name << " is state but not a BatchNorm statistic";
 }
 
 INSTANTIATE_TEST_SUITE_P(
