@@ -148,12 +148,4 @@ OpCost cost_maxpool_grad(const Node& node, const Graph& graph) {
   return c;
 }
 
-OpCost cost_sgd(const Node& node, const Graph& graph) {
-  OpCost c;
-  c.flops = 5 * in_numel(node, graph, 0);  // weight decay, momentum, update (nesterov adds 2)
-  c.bytes = io_bytes(node, graph) + value_bytes(graph, node.inputs.empty() ? "" : node.inputs[0]) +
-            (node.inputs.size() > 2 ? value_bytes(graph, node.inputs[2]) : 0);  // param and velocity written back
-  return c;
-}
-
 }  // namespace ravnest::fe::rules

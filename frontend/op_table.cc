@@ -75,7 +75,6 @@ std::vector<OpDef> build_table() {
   t.push_back(ravnest_op("ReluGrad", shape_relu_grad, cost_eltwise(1, false)));
   t.push_back(ravnest_op("MaxPoolGrad", shape_maxpool_grad, cost_maxpool_grad));
   t.push_back(ravnest_op("SoftmaxCrossEntropyLossGrad", shape_softmax_ce_loss_grad, cost_eltwise(2, false)));
-  t.push_back(ravnest_op("SGD", shape_sgd, cost_sgd));
   std::set<std::pair<std::string, std::string>> seen;
   for (auto family : {math_ops, movement_ops, normalization_ops, training_ops}) merge_family(t, family(), seen);
   for (OpDef& d : t) {

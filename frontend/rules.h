@@ -43,7 +43,6 @@ Status shape_conv_grad_weight(const Node& node, Graph& graph);
 Status shape_relu_grad(const Node& node, Graph& graph);
 Status shape_maxpool_grad(const Node& node, Graph& graph);
 Status shape_softmax_ce_loss_grad(const Node& node, Graph& graph);
-Status shape_sgd(const Node& node, Graph& graph);
 
 // ---- cost rules ----
 // Elementwise: `per_element` FLOPs per output element, B work = forward, no W work.
@@ -58,7 +57,6 @@ OpCost cost_softmax_ce_loss(const Node& node, const Graph& graph);
 OpCost cost_conv_grad_input(const Node& node, const Graph& graph);
 OpCost cost_conv_grad_weight(const Node& node, const Graph& graph);
 OpCost cost_maxpool_grad(const Node& node, const Graph& graph);
-OpCost cost_sgd(const Node& node, const Graph& graph);
 
 // ---- fold rules ----
 Result<std::vector<TensorData>> fold_copy(const Node& node, const Graph& graph);  // Identity, Reshape, (Un)Squeeze

@@ -418,17 +418,4 @@ Status shape_softmax_ce_loss_grad(const Node& node, Graph& graph) {
   return ok_status();
 }
 
-Status shape_sgd(const Node& node, Graph& graph) {
-  RN_ASSIGN_OR_RETURN(Shape param, in_shape(node, graph, 0));
-  for (size_t i : {size_t{1}, size_t{2}}) {
-    RN_ASSIGN_OR_RETURN(Shape other, in_shape(node, graph, i));
-    if (other != param)
-      return node_error(node, "input '", node.inputs[i], "' has shape ", shape_str(other), ", but the parameter '",
-                        node.inputs[0], "' has ", shape_str(param));
-  }
-  RN_ASSIGN_OR_RETURN(Shape lr, in_shape(node, graph, 3));
-  if (numel(lr) != 1) return node_error(node, "lr must be a scalar, has shape ", shape_str(lr));
-  return ok_status();
-}
-
 }  // namespace ravnest::fe::rules
