@@ -117,6 +117,7 @@ def main():
     ap.add_argument("--microbatches", type=int, nargs="+", default=[8, 16])
     ap.add_argument("--links-steps", type=int, default=8, help="steps of the runs over emulated home links")
     ap.add_argument("--svg-dir", default=os.path.join(ROOT, "docs", "schedules"))
+    ap.add_argument("--data", default=None, help="Fashion-MNIST folder (default: the compiler's)")
     args = ap.parse_args()
     global STAGES
     STAGES = args.stages
@@ -135,7 +136,8 @@ def main():
                 bundle = os.path.join(work, f"{kind}-m{m}-{'links' if links else 'direct'}")
                 run([os.path.join(tools, "ravnestc"), "compile", os.path.join(ROOT, "models", "cnn", "cnn.onnx"),
                      "-o", bundle, "--stages", str(STAGES), "--batch", str(args.mb_size * m), "--microbatches",
-                     str(m), "--schedule", kind, "--steps", str(steps), "--no-eval"])
+                     str(m), "--schedule", kind, "--steps", str(steps), "--no-eval"]
+                    + (["--data", args.data] if args.data else []))
                 trace = os.path.join(bundle, "trace.json")
                 cmd = [os.path.join(tools, "ravnest-launch"), bundle, "--no-eval", "--quiet", "--trace", trace,
                        "--predict", "--timeout", "300"]
