@@ -5,18 +5,26 @@
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
+#include <limits>
 #include <map>
 #include <set>
+#include <tuple>
 #include <sstream>
 
+#include "codegen/report.h"
 #include "codegen/ring_plan.h"
 #include "codegen/schedule.h"
 #include "codegen/stages.h"
 #include "common/sha256.h"
 #include "frontend/import.h"
 #include "frontend/op_table.h"
+#include "frontend/rule_util.h"
 #include "partitioner/blocks.h"
+#include "partitioner/clusters.h"
+#include "partitioner/cost_model.h"
 #include "partitioner/dag_partition.h"
+#include "partitioner/devices.h"
+#include "partitioner/memory_model.h"
 
 namespace ravnest::cg {
 namespace fs = std::filesystem;
@@ -41,52 +49,120 @@ double node_time(const Node& node, const Graph& g) {
 
 // A cluster's split: which stage runs each node of `graph` (the model with its
 // nodes reordered so that stages are non-decreasing, as build_stage_programs
-// takes it), and the predicted time per stage.
+// takes it), which of the cluster's machines runs each stage, and the
+// partitioner's predicted time per stage.
 struct ClusterSplit {
   Graph graph;
   std::vector<int> stage_of_node;
+  std::vector<int> machine_of_stage;  // index into the cluster's machines
   std::vector<double> stage_time;
+  std::vector<double> stage_compute;       // the compute part of stage_time
+  std::vector<int> stage_of_model_node;    // the stages indexed like the model's nodes
   double bottleneck = 0;
   std::string method;
+  std::string order_why;  // why the machines run in this order ("" when the order was given)
 };
 
-// Splits `model` over k machines of equal speed joined by kLinkBytesPerS links
-// (docs/partitioning.md): a transformer (repeated blocks, at least k of them) is
-// cut only at block boundaries; any other graph goes to the DAG partitioner
-// (METIS with acyclic refinement, checked against an exact order DP).
-Result<ClusterSplit> split_cluster(const Graph& model, int k) {
+// The machines of one cluster as the splitter sees them.
+struct ClusterMachines {
+  std::vector<part::Machine> machines;          // speed relative to the work's unit, memory (0: unlimited)
+  std::vector<std::vector<double>> bandwidth;   // bytes/s between machines; empty: the given order, kLinkBytesPerS
+  std::vector<double> in_flight;                // micro-batches in flight per pipeline position
+  double state_factor = 4;                      // bytes held per parameter byte (weights, grads, optimizer)
+};
+
+// The stage footprints (memory model) of a partition of `dag`.
+std::vector<part::StageFootprint> footprints(const part::WeightedDag& dag, const std::vector<int>& stage_of_node,
+                                             size_t k, double state_factor) {
+  std::vector<part::StageFootprint> fp(k);
+  for (size_t i = 0; i < dag.size(); ++i) {
+    auto& f = fp[static_cast<size_t>(stage_of_node[i])];
+    f.param_bytes += dag.memory[i] / state_factor;
+    if (!dag.activation.empty()) f.stash_bytes += dag.activation[i];
+  }
+  return fp;
+}
+
+// Splits `model` over a cluster's machines (docs/partitioning.md): with a
+// bandwidth matrix the pipeline order of the machines is chosen first (fastest
+// links where the largest tensors cross); a transformer (repeated blocks, at
+// least k of them) is cut only at block boundaries; any other graph goes to the
+// DAG partitioner (METIS with acyclic refinement, checked against an exact order
+// DP). `work[i]`: seconds of model.nodes[i] on a machine of speed 1. A split
+// that cannot fit memory is the memory model's error for the best compute split.
+Result<ClusterSplit> split_cluster(const Graph& model, const std::vector<double>& work, const ClusterMachines& cm,
+                                   const part::MemoryPlan& memory_plan) {
+  const size_t k = cm.machines.size();
   ClusterSplit split;
-  if (k == 1) {
-    split.graph = model;
-    split.stage_of_node.assign(model.nodes.size(), 0);
-    double total = 0;
-    for (const Node& n : model.nodes) total += node_time(n, model);
-    split.stage_time = {total};
-    split.bottleneck = total;
-    split.method = "one stage";
-    return split;
+  part::ModelCostOptions cost;
+  cost.parameter_state_factor = cm.state_factor;
+  cost.node_work = [&](const Node& n, const fe::OpCost&) {
+    const size_t i = static_cast<size_t>(&n - model.nodes.data());
+    return i < work.size() ? work[i] : 0.0;
+  };
+  RN_ASSIGN_OR_RETURN(part::WeightedDag dag, part::dag_from_graph(model, cost));
+  std::vector<int> order(k);
+  for (size_t s = 0; s < k; ++s) order[s] = static_cast<int>(s);
+  if (k > 1 && !cm.bandwidth.empty()) {
+    // Order with every machine holding the first stage's in-flight micro-batches
+    // (the most): an order chosen so fits wherever each machine lands.
+    std::vector<part::Machine> conservative = cm.machines;
+    for (auto& m : conservative) m.in_flight = cm.in_flight.front();
+    auto chosen = part::choose_machine_order(dag, conservative, cm.bandwidth);
+    if (chosen.ok()) {
+      order = chosen->order;
+      split.order_why = "chosen among the machine orders by the best split of each (fast links where large tensors "
+                        "cross, fast machines where the work is)";
+    } else {
+      split.order_why = "as the cluster plan lists them (no order fits with the first stage's micro-batches in "
+                        "flight on every machine: " + chosen.status().message() + ")";
+    }
   }
   part::Pipeline pipeline;
-  for (int s = 0; s < k; ++s) pipeline.machines.push_back(part::Machine{"stage" + std::to_string(s), 1.0, 0, 1});
-  pipeline.link_bandwidth.assign(static_cast<size_t>(k - 1), kLinkBytesPerS);
-  part::ModelCostOptions cost;
-  cost.node_work = [&](const Node& n, const fe::OpCost&) { return node_time(n, model); };
-  part::DagPartition partition;
-  auto blocks = part::find_blocks(model);
-  if (blocks.ok() && blocks->num_blocks >= k) {
-    RN_ASSIGN_OR_RETURN(part::BlockPartition bp, part::partition_by_blocks(model, pipeline, cost));
-    partition = std::move(bp.partition);
-    partition.method = "block boundaries (" + std::to_string(blocks->num_blocks) + " blocks), " + partition.method;
-  } else {
-    RN_ASSIGN_OR_RETURN(part::WeightedDag dag, part::dag_from_graph(model, cost));
-    RN_ASSIGN_OR_RETURN(partition, part::partition_dag(dag, pipeline));
+  for (size_t s = 0; s < k; ++s) {
+    pipeline.machines.push_back(cm.machines[static_cast<size_t>(order[s])]);
+    pipeline.machines.back().in_flight = cm.in_flight[s];
+    if (s + 1 < k)
+      pipeline.link_bandwidth.push_back(cm.bandwidth.empty() ? kLinkBytesPerS
+                                                             : cm.bandwidth[static_cast<size_t>(order[s])]
+                                                                           [static_cast<size_t>(order[s + 1])]);
   }
-  RN_ASSIGN_OR_RETURN(auto ordered, part::order_by_stage(model, partition.stage_of_node));
+  auto blocks = part::find_blocks(model);
+  const bool by_blocks = k > 1 && blocks.ok() && blocks->num_blocks >= static_cast<int>(k);
+  auto partition = [&](const part::Pipeline& p) -> Result<part::DagPartition> {
+    if (k == 1) return part::evaluate_partition(dag, p, std::vector<int>(dag.size(), 0), "one stage");
+    if (!by_blocks) return part::partition_dag(dag, p);
+    RN_ASSIGN_OR_RETURN(part::BlockPartition bp, part::partition_by_blocks(model, p, cost));
+    bp.partition.method =
+        "block boundaries (" + std::to_string(blocks->num_blocks) + " blocks), " + bp.partition.method;
+    return std::move(bp.partition);
+  };
+  auto result = partition(pipeline);
+  if (!result.ok() && result.status().code() == Code::kResourceExhausted) {
+    // The memory model's verdict on the best split by compute alone: who lacks what, and what would fit.
+    part::Pipeline unlimited = pipeline;
+    std::vector<part::MachineMemory> machines;
+    for (auto& m : unlimited.machines) {
+      machines.push_back({m.id, m.memory_bytes});
+      m.memory_bytes = 0;
+    }
+    auto compute_only = partition(unlimited);
+    if (compute_only.ok()) {
+      Status fits = part::check_memory(footprints(dag, compute_only->stage_of_node, k, cm.state_factor), machines,
+                                        memory_plan);
+      if (!fits.ok()) return fits;
+    }
+  }
+  if (!result.ok()) return result.status();
+  RN_ASSIGN_OR_RETURN(auto ordered, part::order_by_stage(model, result->stage_of_node));
   split.graph = std::move(ordered.first);
   split.stage_of_node = std::move(ordered.second);
-  split.stage_time = partition.stage_time;
-  split.bottleneck = partition.bottleneck;
-  split.method = partition.method;
+  split.machine_of_stage = order;
+  split.stage_time = result->stage_time;
+  split.stage_compute = result->stage_compute;
+  split.stage_of_model_node = result->stage_of_node;
+  split.bottleneck = result->bottleneck;
+  split.method = result->method;
   return split;
 }
 
@@ -94,18 +170,6 @@ rt::Tensor to_tensor(const TensorData& d) {
   rt::Tensor t = rt::Tensor::empty(d.dtype, d.shape);
   if (!d.bytes.empty()) std::memcpy(t.raw(), d.bytes.data(), d.bytes.size());
   return t;
-}
-
-std::string human(double v, const char* unit) {
-  std::ostringstream out;
-  const char* prefixes[] = {"", "K", "M", "G", "T"};
-  int i = 0;
-  while (v >= 1000 && i < 4) {
-    v /= 1000;
-    ++i;
-  }
-  out << std::fixed << std::setprecision(v < 10 ? 2 : 1) << v << " " << prefixes[i] << unit;
-  return out.str();
 }
 
 // The dataset kind for `requested` ("auto": from the model's data input and logits).
@@ -121,6 +185,9 @@ Result<std::string> resolve_dataset(const Graph& model, const std::string& reque
                "; Ravnest's datasets feed f32 images or i64 tokens");
 }
 
+// Rounds of calibrating node costs against the stage programs (devices path).
+constexpr int kCalibrationRounds = 4;
+
 // Tags of tied-weight rings: above any averaging ring's tag.
 constexpr uint32_t kTiedTagBase = 0x40000000;
 
@@ -133,28 +200,129 @@ std::map<std::string, std::vector<int>> tied_params(const std::vector<StageProgr
   return holders;
 }
 
+// The memory model's plan for the compile options: optimizer state and the
+// schedule's micro-batches in flight ("auto" may keep up to ZB-H2's 2p - 1).
+Result<part::MemoryPlan> memory_plan_for(const CompileOptions& options) {
+  part::MemoryPlan plan;
+  RN_ASSIGN_OR_RETURN(plan.optimizer, part::parse_optimizer_kind(options.training.optimizer.type));
+  if (plan.optimizer == part::OptimizerKind::kSgdMomentum && options.training.optimizer.momentum == 0)
+    plan.optimizer = part::OptimizerKind::kSgd;
+  if (options.schedule == "auto") {
+    plan.schedule = part::ScheduleKind::kZbH2;
+  } else {
+    RN_ASSIGN_OR_RETURN(plan.schedule, part::parse_schedule_kind(options.schedule));
+  }
+  plan.microbatches = options.microbatches;
+  return plan;
+}
+
+// "host:port" of a device's profile; an error names the device.
+Result<std::pair<std::string, uint16_t>> split_address(const part::DeviceProfile& device) {
+  const size_t colon = device.address.rfind(':');
+  const std::string digits = colon == std::string::npos ? "" : device.address.substr(colon + 1);
+  long long port = 0;
+  if (colon > 0 && !digits.empty() && digits.size() <= 5 &&
+      std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    port = std::stoll(digits);
+  if (port < 1 || port > 65535)
+    return error(Code::kInvalidArgument, "device '", device.id, "': address '", device.address,
+                 "' is not HOST:PORT with a port in 1..65535; fix it in the devices file");
+  std::string host = device.address.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return std::make_pair(host, static_cast<uint16_t>(port));
+}
+
+// What the devices path decides before splitting: the devices, the cluster plan,
+// and the per-node predicted times on every device.
+struct DevicesPlan {
+  part::DeviceSet set;
+  part::ClusterPlan plan;
+  std::vector<std::vector<part::PassTimes>> times;  // [device][model node]
+};
+
+Result<DevicesPlan> plan_devices(const CompileOptions& options, const Graph& model, const part::MemoryPlan& memory,
+                                 int64_t micro) {
+  DevicesPlan dp;
+  RN_ASSIGN_OR_RETURN(dp.set, part::load_devices(options.devices_path));
+  for (const part::DeviceProfile& d : dp.set.devices) {
+    RN_RETURN_IF_ERROR(split_address(d).status());
+    dp.times.push_back(part::graph_times(model, d));
+  }
+  part::ClusterOptions co;
+  co.clusters = options.device_clusters;
+  co.stages_per_cluster = options.device_stages;
+  co.memory = memory;
+  co.samples_per_microbatch = static_cast<double>(micro);
+  co.average_every = static_cast<int>(std::clamp<int64_t>(options.training.average_every, 1, int64_t{1} << 20));
+  // The largest op's share of the model (on the first device): the balance a split cannot beat.
+  double total = 0, largest = 0;
+  for (const part::PassTimes& t : dp.times.front()) {
+    total += t.total();
+    largest = std::max(largest, t.total());
+  }
+  co.largest_op_fraction = total > 0 ? largest / total : 0;
+  RN_ASSIGN_OR_RETURN(dp.plan, part::form_clusters(dp.set, part::model_totals(model), co));
+  return dp;
+}
+
+// The splitter's view of the machines `members` (device indices) of one cluster:
+// per-node work in seconds on the first member, speeds relative to it.
+std::pair<std::vector<double>, ClusterMachines> cluster_machines(const DevicesPlan& dp,
+                                                                  const std::vector<size_t>& members,
+                                                                  const part::MemoryPlan& memory) {
+  const auto& ref = dp.times[members.front()];
+  std::vector<double> work(ref.size());
+  double ref_total = 0;
+  for (size_t i = 0; i < ref.size(); ++i) ref_total += work[i] = ref[i].total();
+  ClusterMachines cm;
+  const int k = static_cast<int>(members.size());
+  for (size_t m : members) {
+    const part::DeviceProfile& d = dp.set.devices[m];
+    double total = 0;
+    for (const part::PassTimes& t : dp.times[m]) total += t.total();
+    cm.machines.push_back(part::Machine{d.id, total > 0 && ref_total > 0 ? ref_total / total : 1.0,
+                                        static_cast<double>(d.memory_bytes), 1});
+  }
+  for (int s = 0; s < k; ++s)
+    cm.in_flight.push_back(static_cast<double>(part::microbatches_in_flight(memory.schedule, k, s, memory.microbatches)));
+  if (k > 1) {
+    cm.bandwidth.assign(members.size(), std::vector<double>(members.size(), 0));
+    for (size_t a = 0; a < members.size(); ++a)
+      for (size_t b = 0; b < members.size(); ++b)
+        if (a != b) cm.bandwidth[a][b] = dp.set.link_between(members[a], members[b], part::default_link()).bytes_per_s();
+  }
+  cm.state_factor = 2.0 + part::optimizer_state_factor(memory.optimizer);
+  return {std::move(work), std::move(cm)};
+}
+
+// Predicted seconds of one run of a stage program on `device`: every kernel it
+// runs (the loss and the gradient ops included) under the cost model.
+double program_seconds(const Graph& program, const part::DeviceProfile& device) {
+  double seconds = 0;
+  for (const part::PassTimes& t : part::graph_times(program, device)) seconds += t.f;
+  return seconds;
+}
+
+// The bytes of a boundary tensor per micro-batch.
+double boundary_bytes(const rt::BoundaryTensor& t) {
+  return static_cast<double>(numel(t.shape)) * static_cast<double>(dtype_size(t.dtype));
+}
+
 }  // namespace
 
-Result<CompileSummary> compile_model(const CompileOptions& options, std::ostream& report) {
-  const std::vector<int> cluster_stages =
-      options.cluster_stages.empty() ? std::vector<int>{options.stages} : options.cluster_stages;
-  int total_nodes = 0;
-  for (int k : cluster_stages) {
-    if (k < 1) return error(Code::kInvalidArgument, "--stages must be at least 1 per cluster");
-    total_nodes += k;
-  }
+Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& report) {
+  CompileOptions options = given;
+  const bool with_devices = !options.devices_path.empty();
+  // The cluster former may choose several clusters: they average every 10 steps unless told otherwise.
+  if (with_devices && options.training.average_every < 1) options.training.average_every = 10;
   if (options.batch < 1 || options.microbatches < 1 || options.batch % options.microbatches != 0)
     return error(Code::kInvalidArgument, "--batch ", options.batch, " must be a positive multiple of --microbatches ",
                  options.microbatches);
   if (options.microbatches > 65536)
     return error(Code::kInvalidArgument, "--microbatches ", options.microbatches, " is over the limit of 65536");
   const int64_t micro = options.batch / options.microbatches;
-  if (options.base_port < 1 || options.base_port + total_nodes > 65535)
-    return error(Code::kInvalidArgument, "--base-port ", options.base_port, " leaves no room for ", total_nodes, " nodes");
-  const int num_clusters = static_cast<int>(cluster_stages.size());
   RN_RETURN_IF_ERROR(rt::validate_optimizer(options.training));
-  if (num_clusters > 1 && options.training.average_every < 1)
-    return error(Code::kInvalidArgument, "with ", num_clusters, " clusters, --average-every K (steps) must be >= 1");
+  RN_ASSIGN_OR_RETURN(part::MemoryPlan memory, memory_plan_for(options));
 
   fe::ImportOptions import_options;
   import_options.shapes = options.shapes;
@@ -163,63 +331,223 @@ Result<CompileSummary> compile_model(const CompileOptions& options, std::ostream
   rt::DataConfig data = options.training.data;
   RN_ASSIGN_OR_RETURN(data.kind, resolve_dataset(model, options.dataset));
 
-  // Per cluster: its split, stage programs and schedules.
+  // The clusters: from the devices file (cluster formation), or as many stages as asked on unit machines.
+  DevicesPlan devices;
+  std::vector<int> cluster_stages;
+  if (with_devices) {
+    RN_ASSIGN_OR_RETURN(devices, plan_devices(options, model, memory, micro));
+    for (const part::Cluster& c : devices.plan.clusters) cluster_stages.push_back(static_cast<int>(c.machines.size()));
+  } else {
+    cluster_stages = options.cluster_stages.empty() ? std::vector<int>{options.stages} : options.cluster_stages;
+  }
+  int total_nodes = 0;
+  for (int k : cluster_stages) {
+    if (k < 1) return error(Code::kInvalidArgument, "--stages must be at least 1 per cluster");
+    total_nodes += k;
+  }
+  if (!with_devices && (options.base_port < 1 || options.base_port + total_nodes > 65535))
+    return error(Code::kInvalidArgument, "--base-port ", options.base_port, " leaves no room for ", total_nodes, " nodes");
+  const int num_clusters = static_cast<int>(cluster_stages.size());
+  if (!options.local_steps.empty()) {
+    if (static_cast<int>(options.local_steps.size()) != num_clusters)
+      return error(Code::kInvalidArgument, "--local-steps lists ", options.local_steps.size(), " clusters but there are ",
+                   num_clusters);
+    for (int64_t k : options.local_steps)
+      if (k < 1) return error(Code::kInvalidArgument, "--local-steps needs positive numbers of steps");
+  }
+  if (num_clusters > 1 && options.training.average_every < 1 && options.local_steps.empty())
+    return error(Code::kInvalidArgument, "with ", num_clusters, " clusters, --average-every K (steps) must be >= 1");
+
+  // Per cluster: its split, stage programs, the report of each stage and schedules.
   struct Cluster {
     ClusterSplit split;
     std::vector<StageProgram> stages;
     std::vector<rt::StageSchedule> schedules;
+    std::vector<size_t> device_of_stage;  // with devices: the machine of each stage
+    ClusterReport report;
     int first_node = 0;
   };
   std::vector<Cluster> clusters(static_cast<size_t>(num_clusters));
+  std::vector<std::string> node_machine(static_cast<size_t>(total_nodes));
+  std::vector<rt::PeerAddress> node_address(static_cast<size_t>(total_nodes));
+  auto node_id = [](int i) { return "node" + std::to_string(i); };
   StageOptions stage_options;
   stage_options.optimizer = options.training.optimizer;
+  const part::LinkEstimate unit_link{kLinkBytesPerS * 8, kLinkLatencyS, "unit"};
   int next_node = 0;
   for (int c = 0; c < num_clusters; ++c) {
     Cluster& cl = clusters[static_cast<size_t>(c)];
     const int k = cluster_stages[static_cast<size_t>(c)];
     cl.first_node = next_node;
     next_node += k;
-    RN_ASSIGN_OR_RETURN(cl.split, split_cluster(model, k));
-    RN_ASSIGN_OR_RETURN(cl.stages, build_stage_programs(cl.split.graph, cl.split.stage_of_node, k, stage_options));
-    // "auto" optimises for this cluster's predicted F/B/W seconds per stage
-    // (the cost model of node_time) and a transfer time per boundary.
-    ScheduleCosts schedule_costs;
-    int64_t max_send = 0;
-    for (const StageProgram& sp : cl.stages) {
-      schedule_costs.stages.push_back({predicted_seconds(sp.forward_flops, sp.forward_bytes),
-                                       predicted_seconds(sp.backward_input_flops, sp.forward_bytes),
-                                       predicted_seconds(sp.backward_weight_flops, sp.forward_bytes / 2)});
-      max_send = std::max(max_send, sp.send_bytes);
+    std::vector<double> work;
+    ClusterMachines cm;
+    if (with_devices) {
+      std::tie(work, cm) = cluster_machines(devices, devices.plan.clusters[static_cast<size_t>(c)].machines, memory);
+    } else {
+      for (const Node& n : model.nodes) work.push_back(node_time(n, model));
+      for (int s = 0; s < k; ++s) {
+        cm.machines.push_back(part::Machine{"stage" + std::to_string(s), 1.0, 0, 1});
+        cm.in_flight.push_back(1);
+      }
     }
-    schedule_costs.comm = kLinkLatencyS + static_cast<double>(max_send) / kLinkBytesPerS;
+    // With machines, the node costs are calibrated against the kernels the stage
+    // programs really run (the gradient ops, the loss): each round scales the
+    // nodes of every stage by its programs' predicted time over the split's,
+    // and splits again; the split whose programs have the smallest bottleneck wins.
+    double best = std::numeric_limits<double>::infinity();
+    for (int round = 0; round < (with_devices ? kCalibrationRounds : 1); ++round) {
+      auto split_or = split_cluster(model, work, cm, memory);
+      auto programs_or = split_or.ok() ? build_stage_programs(split_or->graph, split_or->stage_of_node, k, stage_options)
+                                       : Result<std::vector<StageProgram>>(split_or.status());
+      // A later round's split that the stage programs cannot take (e.g. the labels read before the
+      // last stage) keeps the best split so far.
+      if (!programs_or.ok()) {
+        if (round == 0) return programs_or.status();
+        break;
+      }
+      ClusterSplit split = std::move(*split_or);
+      std::vector<StageProgram> programs = std::move(*programs_or);
+      std::vector<double> actual(static_cast<size_t>(k), 0);
+      double bottleneck = 0;
+      if (with_devices) {
+        const auto& members = devices.plan.clusters[static_cast<size_t>(c)].machines;
+        for (const StageProgram& sp : programs) {
+          const size_t s = static_cast<size_t>(sp.stage);
+          const part::DeviceProfile& dev = devices.set.devices[members[static_cast<size_t>(split.machine_of_stage[s])]];
+          actual[s] = program_seconds(sp.forward, dev) + program_seconds(sp.backward, dev) +
+                      program_seconds(sp.weight, dev);
+          bottleneck = std::max(bottleneck, actual[s] + split.stage_time[s] - split.stage_compute[s]);
+        }
+        for (size_t i = 0; i < work.size(); ++i) {
+          const size_t s = static_cast<size_t>(split.stage_of_model_node[i]);
+          if (split.stage_compute[s] > 0 && actual[s] > 0) work[i] *= actual[s] / split.stage_compute[s];
+        }
+      }
+      if (bottleneck < best * (1 - 1e-9) || round == 0) {
+        best = bottleneck;
+        cl.split = std::move(split);
+        cl.stages = std::move(programs);
+      }
+    }
+
+    // Each stage's report: its machine, memory and predicted times.
+    cl.report.index = c;
+    cl.report.method = cl.split.method;
+    cl.report.order = cl.split.order_why;
+    for (int s = 0; s < k; ++s) {
+      const int node = cl.first_node + s;
+      StageReport r;
+      r.stage = s;
+      r.node_id = node_id(node);
+      if (with_devices) {
+        const size_t d = devices.plan.clusters[static_cast<size_t>(c)].machines[static_cast<size_t>(
+            cl.split.machine_of_stage[static_cast<size_t>(s)])];
+        cl.device_of_stage.push_back(d);
+        const part::DeviceProfile& dev = devices.set.devices[d];
+        RN_ASSIGN_OR_RETURN(auto hp, split_address(dev));
+        node_address[static_cast<size_t>(node)] = rt::PeerAddress{r.node_id, hp.first, hp.second};
+        r.machine = dev.id;
+        r.capacity = static_cast<double>(dev.memory_bytes);
+      } else {
+        node_address[static_cast<size_t>(node)] =
+            rt::PeerAddress{r.node_id, options.host, static_cast<uint16_t>(options.base_port + node)};
+        r.machine = "unit machine";
+      }
+      node_machine[static_cast<size_t>(node)] = r.machine;
+      r.address = node_address[static_cast<size_t>(node)].host + ":" +
+                  std::to_string(node_address[static_cast<size_t>(node)].port);
+      cl.report.stages.push_back(std::move(r));
+    }
+    // The link from stage s to s + 1.
+    auto link = [&](int s) {
+      if (!with_devices) return unit_link;
+      return devices.set.link_between(cl.device_of_stage[static_cast<size_t>(s)],
+                                      cl.device_of_stage[static_cast<size_t>(s + 1)], part::default_link());
+    };
+    ScheduleCosts schedule_costs;
+    double comm = 0;
+    for (const StageProgram& sp : cl.stages) {
+      StageReport& r = cl.report.stages[static_cast<size_t>(sp.stage)];
+      r.ops = static_cast<int64_t>(sp.nodes.size());
+      for (size_t i = 0; i < sp.nodes.size(); ++i) r.nodes += (i ? ", " : "") + sp.nodes[i];
+      r.flops_f = sp.forward_flops;
+      r.flops_b = sp.backward_input_flops;
+      r.flops_w = sp.backward_weight_flops;
+      part::StageFootprint fp;
+      std::set<std::string> params(sp.params.begin(), sp.params.end());
+      for (const auto& [name, tensor] : sp.weights)
+        if (params.count(name)) {
+          r.parameters += tensor.numel();
+          fp.param_bytes += static_cast<double>(tensor.numel()) * static_cast<double>(dtype_size(tensor.dtype));
+        }
+      for (size_t i = 0; i < cl.split.graph.nodes.size(); ++i) {
+        if (cl.split.stage_of_node[i] != sp.stage) continue;
+        for (const std::string& out : cl.split.graph.nodes[i].outputs) {
+          const ValueInfo* v = out.empty() ? nullptr : cl.split.graph.find_value(out);
+          if (v && v->dtype == DType::kF32) fp.stash_bytes += fe::rules::value_bytes(cl.split.graph, out);
+        }
+      }
+      if (with_devices) {
+        const part::DeviceProfile& dev = devices.set.devices[cl.device_of_stage[static_cast<size_t>(sp.stage)]];
+        r.f_s = program_seconds(sp.forward, dev);
+        r.b_s = program_seconds(sp.backward, dev);
+        r.w_s = program_seconds(sp.weight, dev);
+      } else {
+        r.f_s = predicted_seconds(sp.forward_flops, sp.forward_bytes);
+        r.b_s = predicted_seconds(sp.backward_input_flops, sp.forward_bytes);
+        r.w_s = predicted_seconds(sp.backward_weight_flops, sp.forward_bytes / 2);
+      }
+      const part::StageMemory mem = part::stage_memory(fp, k, sp.stage, memory);
+      r.mem_params = mem.params;
+      r.mem_grads = mem.grads;
+      r.mem_optimizer = mem.optimizer;
+      r.mem_activations = mem.activations;
+      r.in_flight = mem.in_flight;
+      // Each crossing tensor moves forward and its gradient back: two transfers per link.
+      for (const auto& t : sp.recv) r.transfer_s += 2 * link(sp.stage - 1).transfer_seconds(boundary_bytes(t));
+      for (const auto& t : sp.send) {
+        const double seconds = link(sp.stage).transfer_seconds(boundary_bytes(t));
+        r.sends.push_back({t.name, shape_str(t.shape) + " " + dtype_name(t.dtype), boundary_bytes(t), seconds});
+        r.transfer_s += 2 * seconds;
+        comm = std::max(comm, seconds);
+      }
+      schedule_costs.stages.push_back({r.f_s, r.b_s, r.w_s});
+    }
+    // "auto" optimises for these predicted F/B/W seconds per stage and the slowest transfer.
+    schedule_costs.comm = comm;
     RN_ASSIGN_OR_RETURN(cl.schedules, make_schedules(options.schedule, k, static_cast<int>(options.microbatches),
                                                      schedule_costs));
   }
-
-  auto node_id = [](int i) { return "node" + std::to_string(i); };
-  auto address = [&](int i) {
-    return rt::PeerAddress{node_id(i), options.host, static_cast<uint16_t>(options.base_port + i)};
-  };
+  auto address = [&](int i) { return node_address[static_cast<size_t>(i)]; };
 
   std::map<std::string, int> node_index;  // node id -> global index, for ring members' addresses
   for (int i = 0; i < total_nodes; ++i) node_index[node_id(i)] = i;
 
-  // The averaging rings: parameters in order of first use, laid end to end.
+  // The averaging rings: parameters (and running state) laid end to end in the
+  // order the first cluster's stages hold them, so its stages own contiguous
+  // runs (a DAG split need not follow the model's node order).
   std::vector<rt::RingSpec> rings;
   if (num_clusters > 1) {
     std::vector<std::pair<std::string, int64_t>> params;
     std::set<std::string> seen;
-    for (const Node& n : model.nodes)
+    std::map<std::string, size_t> position;
+    for (const Node& n : clusters[0].split.graph.nodes)
       for (const auto& in : n.inputs)
-        if ((model.parameters.count(in) || model.state.count(in)) && seen.insert(in).second)
+        if ((model.parameters.count(in) || model.state.count(in)) && seen.insert(in).second) {
+          position[in] = params.size();
           params.emplace_back(in, model.initializers.at(in).numel());
+        }
     std::vector<ClusterLayout> layouts;
     for (const Cluster& cl : clusters) {
       ClusterLayout layout;
       for (const StageProgram& sp : cl.stages) {
         layout.node_ids.push_back(node_id(cl.first_node + sp.stage));
-        layout.stage_params.push_back(sp.params);
-        layout.stage_params.back().insert(layout.stage_params.back().end(), sp.state.begin(), sp.state.end());
+        std::vector<std::string> held = sp.params;
+        held.insert(held.end(), sp.state.begin(), sp.state.end());
+        std::sort(held.begin(), held.end(),
+                  [&](const std::string& a, const std::string& b) { return position.at(a) < position.at(b); });
+        layout.stage_params.push_back(std::move(held));
       }
       layouts.push_back(std::move(layout));
     }
@@ -234,36 +562,42 @@ Result<CompileSummary> compile_model(const CompileOptions& options, std::ostream
               << options.training.mode << "|" << options.training.seed << "|" << options.training.optimizer.lr << "|"
               << options.training.average_every;
   for (int k : cluster_stages) fingerprint << "|" << k;
+  for (int i = 0; i < total_nodes; ++i) fingerprint << "|" << node_machine[static_cast<size_t>(i)] << "@" << address(i).host << ":" << address(i).port;
   CompileSummary summary;
   summary.stages = total_nodes;
   summary.run_id = sha256_hex(fingerprint.str()).substr(0, 16);
 
-  std::ostringstream text;
-  text << "Ravnest compile report\n"
-       << "model: " << options.model_path << "\n"
-       << "run id: " << summary.run_id << "\n"
-       << "clusters: " << num_clusters << ", batch " << options.batch << " = " << options.microbatches
-       << " micro-batches x " << micro << ", schedule " << options.schedule << "\n";
+  CompileReport rep;
+  std::ostringstream header;
+  header << "model: " << options.model_path << "\n"
+         << "run id: " << summary.run_id << "\n"
+         << "clusters: " << num_clusters << ", batch " << options.batch << " = " << options.microbatches
+         << " micro-batches x " << micro << ", schedule " << options.schedule << "\n";
   {
     const rt::OptimizerConfig& o = options.training.optimizer;
-    text << "optimizer: " << o.type << ", lr " << o.lr << " (" << o.lr_schedule;
-    if (o.warmup_steps > 0) text << ", " << o.warmup_steps << " warm-up updates";
-    text << ")";
-    if (o.clip_norm > 0) text << ", gradients clipped to global norm " << o.clip_norm;
-    text << "\n";
+    header << "optimizer: " << o.type << ", lr " << o.lr << " (" << o.lr_schedule;
+    if (o.warmup_steps > 0) header << ", " << o.warmup_steps << " warm-up updates";
+    header << ")";
+    if (o.clip_norm > 0) header << ", gradients clipped to global norm " << o.clip_norm;
+    header << "\n";
   }
   if (options.training.compression.activations.codec != rt::Codec::kRaw ||
       options.training.compression.gradients.codec != rt::Codec::kRaw)
-    text << "compression: activations " << rt::codec_spec_str(options.training.compression.activations)
-         << ", gradients " << rt::codec_spec_str(options.training.compression.gradients) << "\n";
+    header << "compression: activations " << rt::codec_spec_str(options.training.compression.activations)
+           << ", gradients " << rt::codec_spec_str(options.training.compression.gradients) << "\n";
   if (num_clusters > 1)
-    text << "averaging every " << options.training.average_every << " steps over " << rings.size() << " rings\n";
+    header << "averaging every " << options.training.average_every << " steps over " << rings.size() << " rings\n";
+  rep.header = header.str();
+  if (with_devices) {
+    rep.devices = options.devices_path + " (" + std::to_string(devices.set.devices.size()) + " machines)";
+    rep.cluster_why = devices.plan.explanation;
+  }
   for (int c = 0; c < num_clusters; ++c) {
-    const Cluster& cl = clusters[static_cast<size_t>(c)];
+    Cluster& cl = clusters[static_cast<size_t>(c)];
     const int k = cluster_stages[static_cast<size_t>(c)];
-    text << "\ncluster " << c << ": " << k << " stage(s), split by " << cl.split.method << "\n";
     for (const StageProgram& sp : cl.stages) {
       const int index = cl.first_node + sp.stage;
+      StageReport& r = cl.report.stages[static_cast<size_t>(sp.stage)];
       rt::Manifest m;
       m.run_id = summary.run_id;
       m.model = fs::path(options.model_path).filename().string();
@@ -303,6 +637,10 @@ Result<CompileSummary> compile_model(const CompileOptions& options, std::ostream
       for (int peer : ring_peer_indices) m.ring_peers.push_back(address(peer));
       m.training = options.training;
       m.training.data = data;
+      if (!options.local_steps.empty()) {
+        m.training.average_every = options.local_steps[static_cast<size_t>(c)];
+        m.training.local_steps_max = *std::max_element(options.local_steps.begin(), options.local_steps.end());
+      }
       m.training.batch = options.batch;
       m.training.microbatches = options.microbatches;
       m.training.microbatch_size = micro;
@@ -320,11 +658,7 @@ Result<CompileSummary> compile_model(const CompileOptions& options, std::ostream
       m.programs = {{"forward", "forward.onnx"}, {"backward", "backward.onnx"},
                     {"weight", "weight.onnx"}, {"optimizer", "optimizer.onnx"}};
       std::vector<std::pair<std::string, rt::Tensor>> weights;
-      int64_t param_count = 0;
-      for (const auto& [name, data] : sp.weights) {
-        weights.emplace_back(name, to_tensor(data));
-        param_count += data.numel();
-      }
+      for (const auto& [name, tensor] : sp.weights) weights.emplace_back(name, to_tensor(tensor));
       const rt::StageSchedule& schedule = cl.schedules[static_cast<size_t>(sp.stage)];
       std::string dir = (fs::path(options.out_dir) / m.self.id).string();
       RN_RETURN_IF_ERROR(write_bundle(dir, m,
@@ -333,36 +667,28 @@ Result<CompileSummary> compile_model(const CompileOptions& options, std::ostream
                                       weights, schedule));
       summary.node_dirs.push_back(dir);
 
-      text << "stage " << sp.stage << " -> " << m.self.id << " (" << m.self.host << ":" << m.self.port << ")\n"
-           << "  nodes: " << sp.nodes.size() << " (";
-      for (size_t i = 0; i < sp.nodes.size(); ++i) text << (i ? ", " : "") << sp.nodes[i];
-      text << ")\n"
-           << "  parameters: " << param_count << " (" << human(static_cast<double>(param_count) * 4, "B") << ")\n"
-           << "  FLOPs per micro-batch: F " << human(sp.forward_flops, "") << ", B "
-           << human(sp.backward_input_flops, "") << ", W " << human(sp.backward_weight_flops, "") << "\n"
-           << "  predicted share of the step: " << std::fixed << std::setprecision(1)
-           << (cl.split.bottleneck > 0 ? 100.0 * cl.split.stage_time[sp.stage] / cl.split.bottleneck : 100.0)
-           << "% of the slowest stage\n";
-      for (const auto& t : sp.send)
-        text << "  sends " << t.name << " " << shape_str(t.shape) << " " << dtype_name(t.dtype) << " ("
-             << human(static_cast<double>(numel(t.shape) * static_cast<int64_t>(dtype_size(t.dtype))), "B")
-             << " per micro-batch) to " << node_id(index + 1) << "\n";
-      text << "  stash per micro-batch: " << sp.stash.size() << " values; schedule: " << schedule.instrs.size()
-           << " instructions\n";
+      for (auto& send : r.sends) send.name += " -> " + node_id(index + 1);
+      r.notes.push_back("stash per micro-batch: " + std::to_string(sp.stash.size()) + " values; schedule: " +
+                        std::to_string(schedule.instrs.size()) + " instructions");
       for (const rt::RingSpec& ring : m.rings) {
-        text << "  averaging ring " << ring.tag << ": " << ring.size() << " elements with";
+        std::string line = "averaging ring " + std::to_string(ring.tag) + ": " + std::to_string(ring.size()) +
+                           " elements with";
         for (const auto& member : ring.members)
-          if (member != m.self.id) text << " " << member;
-        text << "\n";
+          if (member != m.self.id) line += " " + member;
+        r.notes.push_back(line);
       }
     }
+    rep.clusters.push_back(std::move(cl.report));
   }
-  {
-    std::ofstream out(fs::path(options.out_dir) / "report.txt", std::ios::trunc);
-    out << text.str();
-    if (!out) return error(Code::kInvalidArgument, "cannot write report.txt in '", options.out_dir, "'");
+  const std::string text = render_report_text(rep);
+  for (const auto& [name, content] : {std::pair<const char*, std::string>{"report.txt", text},
+                                      std::pair<const char*, std::string>{"report.html", render_report_html(rep)}}) {
+    std::ofstream out(fs::path(options.out_dir) / name, std::ios::trunc);
+    out << content;
+    if (!out) return error(Code::kInvalidArgument, "cannot write ", name, " in '", options.out_dir, "'");
   }
-  report << text.str();
+  report << text;
+  summary.report = std::move(rep);
   return summary;
 }
 

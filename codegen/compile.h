@@ -1,6 +1,15 @@
 // compile_model: the whole compiler pipeline behind `ravnestc compile`:
-// import -> cost model -> contiguous stage split -> stage programs (autodiff)
-// -> schedules -> one bundle per node + a text report.
+// import -> cost model -> [devices: cluster formation, machine order] -> stage
+// split (block boundaries for transformers, the DAG partitioner otherwise) ->
+// stage programs (autodiff) -> schedules -> one bundle per node + a report
+// (report.txt and the self-contained report.html).
+//
+// With a devices file (docs/devices.md) every stage is balanced to its own
+// machine: per-node seconds from that machine's profile (cost model), its
+// memory and the schedule's micro-batches in flight (memory model), the links
+// between consecutive machines; each manifest carries its machine's address. A
+// plan that cannot fit is kResourceExhausted naming the machine, the missing
+// bytes and what would fit.
 #pragma once
 
 #include <map>
@@ -8,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "codegen/report.h"
 #include "common/dtype.h"
 #include "runtime/bundle.h"
 
@@ -31,12 +41,21 @@ struct CompileOptions {
   // (a float data input) train on fashion-mnist, token models on the sort task
   // (language models with [B, T, V] logits) or sort-classify ([B, C] logits).
   std::string dataset = "auto";
+  // Flexible update rule: per cluster, the local steps between averaging rounds
+  // (e.g. proportional to each cluster's throughput); empty: --average-every for all.
+  std::vector<int64_t> local_steps;
+  // A devices file (docs/devices.md): clusters, stages and addresses come from
+  // its machines; `host`, `base_port`, `stages` and `cluster_stages` are ignored.
+  std::string devices_path;
+  int device_clusters = 0;  // with devices_path: > 0 fixes the number of clusters
+  int device_stages = 0;    // with devices_path: > 0 fixes the machines (stages) per cluster
 };
 
 struct CompileSummary {
   int stages = 0;  // nodes over all clusters
   std::vector<std::string> node_dirs;
   std::string run_id;
+  CompileReport report;  // what report.txt and report.html show
 };
 
 // Writes DIR/node<i>/ for every stage and DIR/report.txt; `report` also gets

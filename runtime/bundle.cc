@@ -223,6 +223,7 @@ Json manifest_to_json(const Manifest& m) {
   training.set("mode", t.mode);
   training.set("average_every", t.average_every);
   training.set("replan_every", t.replan_every);
+  training.set("local_steps_max", t.local_steps_max);
   Json opt = Json::object();
   opt.set("type", t.optimizer.type);
   opt.set("lr", t.optimizer.lr);
@@ -329,6 +330,10 @@ Result<Manifest> manifest_from_json(const Json& j) {
   RN_ASSIGN_OR_RETURN(t.replan_every, j.get_int_or("training.replan_every", 10));
   if (t.replan_every < 0) return error(Code::kInvalidArgument, "training.replan_every must be >= 0");
   if (t.average_every < 0) return error(Code::kInvalidArgument, "training.average_every must be >= 0");
+  RN_ASSIGN_OR_RETURN(t.local_steps_max, j.get_int_or("training.local_steps_max", 0));
+  if (t.local_steps_max < 0 || (t.local_steps_max > 0 && t.local_steps_max < t.average_every))
+    return error(Code::kInvalidArgument, "training.local_steps_max (", t.local_steps_max,
+                 ") must be 0 or at least training.average_every (", t.average_every, ")");
   if (t.mode != "sync" && t.mode != "async")
     return error(Code::kInvalidArgument, "training.mode is '", t.mode, "'; expected sync or async");
   OptimizerConfig& o = t.optimizer;

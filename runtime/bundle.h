@@ -108,6 +108,13 @@ struct TrainingConfig {
   // `num_clusters` of every epoch and averages parameters with the other
   // clusters every `average_every` steps (and after the last step).
   int64_t average_every = 0;
+  // Flexible update rule: clusters may average after different numbers of local
+  // steps (average_every is this cluster's); local_steps_max is the largest
+  // over all clusters (0: every cluster uses the same). Every cluster runs the
+  // same number of averaging rounds, R = ceil(steps of a cluster with
+  // local_steps_max / local_steps_max), so a slower cluster trains fewer steps
+  // and its contribution is weighted by the samples it processed.
+  int64_t local_steps_max = 0;
   // Rings of 3 or more members re-probe their links every this many averaging
   // rounds and re-order when a hop got 2x slower (0: only at start-up).
   int64_t replan_every = 10;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <regex>
 #include <set>
@@ -55,6 +56,55 @@ TEST(Clusters, DifferentlyPartitionedClustersEndIdentical) {
     ASSERT_EQ(b.at(name).shape(), t.shape());
     EXPECT_EQ(std::memcmp(b.at(name).raw(), t.raw(), t.bytes()), 0) << name << " differs between the clusters";
   }
+}
+
+// BatchNorm running statistics are averaged with the parameters: ResNet-50
+// (small) in a 2-stage beside a 3-stage cluster, both cut by the DAG partitioner,
+// ends with every parameter and every running statistic identical.
+TEST(Clusters, RunningStatisticsAveragedAcrossDifferentSplits) {
+  if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  std::string dir = testing::temp_dir("clusters_bn");
+  auto c = run_process({binary("ravnestc"), "compile", source_path("models/resnet50/resnet50_small.onnx"), "-o", dir,
+                        "--stages", "2,3", "--average-every", "2", "--batch", "32", "--steps", "4", "--no-eval"},
+                       120);
+  ASSERT_EQ(c.exit_code, 0) << c.err;
+  auto r = run_process({binary("ravnest-launch"), dir, "--quiet", "--save-params", dir + "/params", "--timeout", "240"},
+                       300, {"OMP_NUM_THREADS=1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto a = load(dir, {"node0", "node1"});
+  auto b = load(dir, {"node2", "node3", "node4"});
+  ASSERT_EQ(a.size(), b.size());
+  int running = 0;
+  for (const auto& [name, t] : a) {
+    ASSERT_TRUE(b.count(name)) << name;
+    running += name.find("running_") != std::string::npos;
+    EXPECT_EQ(std::memcmp(b.at(name).raw(), t.raw(), t.bytes()), 0) << name << " differs between the clusters";
+  }
+  EXPECT_GT(running, 0) << "the saved parameters hold no BatchNorm statistics";
+}
+
+// The flexible update rule: cluster 0 (slow) does 2 local steps per round,
+// cluster 1 (fast) 4; both run 16 / 4 = 4 rounds, so cluster 0 trains 8 steps
+// and cluster 1 16, each averaged in weighted by its samples, and every copy of
+// every parameter ends the same.
+TEST(Clusters, FlexibleLocalStepsPerCluster) {
+  if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  std::string dir = compile("flexible", {"--stages", "2,1", "--local-steps", "2,4", "--batch", "32", "--microbatches",
+                                         "2", "--steps", "16", "--no-eval"});
+  auto r = run_process({binary("ravnest-launch"), dir, "--quiet", "--save-params", dir + "/params", "--losses",
+                        dir + "/losses.txt", "--timeout", "240"},
+                       300, {"OMP_NUM_THREADS=1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::ifstream losses(dir + "/losses.txt");
+  int lines = 0;
+  for (std::string line; std::getline(losses, line);) lines += !line.empty();
+  EXPECT_EQ(lines, 8) << "cluster 0 (2 local steps per round) should train 4 rounds x 2 steps";
+  auto a = load(dir, {"node0", "node1"});
+  auto b = load(dir, {"node2"});
+  ASSERT_EQ(a.size(), 8u);
+  ASSERT_EQ(b.size(), 8u);
+  for (const auto& [name, t] : a)
+    EXPECT_EQ(std::memcmp(b.at(name).raw(), t.raw(), t.bytes()), 0) << name << " differs between the clusters";
 }
 
 double final_accuracy(const std::string& out) {

@@ -1,7 +1,9 @@
 // The link emulator: through a relay at 100 Mbit/s and 20 ms one way, a small
-// ping-pong measures a 40 ms round trip and a 20 MB transfer 100 Mbit/s (within
-// 10%: behaviour checks of the emulator with generous tolerances, not speed
-// benchmarks); rates apply per direction; closes and resets propagate; data
+// ping-pong never beats the 40 ms round trip and a 20 MB transfer never beats
+// 100 Mbit/s (behaviour checks of the emulator: a busy host may only make them
+// slower, so the lower sides are loose — 1.5x the delay, half the rate — and the
+// measured numbers are printed; precise figures belong in benchmarks); rates
+// apply per direction; closes and resets propagate; data
 // survives emulated loss; the links file's errors name the field. Plain blocking
 // sockets on 127.0.0.1 with 5 s timeouts bound every wait.
 #include "runtime/netem/link_relay.h"
@@ -170,9 +172,9 @@ TEST(LinkRelay, SmallMessagesTakeTheRoundTripDelay) {
               rtts[rtts.size() / 2], rtts.back());
   RecordProperty("rtt_ms", std::to_string(rtts.front()));
   // The host only adds delay (a busy CPU wakes threads late), so the smallest
-  // sample is the link's: never below 40 ms, and within 10% of it.
+  // sample is the link's: never below 40 ms; a loaded host may add some.
   EXPECT_GE(rtts.front(), 40.0);
-  EXPECT_LE(rtts.front(), 44.0);
+  EXPECT_LE(rtts.front(), 60.0);
   close(client);
   close(peer);
 }
@@ -187,7 +189,8 @@ TEST(LinkRelay, BulkTransferRunsAtTheRate) {
   double mbit = transfer_mbit(client, peer, 20 << 20);
   std::printf("[ measured ] 20 MiB through 100 Mbit/s, 20 ms: %.1f Mbit/s goodput\n", mbit);
   RecordProperty("goodput_mbit", std::to_string(mbit));
-  EXPECT_NEAR(mbit, 100.0, 10.0);
+  EXPECT_LE(mbit, 110.0);  // the cap holds (10% for timer granularity)
+  EXPECT_GE(mbit, 50.0);   // and the relay is not stalling (a loaded host only slows it)
   EXPECT_EQ(stats_after_writes(*relay, uint64_t{20} << 20, 0).forward_bytes, uint64_t{20} << 20);
   close(client);
   close(peer);
@@ -218,8 +221,11 @@ TEST(LinkRelay, RatesApplyPerDirection) {
   double up = transfer_mbit(client, peer, 4 << 20);
   double down = transfer_mbit(peer, client, 2 << 20);
   std::printf("[ measured ] 100 Mbit/s forward: %.1f Mbit/s; 25 Mbit/s backward: %.1f Mbit/s\n", up, down);
-  EXPECT_NEAR(up, 100.0, 10.0);
-  EXPECT_NEAR(down, 25.0, 2.5);
+  EXPECT_LE(up, 110.0);
+  EXPECT_GE(up, 50.0);
+  EXPECT_LE(down, 27.5);
+  EXPECT_GE(down, 12.5);
+  EXPECT_LT(down, up);  // each direction has its own rate
   LinkRelayStats stats = stats_after_writes(*relay, uint64_t{4} << 20, uint64_t{2} << 20);
   EXPECT_EQ(stats.forward_bytes, uint64_t{4} << 20);
   EXPECT_EQ(stats.backward_bytes, uint64_t{2} << 20);

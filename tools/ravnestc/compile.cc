@@ -14,7 +14,8 @@ namespace {
 int compile_usage(const char* message) {
   if (message) std::fprintf(stderr, "ravnestc compile: %s\n", message);
   std::fprintf(stderr,
-               "usage: ravnestc compile MODEL.onnx -o DIR [--stages K|K1,K2,...] [--clusters C] [--average-every S]\n"
+               "usage: ravnestc compile MODEL.onnx -o DIR [--devices FILE] [--stages K|K1,K2,...] [--clusters C]\n"
+               "         [--average-every S] [--local-steps K1,K2,...]"
                "         [--batch B] [--microbatches M]"
                " [--schedule gpipe|1f1b|zb-h1|zb-h2|auto] [--shape NAME=AxBx...] [--lr X] [--momentum X]\n"
                "         [--weight-decay X]"
@@ -24,6 +25,9 @@ int compile_usage(const char* message) {
                "         [--optimizer sgd|adamw|lamb] [--beta1 X] [--beta2 X] [--eps X] [--clip-norm X]\n"
                "         [--lr-schedule constant|cosine|step] [--warmup-steps N] [--lr-min X] [--step-size N]"
                " [--gamma X]\n"
+               "  --devices FILE: balance the stages to the machines of a devices file (docs/devices.md);\n"
+               "  clusters and stages are then chosen for them unless --clusters C / --stages K fix the counts,\n"
+               "  and each node gets its machine's address.\n"
                "  --batch is the global batch of one step; each micro-batch has B/M samples.\n"
                "  With C clusters, each trains the whole model on 1/C of every epoch and averages\n"
                "  parameters with the others every S steps.\n"
@@ -53,6 +57,7 @@ int run_compile(int argc, char** argv) {
   cg::CompileOptions options;
   std::vector<int> stage_list{1};
   int clusters = 0;  // 0: as many as --stages lists
+  bool stages_given = false;
   for (int i = 0; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
@@ -67,6 +72,7 @@ int run_compile(int argc, char** argv) {
       const char* v = value();
       std::string list = v ? v : "";
       stage_list.clear();
+      stages_given = true;
       for (size_t pos = 0; pos <= list.size();) {
         size_t comma = list.find(',', pos);
         std::string item = list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
@@ -76,12 +82,29 @@ int run_compile(int argc, char** argv) {
         if (comma == std::string::npos) break;
         pos = comma + 1;
       }
+    } else if (arg == "--devices") {
+      const char* v = value();
+      if (!v) return compile_usage("--devices needs a devices file (docs/devices.md)");
+      options.devices_path = v;
     } else if (arg == "--clusters") {
       if (!parse_int(value(), &n) || n < 1 || n > 256) return compile_usage("--clusters needs a number in 1..256");
       clusters = static_cast<int>(n);
     } else if (arg == "--replan-every") {
       if (!parse_int(value(), &n) || n < 0) return compile_usage("--replan-every needs a number of rounds (0: never)");
       options.training.replan_every = n;
+    } else if (arg == "--local-steps") {
+      // K1,K2,...: per cluster, local steps between averaging rounds (flexible update rule).
+      const char* v = value();
+      std::string list = v ? v : "";
+      options.local_steps.clear();
+      for (size_t pos = 0; pos <= list.size();) {
+        size_t comma = list.find(',', pos);
+        std::string item = list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+        if (!parse_int(item.c_str(), &n) || n < 1) return compile_usage("--local-steps needs K1,K2,... (positive)");
+        options.local_steps.push_back(n);
+        if (comma == std::string::npos) break;
+        pos = comma + 1;
+      }
     } else if (arg == "--average-every") {
       if (!parse_int(value(), &n) || n < 1) return compile_usage("--average-every needs a positive number of steps");
       options.training.average_every = n;
@@ -179,6 +202,13 @@ int run_compile(int argc, char** argv) {
     }
   }
   if (options.model_path.empty()) return compile_usage("a model file is required");
+  if (!options.devices_path.empty()) {
+    // With machines, --clusters and --stages fix the counts the cluster former would choose.
+    if (stage_list.size() > 1)
+      return compile_usage("with --devices, --stages takes one number (machines per cluster), not a list");
+    options.device_clusters = clusters;
+    options.device_stages = stages_given ? stage_list[0] : 0;
+  }
   if (clusters > 0 && stage_list.size() > 1 && static_cast<int>(stage_list.size()) != clusters)
     return compile_usage("--stages lists a different number of clusters than --clusters");
   if (clusters > 1 && stage_list.size() == 1) stage_list.assign(static_cast<size_t>(clusters), stage_list[0]);

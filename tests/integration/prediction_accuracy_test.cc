@@ -1,0 +1,167 @@
+// Against reality: the compiler's predicted per-stage compute (cost model over
+// a measured profile of this machine) beside what a real 3-stage run measures.
+//
+// This machine is profiled with `ravnest-rt profile` (one thread, as each of
+// the three local nodes gets), three copies of the profile at 127.0.0.1 form
+// the devices file, the CNN is compiled for them in 3 stages and trained by
+// ravnest-launch with a trace. Measured compute per stage = mean F + B + W
+// seconds per micro-batch from the trace's spans, the first step (warm-up)
+// left out. Every number goes into the test's properties (the XML report);
+// timing on a shared machine is noisy, so the test asserts only what is
+// robust: each stage's measured compute is within 3x of its prediction, and
+// stages predicted clearly (1.5x) apart are measured in the same order. The
+// precise comparison (the 25%) is run by hand on a quiet machine.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "codegen/compile.h"
+#include "common/json.h"
+#include "common/ports.h"
+#include "partitioner/devices.h"
+#include "tests/integration/process.h"
+
+namespace ravnest {
+namespace {
+
+using testing::binary;
+using testing::run_process;
+using testing::source_path;
+
+constexpr int kStages = 3;
+constexpr int kSteps = 8;
+// Measured within this factor of predicted: loose, as the profile and the run share a loaded machine
+// (2.6x was seen at a load average of 8 on 2 cores).
+constexpr double kBound = 3;
+
+// Mean F, B and W seconds per micro-batch of each stage, from a merged trace, steps >= 1.
+Result<std::vector<std::array<double, 3>>> measured_compute(const Json& trace) {
+  RN_ASSIGN_OR_RETURN(const Json::Array* events, trace.get_array("traceEvents"));
+  std::map<int64_t, int> stage_of_pid;
+  for (const Json& e : *events)
+    if (e.get_string_or("ph", "").value() == "M" && e.get_string_or("name", "").value() == "process_name") {
+      const std::string name = e.get_string_or("args.name", "").value();
+      for (int s = 0; s < kStages; ++s)
+        if (name == "node" + std::to_string(s) + " (stage " + std::to_string(s) + ")")
+          stage_of_pid[e.get_int("pid").value()] = s;
+    }
+  if (stage_of_pid.size() != static_cast<size_t>(kStages))
+    return error(Code::kInvalidArgument, "the trace names ", stage_of_pid.size(), " of ", kStages, " stages");
+  // [stage][F, B, W]: seconds and counts.
+  std::vector<std::array<double, 3>> seconds(kStages, {0, 0, 0}), counts(kStages, {0, 0, 0});
+  for (const Json& e : *events) {
+    if (e.get_string_or("ph", "").value() != "X") continue;
+    auto it = stage_of_pid.find(e.get_int("pid").value());
+    if (it == stage_of_pid.end() || e.get_int_or("args.step", -1).value() < 1) continue;
+    const std::string name = e.get_string_or("name", "").value();
+    const std::string kind = name.substr(0, name.find(' '));
+    const int k = kind == "F" ? 0 : kind == "B" ? 1 : kind == "W" ? 2 : -1;
+    if (k < 0) continue;
+    seconds[static_cast<size_t>(it->second)][static_cast<size_t>(k)] += static_cast<double>(e.get_int("dur").value()) * 1e-6;
+    counts[static_cast<size_t>(it->second)][static_cast<size_t>(k)] += 1;
+  }
+  std::vector<std::array<double, 3>> out(kStages, {0, 0, 0});
+  for (size_t s = 0; s < kStages; ++s)
+    for (size_t k = 0; k < 3; ++k)
+      if (counts[s][k] > 0) out[s][k] = seconds[s][k] / counts[s][k];
+  return out;
+}
+
+TEST(PredictionAccuracy, ThreeStageCnnOnThisMachine) {
+  if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  const std::string dir = testing::temp_dir("prediction-accuracy");
+
+  // This machine, measured with one thread (what each of the three local nodes gets).
+  auto profiled = run_process({binary("ravnest-rt"), "profile", "--seconds", "4", "--id", "here", "--address",
+                               "127.0.0.1:29500", "-o", dir + "/here.json"},
+                              90, {"OMP_NUM_THREADS=1"});
+  ASSERT_EQ(profiled.exit_code, 0) << profiled.err;
+  auto here = part::load_device_profile(dir + "/here.json");
+  ASSERT_TRUE(here.ok()) << here.status().to_string();
+
+  // Three copies at 127.0.0.1 with distinct ports, joined by loopback links.
+  part::DeviceSet set;
+  for (int i = 0; i < kStages; ++i) {
+    part::DeviceProfile d = *here;
+    d.id = "here-" + std::to_string(i);
+    d.address = "127.0.0.1:" + std::to_string(free_loopback_port());
+    d.links.clear();
+    set.devices.push_back(d);
+  }
+  for (int a = 0; a < kStages; ++a)
+    for (int b = a + 1; b < kStages; ++b)
+      set.links.push_back({set.devices[static_cast<size_t>(a)].id, set.devices[static_cast<size_t>(b)].id, 1e10, 5e-5});
+  {
+    std::ofstream out(dir + "/devices.json");
+    out << devices_to_json(set).dump(2);
+  }
+
+  cg::CompileOptions options;
+  options.model_path = source_path("models/cnn/cnn.onnx");
+  options.out_dir = dir + "/bundles";
+  options.devices_path = dir + "/devices.json";
+  options.device_clusters = 1;
+  options.device_stages = kStages;
+  options.batch = 64;
+  options.microbatches = 4;
+  options.training.max_steps = kSteps;
+  options.training.evaluate = false;
+  std::ostringstream report;
+  auto summary = cg::compile_model(options, report);
+  ASSERT_TRUE(summary.ok()) << summary.status().to_string();
+  const auto& stages = summary->report.clusters.at(0).stages;
+  ASSERT_EQ(stages.size(), static_cast<size_t>(kStages));
+
+  const std::string trace_path = dir + "/trace.json";
+  auto run = run_process({binary("ravnest-launch"), options.out_dir, "--trace", trace_path, "--quiet", "--timeout",
+                          "240"},
+                         300, {"OMP_NUM_THREADS=1"});
+  ASSERT_EQ(run.exit_code, 0) << run.err << run.out;
+  auto trace = read_json_file(trace_path);
+  ASSERT_TRUE(trace.ok()) << trace.status().to_string();
+  auto fbw = measured_compute(*trace);
+  ASSERT_TRUE(fbw.ok()) << fbw.status().to_string();
+  std::vector<double> measured;
+  for (const auto& m : *fbw) measured.push_back(m[0] + m[1] + m[2]);
+
+  RecordProperty("gemm_gflops", std::to_string(here->gemm_gflops));
+  RecordProperty("conv_gflops", std::to_string(here->conv_gflops));
+  RecordProperty("memory_bandwidth_gbps", std::to_string(here->memory_bandwidth_gbps));
+  std::vector<double> predicted;
+  for (int s = 0; s < kStages; ++s) {
+    const cg::StageReport& r = stages[static_cast<size_t>(s)];
+    predicted.push_back(r.compute_s());
+    const double m = measured[static_cast<size_t>(s)];
+    const auto& parts = (*fbw)[static_cast<size_t>(s)];
+    const std::string key = "stage" + std::to_string(s);
+    RecordProperty(key + "_ops", r.nodes);
+    RecordProperty(key + "_predicted_s", std::to_string(r.compute_s()));
+    RecordProperty(key + "_measured_s", std::to_string(m));
+    RecordProperty(key + "_error_pct", std::to_string(100.0 * (m - r.compute_s()) / r.compute_s()));
+    std::printf("stage %d (%s): predicted %.6f s (F %.6f B %.6f W %.6f), measured %.6f s (F %.6f B %.6f W %.6f), "
+                "error %+.1f%%\n",
+                s, r.nodes.c_str(), r.compute_s(), r.f_s, r.b_s, r.w_s, m, parts[0], parts[1], parts[2],
+                100.0 * (m - r.compute_s()) / r.compute_s());
+  }
+  for (int s = 0; s < kStages; ++s) {
+    const double p = predicted[static_cast<size_t>(s)], m = measured[static_cast<size_t>(s)];
+    ASSERT_GT(m, 0) << "stage " << s << " measured no F/B/W";
+    EXPECT_LE(m, kBound * p) << "stage " << s << ": measured " << m << " s, predicted " << p << " s";
+    EXPECT_GE(m, p / kBound) << "stage " << s << ": measured " << m << " s, predicted " << p << " s";
+    for (int t = 0; t < kStages; ++t) {
+      if (predicted[static_cast<size_t>(t)] > 1.5 * p) {
+        EXPECT_GT(measured[static_cast<size_t>(t)], m)
+            << "stage " << t << " is predicted 1.5x slower than stage " << s << " but measured faster";
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace ravnest
