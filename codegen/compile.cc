@@ -348,6 +348,8 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
   if (!with_devices && (options.base_port < 1 || options.base_port + total_nodes > 65535))
     return error(Code::kInvalidArgument, "--base-port ", options.base_port, " leaves no room for ", total_nodes, " nodes");
   const int num_clusters = static_cast<int>(cluster_stages.size());
+  if (options.training.average_optimizer_state && options.training.compression.averaging.codec != rt::Codec::kRaw)
+    return error(Code::kInvalidArgument, "--average-optimizer-state needs uncompressed averaging (drop --compress-averaging)");
   if (!options.local_steps.empty()) {
     if (static_cast<int>(options.local_steps.size()) != num_clusters)
       return error(Code::kInvalidArgument, "--local-steps lists ", options.local_steps.size(), " clusters but there are ",

@@ -224,6 +224,7 @@ Json manifest_to_json(const Manifest& m) {
   training.set("average_every", t.average_every);
   training.set("replan_every", t.replan_every);
   training.set("local_steps_max", t.local_steps_max);
+  training.set("average_optimizer_state", t.average_optimizer_state);
   Json opt = Json::object();
   opt.set("type", t.optimizer.type);
   opt.set("lr", t.optimizer.lr);
@@ -331,6 +332,7 @@ Result<Manifest> manifest_from_json(const Json& j) {
   if (t.replan_every < 0) return error(Code::kInvalidArgument, "training.replan_every must be >= 0");
   if (t.average_every < 0) return error(Code::kInvalidArgument, "training.average_every must be >= 0");
   RN_ASSIGN_OR_RETURN(t.local_steps_max, j.get_int_or("training.local_steps_max", 0));
+  RN_ASSIGN_OR_RETURN(t.average_optimizer_state, j.get_bool_or("training.average_optimizer_state", false));
   if (t.local_steps_max < 0 || (t.local_steps_max > 0 && t.local_steps_max < t.average_every))
     return error(Code::kInvalidArgument, "training.local_steps_max (", t.local_steps_max,
                  ") must be 0 or at least training.average_every (", t.average_every, ")");

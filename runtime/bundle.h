@@ -115,6 +115,9 @@ struct TrainingConfig {
   // local_steps_max / local_steps_max), so a slower cluster trains fewer steps
   // and its contribution is weighted by the samples it processed.
   int64_t local_steps_max = 0;
+  // Average the optimizer's float state (momentum, Adam moments) with the
+  // parameters at every round (not with compressed averaging).
+  bool average_optimizer_state = false;
   // Rings of 3 or more members re-probe their links every this many averaging
   // rounds and re-order when a hop got 2x slower (0: only at start-up).
   int64_t replan_every = 10;

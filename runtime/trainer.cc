@@ -6,11 +6,13 @@
 #include <iomanip>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <optional>
 #include <set>
 
 #include "common/log.h"
+#include "runtime/checkpoint.h"
 #include "runtime/collectives/compressed_average.h"
 #include "runtime/collectives/link_probe.h"
 #include "runtime/collectives/ring_order.h"
@@ -153,6 +155,7 @@ class TrainerImpl : public Trainer {
   Status average(int64_t step);
   // Sums the gradients of tied weights over the stages that hold them (manifest.tied).
   Status sum_tied_gradients(int64_t step);
+  Status average_optimizer_state(int64_t step, double weight);
   // This node's slice of a ring, gathered from / scattered to params_.
   void pack_ring(const RingSpec& ring, std::vector<float>* buffer) const;
   void unpack_ring(const RingSpec& ring, const std::vector<float>& buffer);
@@ -164,6 +167,13 @@ class TrainerImpl : public Trainer {
   // The sample indices of a training step (same on every stage).
   const std::vector<int64_t>& batch_of(int64_t step);
   Status evaluate(int64_t epoch);
+  // Checkpoints (runtime/checkpoint.h, docs/checkpoints.md): the options' consistency; the step to start at (0
+  // unless --resume finds a checkpoint every stage holds, which is then loaded); writing this node's state after
+  // `committed` steps.
+  Status check_checkpoint_options() const;
+  Result<int64_t> resume_point(int64_t total);
+  Status save_checkpoint(int64_t committed);
+  std::string checkpoint_dir() const { return checkpoint_node_dir(opt_.checkpoint_dir, m().self.id); }
   void progress(const std::string& json_line);
   std::string where() const { return m().self.id + " (stage " + std::to_string(m().stage) + ")"; }
 
@@ -281,7 +291,7 @@ Status TrainerImpl::init() {
     losses_.open(opt_.losses_path, std::ios::trunc);
     if (!losses_) return error(Code::kInvalidArgument, "cannot write losses to '", opt_.losses_path, "'");
   }
-  return ok_status();
+  return check_checkpoint_options();
 }
 
 Status TrainerImpl::connect() {
@@ -825,8 +835,48 @@ Status TrainerImpl::average(int64_t step) {
     bytes_avg_ += compressed ? compressed_rings_[i].bytes_sent() : rings_[i].bytes_sent();
     bytes_avg_dense_ += 2 * (n - 1) * floats * sizeof(float) / n;  // what a dense ring sends per member
   }
+  // (Compressed averaging has no dense rings: the compiler refuses the combination.)
+  if (mf.training.average_optimizer_state && compressed_rings_.empty())
+    RN_RETURN_IF_ERROR(average_optimizer_state(step, weight));
   samples_since_average_ = 0;
   ++rounds_;
+  return ok_status();
+}
+
+// Optimizer-state averaging (--average-optimizer-state): after the parameters,
+// each ring averages the float optimizer state of its pieces (velocity/P,
+// exp_avg/P, exp_avg_sq/P; running state has none), slot by slot, with the same
+// weights. Every member runs the same optimizer, so every member packs the same
+// slots in the same order. Integer state (Adam's step counts) stays local: it is
+// the same on every cluster that ran the same number of steps.
+Status TrainerImpl::average_optimizer_state(int64_t step, double weight) {
+  const Manifest& mf = m();
+  std::vector<float> buffer;
+  for (size_t i = 0; i < mf.rings.size(); ++i) {
+    const RingSpec& ring = mf.rings[i];
+    for (const char* slot : {"velocity/", "exp_avg/", "exp_avg_sq/"}) {
+      buffer.clear();
+      std::vector<std::pair<Tensor*, const RingPiece*>> held;
+      for (const RingPiece& piece : ring.pieces) {
+        auto it = opt_state_.find(slot + piece.param);
+        if (it == opt_state_.end() || it->second.dtype() != DType::kF32) continue;
+        held.emplace_back(&it->second, &piece);
+        const float* src = it->second.data<float>() + piece.offset;
+        buffer.insert(buffer.end(), src, src + piece.length);
+      }
+      if (held.empty()) continue;
+      Status st = rings_[i].run(buffer, ReduceOp::kWeightedMean, weight, deadline_in(opt_.recv_timeout_s));
+      if (!st.ok())
+        return st.with_context(where() + ": averaging optimizer state '" + slot + "' on ring " +
+                               std::to_string(ring.tag) + " after step " + std::to_string(step));
+      auto at = buffer.begin();
+      for (auto& [tensor, piece] : held) {
+        std::copy(at, at + piece->length, tensor->data<float>() + piece->offset);
+        at += piece->length;
+      }
+      bytes_avg_ += rings_[i].bytes_sent();
+    }
+  }
   return ok_status();
 }
 
@@ -1016,12 +1066,18 @@ Status TrainerImpl::train() {
   int64_t max_steps = opt_.max_steps >= 0 ? opt_.max_steps : mf.training.max_steps;
   int64_t total = mf.training.epochs * steps_per_epoch;
   if (max_steps > 0) total = std::min(total, max_steps);
+  if (mf.num_clusters > 1 && mf.training.local_steps_max > 0) {
+    // Flexible update rule: the same number of rounds as a cluster averaging
+    // every local_steps_max steps, each of this cluster's average_every steps.
+    const int64_t rounds = (total + mf.training.local_steps_max - 1) / mf.training.local_steps_max;
+    total = rounds * mf.training.average_every;
+  }
   total_updates_ = mf.training.mode == "async" ? total * mf.training.microbatches : total;
   sampler_.emplace(count, mf.training.seed);
   steps_per_epoch_ = steps_per_epoch;
   auto start = Clock::now();
-  int64_t step = 0;
-  for (int64_t epoch = 0; step < total; ++epoch) {
+  RN_ASSIGN_OR_RETURN(int64_t step, resume_point(total));
+  for (int64_t epoch = step / steps_per_epoch; step < total; ++epoch) {
     const int64_t end = std::min(total, (epoch + 1) * steps_per_epoch);
     if (mf.training.mode == "async") {
       // The stream drains at epoch ends, where evaluation needs every stage.
@@ -1031,6 +1087,8 @@ Status TrainerImpl::train() {
       for (; step < end; ++step) {
         RN_RETURN_IF_ERROR(train_step(step));
         RN_RETURN_IF_ERROR(finish_step(step, total, start));
+        if (opt_.checkpoint_every > 0 && (step + 1) % opt_.checkpoint_every == 0 && step + 1 < total)
+          RN_RETURN_IF_ERROR(save_checkpoint(step + 1));
       }
     }
     // After the final average every cluster holds the same model: cluster 0 evaluates it.
@@ -1040,6 +1098,7 @@ Status TrainerImpl::train() {
     }
   }
   if (losses_.is_open()) losses_.flush();
+  if (!opt_.checkpoint_dir.empty()) RN_RETURN_IF_ERROR(save_checkpoint(step));
   if (!opt_.save_params_path.empty()) {
     std::vector<std::pair<std::string, Tensor>> list;
     for (const auto& p : mf.params) list.emplace_back(p, params_.at(p));
@@ -1064,6 +1123,87 @@ Status TrainerImpl::train() {
                 static_cast<unsigned long long>(bytes_avg_dense_));
   progress(line);
   return ok_status();
+}
+
+Status TrainerImpl::check_checkpoint_options() const {
+  const Manifest& mf = m();
+  const bool checkpoints = !opt_.checkpoint_dir.empty();
+  if (!checkpoints && (opt_.resume || opt_.checkpoint_every > 0))
+    return error(Code::kInvalidArgument, where(), ": ", opt_.resume ? "--resume" : "--checkpoint-every",
+                 " needs --checkpoint-dir DIR");
+  if (opt_.checkpoint_every < 0)
+    return error(Code::kInvalidArgument, "--checkpoint-every must be positive, not ", opt_.checkpoint_every);
+  if (!checkpoints) return ok_status();
+  if (mf.training.mode == "async")
+    return error(Code::kUnsupported, where(), ": checkpoints need synchronous training (an asynchronous stage has "
+                 "micro-batches of several steps in flight at any moment, so no state is a committed step); compile "
+                 "without --async or run without --checkpoint-dir");
+  if (opt_.resume && mf.num_clusters > 1)
+    return error(Code::kUnsupported, where(), ": --resume of a compile with ", mf.num_clusters,
+                 " clusters is not supported yet (the clusters would have to agree on the step too); resume "
+                 "single-cluster runs");
+  if (opt_.resume) return ok_status();
+  RN_ASSIGN_OR_RETURN(std::vector<int64_t> held, list_checkpoints(checkpoint_dir()));
+  if (!held.empty())
+    return error(Code::kInvalidArgument, where(), ": '", checkpoint_dir(), "' already holds checkpoints (newest: ",
+                 checkpoint_path(checkpoint_dir(), held.back()), "); pass --resume to continue that run, or remove "
+                 "them or choose another --checkpoint-dir to start over");
+  return ok_status();
+}
+
+Result<int64_t> TrainerImpl::resume_point(int64_t total) {
+  if (!opt_.resume) return int64_t{0};
+  const Manifest& mf = m();
+  const std::string dir = checkpoint_dir();
+  RN_ASSIGN_OR_RETURN(std::vector<int64_t> own, list_checkpoints(dir));
+  RN_ASSIGN_OR_RETURN(int64_t step,
+                      agree_on_checkpoint(*transport_, prev_, next_, own, deadline_in(opt_.connect_timeout_s)));
+  if (step < 0) {
+    RN_LOG_WARN(where(), ": --resume: the stages hold no common checkpoint in '", opt_.checkpoint_dir,
+                "'; training from step 0");
+    return int64_t{0};
+  }
+  const std::string path = checkpoint_path(dir, step);
+  RN_ASSIGN_OR_RETURN(Checkpoint ckpt, read_checkpoint(path));
+  TensorMap state;  // what the checkpoint must hold: parameters and running state
+  for (const auto& p : mf.params) state[p] = params_.at(p);
+  for (const auto& s : mf.state) state[s] = params_.at(s);
+  RN_RETURN_IF_ERROR(check_checkpoint(ckpt, path, mf.run_id, mf.self.id, state, opt_state_));
+  if (ckpt.step != step)
+    return error(Code::kCorrupt, "checkpoint '", path, "' holds step ", ckpt.step, ", not the step of its name");
+  if (step > total)
+    return error(Code::kInvalidArgument, "checkpoint '", path, "' is at step ", step, ", past the end of this run's ",
+                 total, " steps; give --steps of at least ", step);
+  if (ckpt.updates != step || ckpt.epoch != step / steps_per_epoch_ || ckpt.step_in_epoch != step % steps_per_epoch_)
+    return error(Code::kInvalidArgument, "checkpoint '", path, "' is at epoch ", ckpt.epoch, ", step ",
+                 ckpt.step_in_epoch, " of it, after ", ckpt.updates, " updates, but this run has ", steps_per_epoch_,
+                 " steps per epoch; resume with the dataset and bundles that wrote it");
+  // Copy into the existing storage: every holder of params_ and opt_state_ sees the restored values.
+  for (const auto& [name, t] : ckpt.params) std::memcpy(params_.at(name).raw(), t.raw(), t.bytes());
+  for (const auto& [name, t] : ckpt.opt_state) std::memcpy(opt_state_.at(name).raw(), t.raw(), t.bytes());
+  samples_since_average_ = ckpt.samples_since_average;
+  rounds_ = ckpt.averaging_rounds;
+  RN_LOG_INFO(where(), ": resuming from step ", step, " of ", total, " (", path, ")");
+  return step;
+}
+
+Status TrainerImpl::save_checkpoint(int64_t committed) {
+  const Manifest& mf = m();
+  Checkpoint ckpt;
+  ckpt.run_id = mf.run_id;
+  ckpt.node_id = mf.self.id;
+  ckpt.step = committed;
+  ckpt.epoch = committed / steps_per_epoch_;
+  ckpt.step_in_epoch = committed % steps_per_epoch_;
+  ckpt.updates = committed;  // synchronous: one update per step
+  ckpt.samples_since_average = samples_since_average_;
+  ckpt.averaging_rounds = rounds_;
+  for (const auto& p : mf.params) ckpt.params[p] = params_.at(p);
+  for (const auto& s : mf.state) ckpt.params[s] = params_.at(s);
+  ckpt.opt_state = opt_state_;
+  TraceSpan span(trace_, TraceLane::kCompute, "checkpoint", "CHECKPOINT", committed - 1, -1);
+  return write_checkpoint(checkpoint_dir(), ckpt).with_context(where() + ": checkpoint after step " +
+                                                                std::to_string(committed));
 }
 
 }  // namespace

@@ -29,6 +29,13 @@ struct TrainerOptions {
   std::string save_params_path;   // final parameters as a .rvt file
   bool progress_json = true;      // JSON lines on stdout for ravnest-launch
   std::string trace_path;         // Chrome trace-event JSON of every instruction (runtime/trace.h)
+  // Checkpoints (runtime/checkpoint.h, docs/checkpoints.md; synchronous mode):
+  // written to checkpoint_dir/<node id>/ every checkpoint_every steps (0: only
+  // at the end of the run); with resume, training continues from the newest
+  // step every stage holds a checkpoint of.
+  std::string checkpoint_dir;
+  int64_t checkpoint_every = 0;
+  bool resume = false;
 };
 
 class Trainer {

@@ -83,6 +83,41 @@ TEST(Clusters, RunningStatisticsAveragedAcrossDifferentSplits) {
   EXPECT_GT(running, 0) << "the saved parameters hold no BatchNorm statistics";
 }
 
+// --average-optimizer-state: the momentum buffers are averaged with the
+// parameters, so after the final round the two clusters hold the same optimizer
+// state too (read from their final checkpoints); without it they keep their own.
+TEST(Clusters, OptimizerStateAveragedOnRequest) {
+  if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  for (bool average : {false, true}) {
+    std::string dir = testing::temp_dir(average ? "optavg_on" : "optavg_off");
+    std::vector<std::string> args{binary("ravnestc"), "compile", source_path("models/cnn/cnn.onnx"), "-o", dir,
+                                  "--clusters", "2", "--stages", "1", "--average-every", "2", "--batch", "32",
+                                  "--steps", "4", "--no-eval", "--momentum", "0.9"};
+    if (average) args.push_back("--average-optimizer-state");
+    auto c = run_process(args, 120);
+    ASSERT_EQ(c.exit_code, 0) << c.err;
+    auto r = run_process({binary("ravnest-launch"), dir, "--quiet", "--checkpoint-dir", dir + "/ckpt", "--timeout",
+                          "240"},
+                         300, {"OMP_NUM_THREADS=1"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    auto a = rt::read_tensor_file(dir + "/ckpt/node0/ckpt-4.rvt");
+    auto b = rt::read_tensor_file(dir + "/ckpt/node1/ckpt-4.rvt");
+    ASSERT_TRUE(a.ok()) << a.status().to_string();
+    ASSERT_TRUE(b.ok()) << b.status().to_string();
+    std::map<std::string, rt::Tensor> other(b->begin(), b->end());
+    int compared = 0, equal = 0;
+    for (const auto& [name, t] : *a) {
+      if (name.rfind("opt/velocity/", 0) != 0) continue;
+      ASSERT_TRUE(other.count(name)) << name;
+      ++compared;
+      equal += std::memcmp(other.at(name).raw(), t.raw(), t.bytes()) == 0;
+    }
+    EXPECT_EQ(compared, 8);
+    if (average) EXPECT_EQ(equal, compared) << "momentum differs between the clusters after averaging it";
+    else EXPECT_EQ(equal, 0) << "momentum should stay each cluster's own";
+  }
+}
+
 // The flexible update rule: cluster 0 (slow) does 2 local steps per round,
 // cluster 1 (fast) 4; both run 16 / 4 = 4 rounds, so cluster 0 trains 8 steps
 // and cluster 1 16, each averaged in weighted by its samples, and every copy of

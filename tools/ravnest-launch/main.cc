@@ -3,6 +3,7 @@
 //
 //   ravnest-launch DIR [--steps N] [--no-eval] [--losses FILE] [--save-params DIR]
 //                  [--timeout S] [--rt PATH] [--trace OUT.json [--predict]] [--links FILE] [--quiet]
+//                  [--checkpoint-dir DIR [--checkpoint-every N] [--resume]]
 //
 // Each node gets a free loopback port chosen here (the bundles' own addresses
 // are for real deployments). If any node fails, the others get a grace period
@@ -14,6 +15,9 @@
 // --predict, after a successful traced run the simulator's timeline of one step
 // (from each node's schedule.json and measured mean F/B/W times) is added to
 // OUT.json as "predicted <node>" processes (codegen/prediction.h).
+// With --checkpoint-dir each node writes its checkpoints under DIR/<node id>
+// (docs/checkpoints.md); --resume restarts every node from the newest step all
+// of them hold a checkpoint of.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -63,7 +67,8 @@ int usage(const char* message) {
   if (message) std::fprintf(stderr, "ravnest-launch: %s\n", message);
   std::fprintf(stderr,
                "usage: ravnest-launch DIR [--steps N] [--no-eval] [--losses FILE] [--save-params DIR]\n"
-               "                      [--timeout SECONDS] [--rt PATH] [--trace OUT.json [--predict]] [--links FILE] [--quiet]\n");
+               "                      [--timeout SECONDS] [--rt PATH] [--trace OUT.json [--predict]] [--links FILE] [--quiet]\n"
+               "                      [--checkpoint-dir DIR [--checkpoint-every N] [--resume]]\n");
   return 2;
 }
 
@@ -145,12 +150,12 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
-    if (arg == "--steps" || arg == "--losses") {
+    if (arg == "--steps" || arg == "--losses" || arg == "--checkpoint-dir" || arg == "--checkpoint-every") {
       const char* v = value();
       if (!v) return usage((arg + " needs a value").c_str());
       passthrough.push_back(arg);
       passthrough.push_back(v);
-    } else if (arg == "--no-eval") {
+    } else if (arg == "--no-eval" || arg == "--resume") {  // --resume: every node, from the same checkpoint step
       passthrough.push_back(arg);
     } else if (arg == "--save-params") {
       const char* v = value();

@@ -3,6 +3,7 @@
 //   ravnest-rt --bundle DIR/node1 [--listen HOST:PORT] [--peer ID=HOST:PORT ...]
 //              [--steps N] [--no-eval] [--losses FILE] [--save-params FILE]
 //              [--connect-timeout S] [--recv-timeout S] [--trace FILE] [--verbose]
+//              [--checkpoint-dir DIR [--checkpoint-every N] [--resume]]
 //   ravnest-rt profile ...   (measures this machine; see tools/ravnest-rt/profile.cc)
 //
 // The same command runs every role: the bundle says which stage this node is.
@@ -25,7 +26,8 @@ int usage(const char* message) {
   std::fprintf(stderr,
                "usage: ravnest-rt --bundle DIR [--listen HOST:PORT] [--peer ID=HOST:PORT ...] [--steps N]\n"
                "                  [--no-eval] [--losses FILE] [--save-params FILE] [--connect-timeout S]\n"
-               "                  [--recv-timeout S] [--trace FILE] [--quiet] [--verbose]\n");
+               "                  [--recv-timeout S] [--trace FILE] [--quiet] [--verbose]\n"
+               "                  [--checkpoint-dir DIR [--checkpoint-every N] [--resume]]\n");
   return 2;
 }
 
@@ -82,6 +84,17 @@ int main(int argc, char** argv) {
       double seconds = 0;
       if (!v || !parse_double(v, &seconds)) return usage("timeouts need a positive number of seconds");
       (arg == "--connect-timeout" ? options.connect_timeout_s : options.recv_timeout_s) = seconds;
+    } else if (arg == "--checkpoint-dir") {
+      const char* v = value();
+      if (!v) return usage("--checkpoint-dir needs a folder");
+      options.checkpoint_dir = v;
+    } else if (arg == "--checkpoint-every") {
+      const char* v = value();
+      char* end = nullptr;
+      options.checkpoint_every = v ? std::strtoll(v, &end, 10) : 0;
+      if (!v || *end != '\0' || options.checkpoint_every <= 0) return usage("--checkpoint-every needs a positive number of steps");
+    } else if (arg == "--resume") {
+      options.resume = true;
     } else if (arg == "--quiet") {
       options.progress_json = false;
     } else if (arg == "--verbose") {
@@ -94,6 +107,8 @@ int main(int argc, char** argv) {
     }
   }
   if (bundle_dir.empty()) return usage("--bundle is required");
+  if ((options.resume || options.checkpoint_every > 0) && options.checkpoint_dir.empty())
+    return usage("--resume and --checkpoint-every need --checkpoint-dir DIR");
 
   auto bundle = rt::load_bundle(bundle_dir);
   if (!bundle.ok()) {

@@ -15,7 +15,7 @@ int compile_usage(const char* message) {
   if (message) std::fprintf(stderr, "ravnestc compile: %s\n", message);
   std::fprintf(stderr,
                "usage: ravnestc compile MODEL.onnx -o DIR [--devices FILE] [--stages K|K1,K2,...] [--clusters C]\n"
-               "         [--average-every S] [--local-steps K1,K2,...]"
+               "         [--average-every S] [--local-steps K1,K2,...] [--average-optimizer-state]"
                "         [--batch B] [--microbatches M]"
                " [--schedule gpipe|1f1b|zb-h1|zb-h2|auto] [--shape NAME=AxBx...] [--lr X] [--momentum X]\n"
                "         [--weight-decay X]"
@@ -92,6 +92,8 @@ int run_compile(int argc, char** argv) {
     } else if (arg == "--replan-every") {
       if (!parse_int(value(), &n) || n < 0) return compile_usage("--replan-every needs a number of rounds (0: never)");
       options.training.replan_every = n;
+    } else if (arg == "--average-optimizer-state") {
+      options.training.average_optimizer_state = true;
     } else if (arg == "--local-steps") {
       // K1,K2,...: per cluster, local steps between averaging rounds (flexible update rule).
       const char* v = value();
