@@ -1,11 +1,18 @@
 // Helpers shared by the CPU kernel families: argument checks that turn a request a
 // kernel cannot serve into a kUnsupported rejection with the reason, and a strided
-// row-major walker used by broadcasting, transposition and reduction.
+// row-major walker used by broadcasting, transposition and reduction, and the
+// OpenMP helpers that thread the plain loops over their outer dimension.
 //
 // Guarantees: every check names the node and the offending input/output;
-// for_each_strided visits every index of a shape exactly once, in row-major order.
+// for_each_strided visits every index of a shape exactly once, in row-major order;
+// parallel_for and parallel_for_each_strided visit every item exactly once, on
+// OMP_NUM_THREADS threads at most, and stay on the calling thread below
+// kParallelGrain units of work (or when already inside a parallel region). They only
+// split the items: a body that writes nothing but its own items' outputs gives the
+// same bits whatever the thread count.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <functional>
@@ -16,6 +23,10 @@
 #include "common/graph.h"
 #include "common/status.h"
 #include "runtime/kernel.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace ravnest::rt::cpu {
 
@@ -92,6 +103,111 @@ void for_each_strided(Shape shape, std::array<std::vector<int64_t>, K> strides, 
     }
     if (rank == 1) return;
   }
+}
+
+// Work (about one unit per element touched) below which a loop stays on the calling
+// thread: an OpenMP fork/join costs microseconds. Above it, one thread per grain.
+inline constexpr int64_t kParallelGrain = int64_t{1} << 15;
+
+// The threads worth using for `work` units: 1 below two grains, never more than
+// OMP_NUM_THREADS (omp_get_max_threads), 1 inside a parallel region or without OpenMP.
+inline int parallel_threads(int64_t work) {
+#ifdef _OPENMP
+  if (work < 2 * kParallelGrain || omp_in_parallel()) return 1;
+  const int64_t wanted = work / kParallelGrain;
+  return static_cast<int>(std::min<int64_t>(wanted, omp_get_max_threads()));
+#else
+  (void)work;
+  return 1;
+#endif
+}
+
+// Calls body(begin, end) on disjoint contiguous chunks that cover [0, n), one per
+// thread (see parallel_threads for n * work_per_item units), or body(0, n) here.
+template <typename Body>
+void parallel_for(int64_t n, int64_t work_per_item, const Body& body) {
+  if (n <= 0) return;
+  const int threads = static_cast<int>(std::min<int64_t>(n, parallel_threads(n * std::max<int64_t>(work_per_item, 1))));
+  if (threads <= 1) {
+    body(int64_t{0}, n);
+    return;
+  }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+  {
+    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t begin = n * t / nt, end = n * (t + 1) / nt;
+    if (begin < end) body(begin, end);
+  }
+#endif
+}
+
+// body(i) for every i < n, threaded in contiguous chunks of a flat loop.
+template <typename Body>
+void flat_for(int64_t n, const Body& body) {
+  parallel_for(n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) body(i);
+  });
+}
+
+// for_each_strided over `shape`, threaded: size-1 dims are dropped, then a single
+// remaining dim is split into contiguous ranges, or the leading dims (as few as give
+// every thread several slices) are split between threads, each slice walked by
+// for_each_strided. row() sees absolute offsets. Rows of different parts may run
+// concurrently, so row() must write only its own elements. `unit_work`: the work of
+// one index of `shape` (1 for an element).
+template <size_t K, typename Row>
+void parallel_for_each_strided(const Shape& shape, const std::array<std::vector<int64_t>, K>& strides, Row&& row,
+                               int64_t unit_work = 1) {
+  int64_t total = 1;
+  for (int64_t d : shape) total *= d;
+  const int threads = parallel_threads(total * unit_work);
+  if (threads <= 1) {
+    for_each_strided<K>(shape, strides, row);
+    return;
+  }
+  Shape dims;
+  std::array<std::vector<int64_t>, K> dim_strides;
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (shape[d] == 1) continue;
+    dims.push_back(shape[d]);
+    for (size_t k = 0; k < K; ++k) dim_strides[k].push_back(strides[k][d]);
+  }
+  if (dims.size() == 1) {
+    parallel_for(dims[0], unit_work, [&](int64_t begin, int64_t end) {
+      std::array<int64_t, K> at, step;
+      for (size_t k = 0; k < K; ++k) {
+        at[k] = begin * dim_strides[k][0];
+        step[k] = dim_strides[k][0];
+      }
+      row(at, end - begin, step);
+    });
+    return;
+  }
+  // Split after dim `split`: outer = prod(dims[0..split]) slices of the inner dims.
+  size_t split = 0;
+  int64_t outer = dims[0];
+  while (outer < 4 * threads && split + 2 < dims.size()) outer *= dims[++split];
+  const Shape inner(dims.begin() + static_cast<long>(split) + 1, dims.end());
+  std::array<std::vector<int64_t>, K> inner_strides;
+  for (size_t k = 0; k < K; ++k)
+    inner_strides[k].assign(dim_strides[k].begin() + static_cast<long>(split) + 1, dim_strides[k].end());
+  parallel_for(outer, total / outer * unit_work, [&](int64_t begin, int64_t end) {
+    for (int64_t u = begin; u < end; ++u) {
+      std::array<int64_t, K> base{};
+      int64_t rest = u;
+      for (size_t d = split + 1; d-- > 0;) {
+        const int64_t i = rest % dims[d];
+        rest /= dims[d];
+        for (size_t k = 0; k < K; ++k) base[k] += i * dim_strides[k][d];
+      }
+      for_each_strided<K>(inner, inner_strides, [&](const auto& off, int64_t len, const auto& step) {
+        std::array<int64_t, K> at;
+        for (size_t k = 0; k < K; ++k) at[k] = base[k] + off[k];
+        row(at, len, step);
+      });
+    }
+  });
 }
 
 // A kernel from a lambda, for families whose run needs no state beyond captures.

@@ -7,7 +7,10 @@
 // an axes input at run time (a program constant, so the same every run) and check
 // that it yields the program's static output shape. A reduction over the innermost
 // contiguous run accumulates in 8 interleaved float32 partial sums (vectorised);
-// ReduceMean multiplies the sum by 1/count.
+// ReduceMean multiplies the sum by 1/count. When the reduced axes are one block
+// (X as [A, R, B], Y as [A, B]: the bias gradients, a mean over the last axes) the
+// outputs are split between OpenMP threads; each output is summed by one thread in
+// the same order as the serial walk, so results do not depend on the thread count.
 #include <algorithm>
 
 #include "runtime/cpu/common.h"
@@ -28,12 +31,14 @@ Result<std::unique_ptr<Kernel>> build_sum(const KernelRequest& request) {
   return make_kernel([](const std::vector<Tensor*>& in, const std::vector<Tensor*>& out) -> Status {
     float* y = out[0]->data<float>();
     const int64_t n = out[0]->numel();
-    const float* first = in[0]->data<float>();
-    if (first != y) std::copy(first, first + n, y);
-    for (size_t i = 1; i < in.size(); ++i) {
-      const float* x = in[i]->data<float>();
-      for (int64_t j = 0; j < n; ++j) y[j] += x[j];
-    }
+    parallel_for(n, static_cast<int64_t>(in.size()), [&](int64_t begin, int64_t end) {
+      const float* first = in[0]->data<float>();
+      if (first != y) std::copy(first + begin, first + end, y + begin);
+      for (size_t i = 1; i < in.size(); ++i) {
+        const float* x = in[i]->data<float>();
+        for (int64_t j = begin; j < end; ++j) y[j] += x[j];
+      }
+    });
     return ok_status();
   });
 }
@@ -59,6 +64,43 @@ inline void reduce_row(float* d, const float* s, int64_t len, int64_t d_step, in
   } else {
     for (int64_t j = 0; j < len; ++j) d[j * d_step] += s[j * s_step];
   }
+}
+
+// X as [A, R, B] when the reduced dims of size > 1 are adjacent; false otherwise.
+bool as_block(const Shape& x, const std::vector<bool>& reduce, int64_t* a, int64_t* r, int64_t* b) {
+  int64_t first = -1, last = -1;
+  for (size_t d = 0; d < x.size(); ++d)
+    if (reduce[d] && x[d] > 1) {
+      if (first < 0) first = static_cast<int64_t>(d);
+      last = static_cast<int64_t>(d);
+    }
+  if (first < 0) return false;
+  *a = *r = *b = 1;
+  for (size_t d = 0; d < x.size(); ++d) {
+    const int64_t i = static_cast<int64_t>(d);
+    if (i >= first && i <= last && !reduce[d] && x[d] > 1) return false;
+    (i < first ? *a : i <= last ? *r : *b) *= x[d];
+  }
+  return true;
+}
+
+// Y[a, b] = sum_r X[a, r, b] (Y zeroed), threaded over rows a (and column blocks of B).
+void reduce_block(float* y, const float* x, int64_t a, int64_t r, int64_t b) {
+  if (b == 1) {
+    parallel_for(a, r, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) reduce_row(y + i, x + i * r, r, 0, 1);
+    });
+    return;
+  }
+  constexpr int64_t kCols = 512;
+  const int64_t blocks = (b + kCols - 1) / kCols;
+  parallel_for(a * blocks, r * std::min(b, kCols), [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t i = item / blocks, j0 = (item % blocks) * kCols, n = std::min(kCols, b - j0);
+      float* d = y + i * b + j0;
+      for (int64_t k = 0; k < r; ++k) reduce_row(d, x + (i * r + k) * b + j0, n, 1, 1);
+    }
+  });
 }
 
 Result<std::unique_ptr<Kernel>> build_reduce(const KernelRequest& request) {
@@ -108,9 +150,14 @@ Result<std::unique_ptr<Kernel>> build_reduce(const KernelRequest& request) {
     const float* px = in[0]->data<float>();
     const int64_t n_out = out[0]->numel();
     std::fill(py, py + n_out, 0.0f);
-    for_each_strided<2>(x, {ys, xs}, [&](const auto& off, int64_t len, const auto& step) {
-      reduce_row(py + off[0], px + off[1], len, step[0], step[1]);
-    });
+    int64_t a = 1, r = 1, b = 1;
+    if (as_block(x, reduce, &a, &r, &b)) {
+      reduce_block(py, px, a, r, b);
+    } else {
+      for_each_strided<2>(x, {ys, xs}, [&](const auto& off, int64_t len, const auto& step) {
+        reduce_row(py + off[0], px + off[1], len, step[0], step[1]);
+      });
+    }
     if (mean && count > 0) {
       const float inv = 1.0f / static_cast<float>(count);
       for (int64_t i = 0; i < n_out; ++i) py[i] *= inv;

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "runtime/cpu/common.h"
 
@@ -86,17 +87,24 @@ Result<std::unique_ptr<Kernel>> build_loss(const KernelRequest& request) {
     RN_ASSIGN_OR_RETURN(int64_t count, spec.check_labels(labels));
     float* loss = out[0]->data<float>();
     float* log_prob = with_log_prob ? out[1]->data<float>() : nullptr;
+    // Rows in parallel; the per-sample losses are summed afterwards in sample order.
+    std::vector<float> samples(static_cast<size_t>(spec.n));
+    parallel_for(spec.n, 4 * spec.c, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const float* row = scores + i * spec.c;
+        float max = -std::numeric_limits<float>::infinity();
+        for (int64_t j = 0; j < spec.c; ++j) max = std::max(max, row[j]);
+        double sum = 0.0;
+        for (int64_t j = 0; j < spec.c; ++j) sum += std::exp(static_cast<double>(row[j] - max));
+        const float log_norm = max + static_cast<float>(std::log(sum));
+        if (log_prob)
+          for (int64_t j = 0; j < spec.c; ++j) log_prob[i * spec.c + j] = row[j] - log_norm;
+        samples[static_cast<size_t>(i)] = spec.ignored(labels[i]) ? 0.0f : log_norm - row[labels[i]];
+      }
+    });
     double total = 0.0;
     for (int64_t i = 0; i < spec.n; ++i) {
-      const float* row = scores + i * spec.c;
-      float max = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < spec.c; ++j) max = std::max(max, row[j]);
-      double sum = 0.0;
-      for (int64_t j = 0; j < spec.c; ++j) sum += std::exp(static_cast<double>(row[j] - max));
-      const float log_norm = max + static_cast<float>(std::log(sum));
-      if (log_prob)
-        for (int64_t j = 0; j < spec.c; ++j) log_prob[i * spec.c + j] = row[j] - log_norm;
-      const float sample = spec.ignored(labels[i]) ? 0.0f : log_norm - row[labels[i]];
+      const float sample = samples[static_cast<size_t>(i)];
       if (spec.reduction == Reduction::kNone) loss[i] = sample;
       total += sample;
     }
@@ -128,17 +136,19 @@ Result<std::unique_ptr<Kernel>> build_loss_grad(const KernelRequest& request) {
     RN_ASSIGN_OR_RETURN(int64_t count, spec.check_labels(labels));
     float scale = per_sample ? 1.0f : dloss[0];
     if (spec.reduction == Reduction::kMean) scale = count ? scale / static_cast<float>(count) : 0.0f;
-    for (int64_t i = 0; i < spec.n; ++i) {
-      float* drow = dscores + i * spec.c;
-      const float* row = log_prob + i * spec.c;
-      if (spec.ignored(labels[i])) {
-        std::fill(drow, drow + spec.c, 0.0f);
-        continue;
+    parallel_for(spec.n, 4 * spec.c, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        float* drow = dscores + i * spec.c;
+        const float* row = log_prob + i * spec.c;
+        if (spec.ignored(labels[i])) {
+          std::fill(drow, drow + spec.c, 0.0f);
+          continue;
+        }
+        const float g = per_sample ? dloss[i] : scale;
+        for (int64_t j = 0; j < spec.c; ++j) drow[j] = g * std::exp(row[j]);
+        drow[labels[i]] -= g;
       }
-      const float g = per_sample ? dloss[i] : scale;
-      for (int64_t j = 0; j < spec.c; ++j) drow[j] = g * std::exp(row[j]);
-      drow[labels[i]] -= g;
-    }
+    });
     return ok_status();
   });
 }

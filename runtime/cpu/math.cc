@@ -11,7 +11,9 @@
 // shapes (same shape, row, column, scalar, rank-mismatched) run as vectorised
 // contiguous loops. Erf and ErfGrad use float32 approximations (erf rational
 // approximation, |error| < 5e-7; exp by range reduction, relative error < 2e-7)
-// that vectorise; every other plain loop uses <cmath>.
+// that vectorise; every other plain loop uses <cmath>. Large plain loops are split
+// between OpenMP threads by output element (common.h), so results do not depend on
+// the thread count.
 #include <cmath>
 #include <cstring>
 #include <tuple>
@@ -27,10 +29,25 @@ using dnnl::memory;
 
 // ------------------------------------------------------------ float32 helpers
 
+// std::fmin(std::fmax(x, lo), hi) (NaN gives lo) as two compares: std::fmin/fmax are
+// libm calls that block vectorisation.
+inline float clamp_f(float x, float lo, float hi) {
+  const float t = x > lo ? x : lo;
+  return t < hi ? t : hi;
+}
+
+// Rounds to the nearest integer, ties to even (as std::nearbyint in the default
+// rounding mode) for |x| < 2^22, without a libm call: adding and subtracting 1.5 * 2^23
+// leaves only the integer part in a float32's mantissa.
+inline float round_even(float x) {
+  constexpr float kMagic = 12582912.0f;
+  return (x + kMagic) - kMagic;
+}
+
 // exp(x) for float32 without libm calls, so loops over it vectorise.
 inline float fast_exp(float x) {
-  x = std::fmin(std::fmax(x, -87.3f), 88.7f);
-  const float n = std::nearbyint(x * 1.44269504088896341f);
+  x = clamp_f(x, -87.3f, 88.7f);
+  const float n = round_even(x * 1.44269504088896341f);
   const float r = x - n * 0.693359375f + n * 2.12194440e-4f;  // x - n*ln2, ln2 split for accuracy
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
@@ -47,7 +64,7 @@ inline float fast_exp(float x) {
 
 // erf(x) as x * P(x^2) / Q(x^2) on [-4, 4] (outside, erf is +-1 in float32).
 inline float fast_erf(float x) {
-  x = std::fmin(std::fmax(x, -4.0f), 4.0f);
+  x = clamp_f(x, -4.0f, 4.0f);
   const float x2 = x * x;
   float p = -2.72614225801306e-10f;
   p = p * x2 + 2.77068142495902e-08f;
@@ -95,7 +112,7 @@ void broadcast_apply(const Shape& y_shape, const std::vector<std::vector<int64_t
   strides[0] = contiguous_strides(y_shape);
   for (size_t k = 0; k < N; ++k) strides[k + 1] = in_strides[k];
   using Seq = std::make_index_sequence<N>;
-  for_each_strided<N + 1>(y_shape, strides, [&](const auto& off, int64_t len, const auto& step) {
+  parallel_for_each_strided<N + 1>(y_shape, strides, [&](const auto& off, int64_t len, const auto& step) {
     std::tuple<const In*...> p = x;
     size_t mask = 0;
     bool unit = true;
@@ -217,15 +234,15 @@ class PowKernel final : public Kernel {
     const bool scalar = e_in.numel() == 1 && in[grad_ ? 1 : 0]->numel() == n;
     const float s = scalar ? e[0] : 0.0f;
     if (!grad_) {
-      if (scalar && s == 2.0f) for (int64_t i = 0; i < n; ++i) y[i] = x[i] * x[i];
-      else if (scalar && s == 3.0f) for (int64_t i = 0; i < n; ++i) y[i] = x[i] * x[i] * x[i];
-      else if (scalar && s == 0.5f) for (int64_t i = 0; i < n; ++i) y[i] = std::sqrt(x[i]);
+      if (scalar && s == 2.0f) flat_for(n, [&](int64_t i) { y[i] = x[i] * x[i]; });
+      else if (scalar && s == 3.0f) flat_for(n, [&](int64_t i) { y[i] = x[i] * x[i] * x[i]; });
+      else if (scalar && s == 0.5f) flat_for(n, [&](int64_t i) { y[i] = std::sqrt(x[i]); });
       else broadcast_apply(plan_.y, plan_.strides, y, std::make_tuple(x, e), [](float a, float b) { return std::pow(a, b); });
       return ok_status();
     }
     const float* dy = in[0]->data<float>();
-    if (scalar && s == 2.0f) for (int64_t i = 0; i < n; ++i) y[i] = 2.0f * x[i] * dy[i];
-    else if (scalar && s == 3.0f) for (int64_t i = 0; i < n; ++i) y[i] = 3.0f * x[i] * x[i] * dy[i];
+    if (scalar && s == 2.0f) flat_for(n, [&](int64_t i) { y[i] = 2.0f * x[i] * dy[i]; });
+    else if (scalar && s == 3.0f) flat_for(n, [&](int64_t i) { y[i] = 3.0f * x[i] * x[i] * dy[i]; });
     else
       broadcast_apply(plan_.y, plan_.strides, y, std::make_tuple(dy, x, e),
                       [](float g, float a, float b) { return b == 0.0f ? 0.0f : g * b * std::pow(a, b - 1.0f); });
@@ -273,10 +290,10 @@ Result<std::unique_ptr<Kernel>> flat_kernel(const KernelRequest& request, F f) {
     const int64_t n = out[0]->numel();
     const float* a = in[0]->data<float>();
     if constexpr (N == 1) {
-      for (int64_t i = 0; i < n; ++i) y[i] = f(a[i]);
+      flat_for(n, [&](int64_t i) { y[i] = f(a[i]); });
     } else {
       const float* b = in[1]->data<float>();
-      for (int64_t i = 0; i < n; ++i) y[i] = f(a[i], b[i]);
+      flat_for(n, [&](int64_t i) { y[i] = f(a[i], b[i]); });
     }
     return ok_status();
   });
@@ -439,23 +456,25 @@ Result<std::unique_ptr<Kernel>> build_softmax_ref(const KernelRequest& request) 
     const float* a = in[0]->data<float>();
     const float* y = grad ? in[1]->data<float>() : nullptr;
     float* o = out[0]->data<float>();
-    for (int64_t i = 0; i < g.outer; ++i)
-      for (int64_t k = 0; k < g.inner; ++k) {
-        const int64_t base = i * g.dim * g.inner + k;
-        auto at = [&](int64_t j) { return base + j * g.inner; };
-        if (grad) {
-          double dot = 0;
-          for (int64_t j = 0; j < g.dim; ++j) dot += static_cast<double>(a[at(j)]) * y[at(j)];
-          for (int64_t j = 0; j < g.dim; ++j) o[at(j)] = y[at(j)] * (a[at(j)] - static_cast<float>(dot));
-          continue;
+    parallel_for(g.outer, 3 * g.dim * g.inner, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        for (int64_t k = 0; k < g.inner; ++k) {
+          const int64_t base = i * g.dim * g.inner + k;
+          auto at = [&](int64_t j) { return base + j * g.inner; };
+          if (grad) {
+            double dot = 0;
+            for (int64_t j = 0; j < g.dim; ++j) dot += static_cast<double>(a[at(j)]) * y[at(j)];
+            for (int64_t j = 0; j < g.dim; ++j) o[at(j)] = y[at(j)] * (a[at(j)] - static_cast<float>(dot));
+            continue;
+          }
+          float m = -INFINITY;
+          for (int64_t j = 0; j < g.dim; ++j) m = std::fmax(m, a[at(j)]);
+          double sum = 0;
+          for (int64_t j = 0; j < g.dim; ++j) sum += o[at(j)] = std::exp(a[at(j)] - m);
+          const float inv = static_cast<float>(1.0 / sum);
+          for (int64_t j = 0; j < g.dim; ++j) o[at(j)] *= inv;
         }
-        float m = -INFINITY;
-        for (int64_t j = 0; j < g.dim; ++j) m = std::fmax(m, a[at(j)]);
-        double sum = 0;
-        for (int64_t j = 0; j < g.dim; ++j) sum += o[at(j)] = std::exp(a[at(j)] - m);
-        const float inv = static_cast<float>(1.0 / sum);
-        for (int64_t j = 0; j < g.dim; ++j) o[at(j)] *= inv;
-      }
+    });
     return ok_status();
   });
 }

@@ -57,7 +57,7 @@ Status bad(const std::string& who, const Parts&... parts) {
 template <typename T>
 void copy_strided(T* dst, const T* src, const Shape& shape, const std::vector<int64_t>& dst_strides,
                   const std::vector<int64_t>& src_strides) {
-  for_each_strided<2>(shape, {dst_strides, src_strides}, [&](const auto& off, int64_t len, const auto& step) {
+  parallel_for_each_strided<2>(shape, {dst_strides, src_strides}, [&](const auto& off, int64_t len, const auto& step) {
     T* d = dst + off[0];
     const T* s = src + off[1];
     if (step[0] == 1 && step[1] == 1) std::memcpy(d, s, static_cast<size_t>(len) * sizeof(T));
@@ -140,13 +140,18 @@ Result<std::unique_ptr<Kernel>> build_concat(const KernelRequest& request) {
   RN_RETURN_IF_ERROR(check_join(request, parts, out, axis));
   const Slabs slabs = slabs_of(parts, axis, dtype_size(request.inputs[0].dtype));
   return make_kernel([=](const Tensors& in, const Tensors& outs) -> Status {
+    size_t slab = 0;
+    for (size_t b : slabs.bytes) slab += b;
     uint8_t* dst = static_cast<uint8_t*>(outs[0]->raw());
-    for (int64_t o = 0; o < slabs.outer; ++o)
-      for (size_t i = 0; i < in.size(); ++i) {
-        std::memcpy(dst, static_cast<const uint8_t*>(in[i]->raw()) + static_cast<size_t>(o) * slabs.bytes[i],
-                    slabs.bytes[i]);
-        dst += slabs.bytes[i];
-      }
+    parallel_for(slabs.outer, static_cast<int64_t>(slab / 4), [&](int64_t begin, int64_t end) {
+      uint8_t* d = dst + static_cast<size_t>(begin) * slab;
+      for (int64_t o = begin; o < end; ++o)
+        for (size_t i = 0; i < in.size(); ++i) {
+          std::memcpy(d, static_cast<const uint8_t*>(in[i]->raw()) + static_cast<size_t>(o) * slabs.bytes[i],
+                      slabs.bytes[i]);
+          d += slabs.bytes[i];
+        }
+    });
     return ok_status();
   });
 }
@@ -164,13 +169,18 @@ Result<std::unique_ptr<Kernel>> build_split(const KernelRequest& request) {
   RN_RETURN_IF_ERROR(check_join(request, parts, in, axis));
   const Slabs slabs = slabs_of(parts, axis, dtype_size(request.inputs[0].dtype));
   return make_kernel([=](const Tensors& ins, const Tensors& outs) -> Status {
+    size_t slab = 0;
+    for (size_t b : slabs.bytes) slab += b;
     const uint8_t* src = static_cast<const uint8_t*>(ins[0]->raw());
-    for (int64_t o = 0; o < slabs.outer; ++o)
-      for (size_t i = 0; i < outs.size(); ++i) {
-        std::memcpy(static_cast<uint8_t*>(outs[i]->raw()) + static_cast<size_t>(o) * slabs.bytes[i], src,
-                    slabs.bytes[i]);
-        src += slabs.bytes[i];
-      }
+    parallel_for(slabs.outer, static_cast<int64_t>(slab / 4), [&](int64_t begin, int64_t end) {
+      const uint8_t* s = src + static_cast<size_t>(begin) * slab;
+      for (int64_t o = begin; o < end; ++o)
+        for (size_t i = 0; i < outs.size(); ++i) {
+          std::memcpy(static_cast<uint8_t*>(outs[i]->raw()) + static_cast<size_t>(o) * slabs.bytes[i], s,
+                      slabs.bytes[i]);
+          s += slabs.bytes[i];
+        }
+    });
     return ok_status();
   });
 }
@@ -301,16 +311,19 @@ Result<std::unique_ptr<Kernel>> build_gather(const KernelRequest& request) {
     RN_RETURN_IF_ERROR(normalise_indices(who, in[1], g.dim, &idx));
     const uint8_t* src = static_cast<const uint8_t*>(in[0]->raw());
     uint8_t* dst = static_cast<uint8_t*>(out[0]->raw());
-    for (int64_t o = 0; o < g.outer; ++o)
-      for (int64_t i : idx) {
-        std::memcpy(dst, src + static_cast<size_t>(o * g.dim + i) * row, row);
-        dst += row;
+    parallel_for(g.outer * g.count, g.inner, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t o = r / g.count, i = idx[static_cast<size_t>(r % g.count)];
+        std::memcpy(dst + static_cast<size_t>(r) * row, src + static_cast<size_t>(o * g.dim + i) * row, row);
       }
+    });
     return ok_status();
   });
 }
 
-// dX = 0; dX[o, idx[k], :] += dY[o, k, :] (repeated indices accumulate).
+// dX = 0; dX[o, idx[k], :] += dY[o, k, :] (repeated indices accumulate, in k order).
+// Threads take (o, column block) pairs, one block per thread (the whole row when
+// serial), so every element is summed by one thread in the serial order.
 Result<std::unique_ptr<Kernel>> build_gather_grad(const KernelRequest& request) {
   RN_RETURN_IF_ERROR(check_arity(request, 2, 2, 1, 1));
   RN_RETURN_IF_ERROR(check_input_dtype(request, 0, DType::kF32));
@@ -323,13 +336,25 @@ Result<std::unique_ptr<Kernel>> build_gather_grad(const KernelRequest& request) 
     RN_RETURN_IF_ERROR(normalise_indices(who, in[1], g.dim, &idx));
     const float* dy = in[0]->data<float>();
     float* dx = out[0]->data<float>();
-    std::memset(dx, 0, out[0]->bytes());
-    for (int64_t o = 0; o < g.outer; ++o)
-      for (int64_t i : idx) {
-        float* d = dx + (o * g.dim + i) * g.inner;
-        for (int64_t j = 0; j < g.inner; ++j) d[j] += dy[j];
-        dy += g.inner;
+    // Column blocks: whole cache lines (16 float32), as many as threads when the work is worth it.
+    const int64_t lines = (g.inner + 15) / 16;
+    const int64_t blocks =
+        std::max<int64_t>(1, std::min<int64_t>(lines, parallel_threads(g.outer * (g.dim + g.count) * g.inner)));
+    const int64_t cols = (lines + blocks - 1) / blocks * 16;
+    parallel_for(g.outer * blocks, (g.dim + g.count) * std::min(cols, g.inner), [&](int64_t begin, int64_t end) {
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t o = item / blocks, j0 = (item % blocks) * cols, n = std::min(cols, g.inner - j0);
+        if (n <= 0) continue;
+        float* base = dx + o * g.dim * g.inner + j0;
+        for (int64_t i = 0; i < g.dim; ++i) std::fill(base + i * g.inner, base + i * g.inner + n, 0.0f);
+        const float* src = dy + o * g.count * g.inner + j0;
+        for (int64_t k = 0; k < g.count; ++k) {
+          float* d = base + idx[static_cast<size_t>(k)] * g.inner;
+          const float* s = src + k * g.inner;
+          for (int64_t j = 0; j < n; ++j) d[j] += s[j];
+        }
       }
+    });
     return ok_status();
   });
 }
@@ -503,20 +528,21 @@ uint64_t fnv1a(const std::string& s) {
 }
 
 // Keeps element i when its hash is >= threshold (= ratio * 2^32): the hash is two
-// murmur3 finalisers keyed by the 64-bit run key, a bijection of the low 32 bits
-// of i for each key, so any split of the index range over threads gives the same mask.
-void dropout_mask(uint64_t key, uint32_t threshold, int64_t n, uint8_t* mask) {
-  for (int64_t block = 0; block < n; block += int64_t{1} << 32) {
+// murmur3 finalisers keyed by the 64-bit run key and the high 32 bits of i, a
+// bijection of the low 32 bits of i for each key, so any split of the index range
+// over threads gives the same mask. Fills mask[i] for i in [begin, end).
+void dropout_mask(uint64_t key, uint32_t threshold, int64_t begin, int64_t end, uint8_t* mask) {
+  for (int64_t block = begin; block < end;) {
     const uint64_t hi = static_cast<uint64_t>(block) >> 32;
+    const int64_t block_end = std::min<int64_t>(end, static_cast<int64_t>((hi + 1) << 32));
     const uint64_t k = splitmix64(key ^ hi);
     const uint32_t k0 = static_cast<uint32_t>(k), k1 = static_cast<uint32_t>(k >> 32);
-    const int64_t len = std::min<int64_t>(n - block, int64_t{1} << 32);
-    uint8_t* m = mask + block;
-    for (int64_t i = 0; i < len; ++i) {
+    for (int64_t i = block; i < block_end; ++i) {
       uint32_t h = fmix32((static_cast<uint32_t>(i) * 0x9E3779B1u) ^ k0);
       h = fmix32(h ^ k1);
-      m[i] = h >= threshold;
+      mask[i] = h >= threshold;
     }
+    block = block_end;
   }
 }
 
@@ -556,9 +582,11 @@ class DropoutKernel final : public Kernel {
     key = splitmix64(key ^ name_hash_);
     const double scaled = std::ldexp(static_cast<double>(ratio), 32);
     const uint32_t threshold = static_cast<uint32_t>(std::min(scaled, 4294967295.0));
-    dropout_mask(key, threshold, n, mask);
     const float scale = 1.0f / (1.0f - ratio);
-    for (int64_t i = 0; i < n; ++i) y[i] = mask[i] ? x[i] * scale : 0.0f;
+    parallel_for(n, 4, [&](int64_t begin, int64_t end) {
+      dropout_mask(key, threshold, begin, end, mask);
+      for (int64_t i = begin; i < end; ++i) y[i] = mask[i] ? x[i] * scale : 0.0f;
+    });
     return ok_status();
   }
 
@@ -595,7 +623,7 @@ Result<std::unique_ptr<Kernel>> build_dropout_grad(const KernelRequest& request)
     const uint8_t* mask = in[1]->data<uint8_t>();
     float* dx = out[0]->data<float>();
     const int64_t n = in[0]->numel();
-    for (int64_t i = 0; i < n; ++i) dx[i] = mask[i] ? dy[i] * scale : 0.0f;
+    flat_for(n, [&](int64_t i) { dx[i] = mask[i] ? dy[i] * scale : 0.0f; });
     return ok_status();
   });
 }

@@ -23,6 +23,7 @@
 //  * LayerNormalization over axes [axis, rank): outputs Mean and InvStdDev =
 //    1/sqrt(var + epsilon) (biased variance), shaped X[:axis] + 1s; its gradient
 //    kernels read those two values instead of recomputing them.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -240,24 +241,26 @@ Result<std::unique_ptr<Kernel>> build_batchnorm_grad(const KernelRequest& reques
     float* dx = out[0]->data<float>();
     const int64_t stride = l.c * l.s;
     const double count = static_cast<double>(l.per_channel());
-    for (int64_t c = 0; c < l.c; ++c) {
-      const double rm = g.training ? 0.0 : in[3]->data<float>()[c];
-      const double rv = g.training ? 1.0 : in[4]->data<float>()[c];
-      ChannelSums r;
-      if (g.training) r = channel_sums(l, c, x, dy, true, 0, 0, g.epsilon);
-      else r.inv_std = 1.0 / std::sqrt(rv + g.epsilon), r.mean = rm;
-      const float k = static_cast<float>(scale[c] * r.inv_std);
-      const float a = g.training ? static_cast<float>(r.sum_dy / count) : 0.0f;
-      const float b = g.training ? static_cast<float>(r.sum_dy_xmu * r.inv_std * r.inv_std / count) : 0.0f;
-      const float mean = static_cast<float>(r.mean);
-      for (int64_t n = 0; n < l.n; ++n) {
-        const int64_t o = n * stride + c * l.s;
-        const float* xr = x + o;
-        const float* dyr = dy + o;
-        float* dxr = dx + o;
-        for (int64_t j = 0; j < l.s; ++j) dxr[j] = k * (dyr[j] - a - (xr[j] - mean) * b);
+    parallel_for(l.c, 3 * l.per_channel(), [&](int64_t c_begin, int64_t c_end) {
+      for (int64_t c = c_begin; c < c_end; ++c) {
+        const double rm = g.training ? 0.0 : in[3]->data<float>()[c];
+        const double rv = g.training ? 1.0 : in[4]->data<float>()[c];
+        ChannelSums r;
+        if (g.training) r = channel_sums(l, c, x, dy, true, 0, 0, g.epsilon);
+        else r.inv_std = 1.0 / std::sqrt(rv + g.epsilon), r.mean = rm;
+        const float k = static_cast<float>(scale[c] * r.inv_std);
+        const float a = g.training ? static_cast<float>(r.sum_dy / count) : 0.0f;
+        const float b = g.training ? static_cast<float>(r.sum_dy_xmu * r.inv_std * r.inv_std / count) : 0.0f;
+        const float mean = static_cast<float>(r.mean);
+        for (int64_t n = 0; n < l.n; ++n) {
+          const int64_t o = n * stride + c * l.s;
+          const float* xr = x + o;
+          const float* dyr = dy + o;
+          float* dxr = dx + o;
+          for (int64_t j = 0; j < l.s; ++j) dxr[j] = k * (dyr[j] - a - (xr[j] - mean) * b);
+        }
       }
-    }
+    });
     return ok_status();
   });
 }
@@ -270,14 +273,16 @@ Result<std::unique_ptr<Kernel>> build_batchnorm_param_grad(const KernelRequest& 
     const ChannelLayout& l = g.layout;
     float* dscale = out[0] ? out[0]->data<float>() : nullptr;
     float* dbias = out.size() > 1 && out[1] ? out[1]->data<float>() : nullptr;
-    for (int64_t c = 0; c < l.c; ++c) {
-      const double rm = g.training ? 0.0 : in[2]->data<float>()[c];
-      const double rv = g.training ? 1.0 : in[3]->data<float>()[c];
-      const ChannelSums r =
-          channel_sums(l, c, in[1]->data<float>(), in[0]->data<float>(), g.training, rm, rv, g.epsilon);
-      if (dscale) dscale[c] = static_cast<float>(r.sum_dy_xmu * r.inv_std);
-      if (dbias) dbias[c] = static_cast<float>(r.sum_dy);
-    }
+    parallel_for(l.c, 2 * l.per_channel(), [&](int64_t c_begin, int64_t c_end) {
+      for (int64_t c = c_begin; c < c_end; ++c) {
+        const double rm = g.training ? 0.0 : in[2]->data<float>()[c];
+        const double rv = g.training ? 1.0 : in[3]->data<float>()[c];
+        const ChannelSums r =
+            channel_sums(l, c, in[1]->data<float>(), in[0]->data<float>(), g.training, rm, rv, g.epsilon);
+        if (dscale) dscale[c] = static_cast<float>(r.sum_dy_xmu * r.inv_std);
+        if (dbias) dbias[c] = static_cast<float>(r.sum_dy);
+      }
+    });
     return ok_status();
   });
 }
@@ -411,16 +416,18 @@ Result<std::unique_ptr<Kernel>> build_layernorm_grad(const KernelRequest& reques
     const float* inv_std = in[4]->data<float>();
     float* dx = out[0]->data<float>();
     const double cols = static_cast<double>(l.cols);
-    for (int64_t r = 0; r < l.rows; ++r) {
-      const float* xr = x + r * l.cols;
-      const float* dyr = dy + r * l.cols;
-      float* dxr = dx + r * l.cols;
-      const float m = mean[r], s = inv_std[r];
-      const double sum_g = lane_sum(l.cols, [&](int64_t j) { return dyr[j] * scale[j]; });
-      const double sum_gx = lane_sum(l.cols, [&](int64_t j) { return dyr[j] * scale[j] * ((xr[j] - m) * s); });
-      const float a = static_cast<float>(sum_g / cols), b = static_cast<float>(sum_gx / cols);
-      for (int64_t j = 0; j < l.cols; ++j) dxr[j] = s * (dyr[j] * scale[j] - a - (xr[j] - m) * s * b);
-    }
+    parallel_for(l.rows, 3 * l.cols, [&](int64_t r_begin, int64_t r_end) {
+      for (int64_t r = r_begin; r < r_end; ++r) {
+        const float* xr = x + r * l.cols;
+        const float* dyr = dy + r * l.cols;
+        float* dxr = dx + r * l.cols;
+        const float m = mean[r], s = inv_std[r];
+        const double sum_g = lane_sum(l.cols, [&](int64_t j) { return dyr[j] * scale[j]; });
+        const double sum_gx = lane_sum(l.cols, [&](int64_t j) { return dyr[j] * scale[j] * ((xr[j] - m) * s); });
+        const float a = static_cast<float>(sum_g / cols), b = static_cast<float>(sum_gx / cols);
+        for (int64_t j = 0; j < l.cols; ++j) dxr[j] = s * (dyr[j] * scale[j] - a - (xr[j] - m) * s * b);
+      }
+    });
     return ok_status();
   });
 }
@@ -434,21 +441,33 @@ Result<std::unique_ptr<Kernel>> build_layernorm_param_grad(const KernelRequest& 
     const float* x = in[1]->data<float>();
     const float* mean = in[2]->data<float>();
     const float* inv_std = in[3]->data<float>();
-    const size_t cols = static_cast<size_t>(l.cols);
-    std::vector<double> dscale(cols, 0.0), dbias(cols, 0.0);
-    for (int64_t r = 0; r < l.rows; ++r) {
-      const float* xr = x + r * l.cols;
-      const float* dyr = dy + r * l.cols;
-      const float m = mean[r], s = inv_std[r];
-      for (size_t j = 0; j < cols; ++j) {
-        dscale[j] += dyr[j] * ((xr[j] - m) * s);
-        dbias[j] += dyr[j];
+    float* dscale_out = out[0] ? out[0]->data<float>() : nullptr;
+    float* dbias_out = out.size() > 1 && out[1] ? out[1]->data<float>() : nullptr;
+    // Column blocks (one per thread, whole when serial) summed over every row, in row order.
+    const int64_t blocks = std::min<int64_t>((l.cols + 7) / 8, parallel_threads(2 * l.rows * l.cols));
+    const int64_t block = ((l.cols + blocks - 1) / blocks + 7) / 8 * 8;
+    parallel_for(blocks, 2 * block * l.rows, [&](int64_t b_begin, int64_t b_end) {
+      std::vector<double> dscale(static_cast<size_t>(block)), dbias(static_cast<size_t>(block));
+      for (int64_t b = b_begin; b < b_end; ++b) {
+        const int64_t j0 = b * block, n = std::min(block, l.cols - j0);
+        if (n <= 0) continue;
+        std::fill(dscale.begin(), dscale.end(), 0.0);
+        std::fill(dbias.begin(), dbias.end(), 0.0);
+        for (int64_t r = 0; r < l.rows; ++r) {
+          const float* xr = x + r * l.cols + j0;
+          const float* dyr = dy + r * l.cols + j0;
+          const float m = mean[r], s = inv_std[r];
+          for (int64_t j = 0; j < n; ++j) {
+            dscale[j] += dyr[j] * ((xr[j] - m) * s);
+            dbias[j] += dyr[j];
+          }
+        }
+        for (int64_t j = 0; j < n; ++j) {
+          if (dscale_out) dscale_out[j0 + j] = static_cast<float>(dscale[j]);
+          if (dbias_out) dbias_out[j0 + j] = static_cast<float>(dbias[j]);
+        }
       }
-    }
-    if (out[0])
-      for (size_t j = 0; j < cols; ++j) out[0]->data<float>()[j] = static_cast<float>(dscale[j]);
-    if (out.size() > 1 && out[1])
-      for (size_t j = 0; j < cols; ++j) out[1]->data<float>()[j] = static_cast<float>(dbias[j]);
+    });
     return ok_status();
   });
 }

@@ -59,14 +59,14 @@ Result<std::unique_ptr<Kernel>> build_sgd(const KernelRequest& request) {
     const float lr = in[3]->data<float>()[0];
     const int64_t n = in[0]->numel();
     if (!v) {
-      for (int64_t i = 0; i < n; ++i) p[i] -= lr * (g[i] + weight_decay * p[i]);
+      flat_for(n, [&](int64_t i) { p[i] -= lr * (g[i] + weight_decay * p[i]); });
       return ok_status();
     }
-    for (int64_t i = 0; i < n; ++i) {
+    flat_for(n, [&](int64_t i) {
       const float gd = g[i] + weight_decay * p[i];
       v[i] = momentum * v[i] + gd;
       p[i] -= lr * (nesterov ? gd + momentum * v[i] : v[i]);
-    }
+    });
     return ok_status();
   });
 }
@@ -104,33 +104,36 @@ Result<AdamAttrs> check_adam(const KernelRequest& request) {
   return a;
 }
 
-// Counts this update in the step input and updates both moments in place.
-AdamState adam_moments(const std::vector<Tensor*>& in, const AdamAttrs& a) {
+// Counts this update in the step input; the moments are updated by adam_moment.
+AdamState adam_step(const std::vector<Tensor*>& in, const AdamAttrs& a) {
   const int64_t t = ++in[4]->data<int64_t>()[0];
-  AdamState s{in[0]->data<float>(), in[1]->data<float>(), in[2]->data<float>(), in[3]->data<float>(),
-              in[0]->numel(), in[5]->data<float>()[0],
-              1.0 - std::pow(static_cast<double>(a.beta1), static_cast<double>(t)),
-              1.0 - std::pow(static_cast<double>(a.beta2), static_cast<double>(t))};
-  const float b1 = a.beta1, b2 = a.beta2;
-  for (int64_t i = 0; i < s.n; ++i) {
-    const float g = s.grad[i];
-    s.exp_avg[i] = b1 * s.exp_avg[i] + (1.0f - b1) * g;
-    s.exp_avg_sq[i] = b2 * s.exp_avg_sq[i] + (1.0f - b2) * g * g;
-  }
-  return s;
+  return AdamState{in[0]->data<float>(), in[1]->data<float>(), in[2]->data<float>(), in[3]->data<float>(),
+                   in[0]->numel(), in[5]->data<float>()[0],
+                   1.0 - std::pow(static_cast<double>(a.beta1), static_cast<double>(t)),
+                   1.0 - std::pow(static_cast<double>(a.beta2), static_cast<double>(t))};
+}
+
+// Both moments of element i, in place.
+inline void adam_moment(const AdamState& s, const AdamAttrs& a, int64_t i) {
+  const float g = s.grad[i];
+  s.exp_avg[i] = a.beta1 * s.exp_avg[i] + (1.0f - a.beta1) * g;
+  s.exp_avg_sq[i] = a.beta2 * s.exp_avg_sq[i] + (1.0f - a.beta2) * g * g;
 }
 
 Result<std::unique_ptr<Kernel>> build_adamw(const KernelRequest& request) {
   RN_ASSIGN_OR_RETURN(AdamAttrs a, check_adam(request));
   return make_kernel([=](const std::vector<Tensor*>& in, const std::vector<Tensor*>&) -> Status {
     // Decoupled weight decay uses the weights before this update, as PyTorch does.
+    // One pass per element: decay, moments, update (each element's arithmetic as in three passes).
     const float decay = 1.0f - in[5]->data<float>()[0] * a.weight_decay;
-    float* p = in[0]->data<float>();
-    for (int64_t i = 0, n = in[0]->numel(); i < n; ++i) p[i] *= decay;
-    const AdamState s = adam_moments(in, a);
+    const AdamState s = adam_step(in, a);
     const float step_size = static_cast<float>(s.lr / s.bias1);
     const float bias2_sqrt = static_cast<float>(std::sqrt(s.bias2));
-    for (int64_t i = 0; i < s.n; ++i) s.param[i] -= step_size * s.exp_avg[i] / (std::sqrt(s.exp_avg_sq[i]) / bias2_sqrt + a.eps);
+    flat_for(s.n, [&](int64_t i) {
+      s.param[i] *= decay;
+      adam_moment(s, a, i);
+      s.param[i] -= step_size * s.exp_avg[i] / (std::sqrt(s.exp_avg_sq[i]) / bias2_sqrt + a.eps);
+    });
     return ok_status();
   });
 }
@@ -138,7 +141,8 @@ Result<std::unique_ptr<Kernel>> build_adamw(const KernelRequest& request) {
 Result<std::unique_ptr<Kernel>> build_lamb(const KernelRequest& request) {
   RN_ASSIGN_OR_RETURN(AdamAttrs a, check_adam(request));
   return make_kernel([=](const std::vector<Tensor*>& in, const std::vector<Tensor*>&) -> Status {
-    const AdamState s = adam_moments(in, a);
+    const AdamState s = adam_step(in, a);
+    flat_for(s.n, [&](int64_t i) { adam_moment(s, a, i); });
     const float inv_bias1 = static_cast<float>(1.0 / s.bias1), inv_bias2 = static_cast<float>(1.0 / s.bias2);
     auto update = [&](int64_t i) {
       return s.exp_avg[i] * inv_bias1 / (std::sqrt(s.exp_avg_sq[i] * inv_bias2) + a.eps) + a.weight_decay * s.param[i];
@@ -152,7 +156,7 @@ Result<std::unique_ptr<Kernel>> build_lamb(const KernelRequest& request) {
     }
     const double trust = w2 > 0 && u2 > 0 ? std::sqrt(w2) / std::sqrt(u2) : 1.0;
     const float step = static_cast<float>(s.lr * trust);
-    for (int64_t i = 0; i < s.n; ++i) s.param[i] -= step * update(i);
+    flat_for(s.n, [&](int64_t i) { s.param[i] -= step * update(i); });
     return ok_status();
   });
 }

@@ -14,7 +14,9 @@
 // else the number of real input elements in it. GlobalAveragePool is the mean over
 // every spatial position. The gradients spread dY / divisor over each window.
 #include <algorithm>
+#include <atomic>
 #include <limits>
+#include <vector>
 
 #include "runtime/cpu/common.h"
 #include "runtime/cpu/onednn.h"
@@ -61,6 +63,88 @@ Result<PoolGeometry> pool_geometry(const KernelRequest& request, const Shape& x,
                       dilations[0], dilations[1], pads[0], pads[1], pads[2], pads[3]};
 }
 
+// The max of one window of one plane (rows from X's top, cols from its left), and its
+// offset within the plane: padded positions never win, ties go to the first in scan
+// order; an empty window gives -inf at offset 0.
+inline void maxpool_window(const PoolGeometry& g, const float* src, int64_t oh, int64_t ow, float* y, int64_t* at) {
+  float best = -std::numeric_limits<float>::infinity();
+  int64_t best_at = -1;
+  for (int64_t i = 0; i < g.kh; ++i) {
+    const int64_t h = oh * g.sh - g.pt + i * g.dh;
+    if (h < 0 || h >= g.h) continue;
+    for (int64_t j = 0; j < g.kw; ++j) {
+      const int64_t w = ow * g.sw - g.pl + j * g.dw;
+      if (w < 0 || w >= g.w) continue;
+      const float v = src[h * g.w + w];
+      if (best_at < 0 || v > best) {
+        best = v;
+        best_at = h * g.w + w;
+      }
+    }
+  }
+  *y = best;
+  *at = best_at < 0 ? 0 : best_at;
+}
+
+// Every window of one plane: y (OH x OW) and, when `indices`, base + the winner's offset.
+// Columns whose windows lie inside X along W run as branch-free loops over the output
+// row, one per kernel position in scan order (a later position wins only when strictly
+// greater, which keeps ONNX's first-in-scan-order ties); SW > 0 fixes the stride at
+// compile time so the loads vectorise. `arg` is scratch for OW plane offsets.
+template <int64_t SW>
+void maxpool_plane(const PoolGeometry& g, const float* src, float* y, int64_t* indices, int64_t base, int32_t* arg) {
+  const int64_t sw = SW > 0 ? SW : g.sw;
+  const int64_t span_w = (g.kw - 1) * g.dw;
+  // Interior columns [ow0, ow1): ow * sw - pl >= 0 and ow * sw - pl + span_w < W.
+  const int64_t ow0 = std::min(g.ow, (g.pl + sw - 1) / sw);
+  const int64_t last = g.w - 1 + g.pl - span_w;
+  const int64_t ow1 = last < 0 ? ow0 : std::clamp<int64_t>(last / sw + 1, ow0, g.ow);
+  for (int64_t oh = 0; oh < g.oh; ++oh) {
+    float* yr = y + oh * g.ow;
+    int64_t* ir = indices ? indices + oh * g.ow : nullptr;
+    auto border = [&](int64_t ow) {
+      int64_t at = 0;
+      maxpool_window(g, src, oh, ow, &yr[ow], &at);
+      if (ir) ir[ow] = base + at;
+    };
+    const int64_t h0 = oh * g.sh - g.pt;
+    int64_t i0 = 0;
+    while (i0 < g.kh && h0 + i0 * g.dh < 0) ++i0;
+    int64_t i1 = i0;
+    while (i1 < g.kh && h0 + i1 * g.dh < g.h) ++i1;
+    if (i0 == i1 || ow0 >= ow1) {
+      for (int64_t ow = 0; ow < g.ow; ++ow) border(ow);
+      continue;
+    }
+    for (int64_t ow = 0; ow < ow0; ++ow) border(ow);
+    for (int64_t ow = ow1; ow < g.ow; ++ow) border(ow);
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t row = (h0 + i * g.dh) * g.w;
+      for (int64_t j = 0; j < g.kw; ++j) {
+        const int64_t col = j * g.dw - g.pl;
+        const float* r = src + row;
+        const int32_t first = static_cast<int32_t>(row + col);
+        if (i == i0 && j == 0) {
+          for (int64_t ow = ow0; ow < ow1; ++ow) {
+            yr[ow] = r[ow * sw + col];
+            arg[ow] = first + static_cast<int32_t>(ow * sw);
+          }
+          continue;
+        }
+        for (int64_t ow = ow0; ow < ow1; ++ow) {
+          const float v = r[ow * sw + col], best = yr[ow];
+          const int32_t at = first + static_cast<int32_t>(ow * sw), best_at = arg[ow];
+          const int32_t wins = -static_cast<int32_t>(v > best);  // all ones or zero: a select GCC vectorises
+          yr[ow] = v > best ? v : best;
+          arg[ow] = (at & wins) | (best_at & ~wins);
+        }
+      }
+    }
+    if (ir)
+      for (int64_t ow = ow0; ow < ow1; ++ow) ir[ow] = base + arg[ow];
+  }
+}
+
 Result<std::unique_ptr<Kernel>> build_maxpool(const KernelRequest& request) {
   RN_RETURN_IF_ERROR(check_arity(request, 1, 1, 1, 2));
   RN_RETURN_IF_ERROR(check_input_dtype(request, 0, DType::kF32));
@@ -68,54 +152,66 @@ Result<std::unique_ptr<Kernel>> build_maxpool(const KernelRequest& request) {
   const bool with_indices = has_output(request, 1);
   if (with_indices) RN_RETURN_IF_ERROR(check_output_dtype(request, 1, DType::kI64));
   RN_ASSIGN_OR_RETURN(PoolGeometry g, pool_geometry(request, input_shape(request, 0), output_shape(request, 0)));
-  return make_kernel([g, with_indices](const std::vector<Tensor*>& in, const std::vector<Tensor*>& out) -> Status {
+  if (g.h * g.w > std::numeric_limits<int32_t>::max())
+    return decline(request, "a plane of ", g.h * g.w, " elements (the plain loop keeps plane offsets in int32)");
+  auto plane_fn = g.sw == 1 ? &maxpool_plane<1> : g.sw == 2 ? &maxpool_plane<2> : &maxpool_plane<0>;
+  return make_kernel([g, with_indices, plane_fn](const std::vector<Tensor*>& in, const std::vector<Tensor*>& out) -> Status {
     const float* x = in[0]->data<float>();
     float* y = out[0]->data<float>();
     int64_t* indices = with_indices ? out[1]->data<int64_t>() : nullptr;
-    for (int64_t plane = 0; plane < g.n * g.c; ++plane) {
-      const float* src = x + plane * g.h * g.w;
-      const int64_t base = plane * g.h * g.w;
-      for (int64_t oh = 0; oh < g.oh; ++oh) {
-        for (int64_t ow = 0; ow < g.ow; ++ow) {
-          float best = -std::numeric_limits<float>::infinity();
-          int64_t best_at = -1;
-          for (int64_t i = 0; i < g.kh; ++i) {
-            const int64_t h = oh * g.sh - g.pt + i * g.dh;
-            if (h < 0 || h >= g.h) continue;
-            for (int64_t j = 0; j < g.kw; ++j) {
-              const int64_t w = ow * g.sw - g.pl + j * g.dw;
-              if (w < 0 || w >= g.w) continue;
-              const float v = src[h * g.w + w];
-              if (best_at < 0 || v > best) {
-                best = v;
-                best_at = h * g.w + w;
-              }
-            }
-          }
-          const int64_t o = (plane * g.oh + oh) * g.ow + ow;
-          y[o] = best;
-          if (indices) indices[o] = best_at < 0 ? base : base + best_at;
-        }
-      }
-    }
+    const int64_t plane_x = g.h * g.w, plane_y = g.oh * g.ow;
+    parallel_for(g.n * g.c, plane_x + plane_y * g.kh * g.kw, [&](int64_t begin, int64_t end) {
+      std::vector<int32_t> arg(static_cast<size_t>(g.ow));
+      for (int64_t p = begin; p < end; ++p)
+        plane_fn(g, x + p * plane_x, y + p * plane_y, indices ? indices + p * plane_y : nullptr, p * plane_x,
+                 arg.data());
+    });
     return ok_status();
   });
 }
 
+// dX = 0, then dX[Indices[i]] += dY[i]. Indices from MaxPool stay inside their own
+// (n, c) plane, so planes are independent and split between threads; a run whose
+// indices leave their plane is redone serially (same result, and the range check).
 Result<std::unique_ptr<Kernel>> build_maxpool_grad(const KernelRequest& request) {
   RN_RETURN_IF_ERROR(check_arity(request, 2, 2, 1, 1));
   RN_RETURN_IF_ERROR(check_input_dtype(request, 0, DType::kF32));
   RN_RETURN_IF_ERROR(check_input_dtype(request, 1, DType::kI64));
   RN_RETURN_IF_ERROR(check_output_dtype(request, 0, DType::kF32));
-  if (input_shape(request, 0) != input_shape(request, 1))
-    return error(Code::kInvalidArgument, request.node->describe(), ": dY ", shape_str(input_shape(request, 0)),
-                 " and Indices ", shape_str(input_shape(request, 1)), " differ in shape");
+  const Shape dy_shape = input_shape(request, 0), dx_shape = output_shape(request, 0);
+  if (dy_shape != input_shape(request, 1))
+    return error(Code::kInvalidArgument, request.node->describe(), ": dY ", shape_str(dy_shape), " and Indices ",
+                 shape_str(input_shape(request, 1)), " differ in shape");
+  // Planes: the leading [N, C] shared by dY and dX (one plane when they differ).
+  int64_t planes = 1;
+  if (dy_shape.size() >= 2 && dx_shape.size() == dy_shape.size() && dy_shape[0] == dx_shape[0] &&
+      dy_shape[1] == dx_shape[1])
+    planes = dy_shape[0] * dy_shape[1];
   const std::string who = request.node->describe();
-  return make_kernel([who](const std::vector<Tensor*>& in, const std::vector<Tensor*>& out) -> Status {
+  return make_kernel([who, planes](const std::vector<Tensor*>& in, const std::vector<Tensor*>& out) -> Status {
     const float* dy = in[0]->data<float>();
     const int64_t* indices = in[1]->data<int64_t>();
     float* dx = out[0]->data<float>();
     const int64_t n_dx = out[0]->numel(), n_dy = in[0]->numel();
+    if (planes > 1 && n_dx > 0 && n_dy > 0) {
+      const int64_t plane_x = n_dx / planes, plane_y = n_dy / planes;
+      std::atomic<bool> outside{false};
+      parallel_for(planes, plane_x + plane_y, [&](int64_t begin, int64_t end) {
+        std::fill(dx + begin * plane_x, dx + end * plane_x, 0.0f);
+        for (int64_t p = begin; p < end; ++p) {
+          const int64_t lo = p * plane_x, hi = lo + plane_x;
+          for (int64_t i = p * plane_y; i < (p + 1) * plane_y; ++i) {
+            const int64_t at = indices[i];
+            if (at < lo || at >= hi) {
+              outside.store(true, std::memory_order_relaxed);
+              return;
+            }
+            dx[at] += dy[i];
+          }
+        }
+      });
+      if (!outside.load()) return ok_status();
+    }
     std::fill(dx, dx + n_dx, 0.0f);
     for (int64_t i = 0; i < n_dy; ++i) {
       const int64_t at = indices[i];
@@ -193,25 +289,27 @@ Result<std::unique_ptr<Kernel>> build_mean_pool_ref(const KernelRequest& request
   return make_kernel([g, include_pad, grad](const std::vector<Tensor*>& in, const std::vector<Tensor*>& out) -> Status {
     const float* src = in[0]->data<float>();
     float* dst = out[0]->data<float>();
-    if (grad) std::fill(dst, dst + out[0]->numel(), 0.0f);
-    for (int64_t plane = 0; plane < g.n * g.c; ++plane) {
-      const int64_t xo = plane * g.h * g.w, yo = plane * g.oh * g.ow;
-      for (int64_t oh = 0; oh < g.oh; ++oh) {
-        for (int64_t ow = 0; ow < g.ow; ++ow) {
-          const MeanWindow m = mean_window(g, include_pad, oh, ow);
-          if (grad) {
-            const float v = src[yo + oh * g.ow + ow] * m.inv_divisor;
-            for (int64_t h = m.h0; h < m.h1; ++h)
-              for (int64_t w = m.w0; w < m.w1; ++w) dst[xo + h * g.w + w] += v;
-          } else {
-            float sum = 0.0f;
-            for (int64_t h = m.h0; h < m.h1; ++h)
-              for (int64_t w = m.w0; w < m.w1; ++w) sum += src[xo + h * g.w + w];
-            dst[yo + oh * g.ow + ow] = sum * m.inv_divisor;
+    parallel_for(g.n * g.c, g.h * g.w + g.oh * g.ow * g.kh * g.kw, [&](int64_t begin, int64_t end) {
+      if (grad) std::fill(dst + begin * g.h * g.w, dst + end * g.h * g.w, 0.0f);
+      for (int64_t plane = begin; plane < end; ++plane) {
+        const int64_t xo = plane * g.h * g.w, yo = plane * g.oh * g.ow;
+        for (int64_t oh = 0; oh < g.oh; ++oh) {
+          for (int64_t ow = 0; ow < g.ow; ++ow) {
+            const MeanWindow m = mean_window(g, include_pad, oh, ow);
+            if (grad) {
+              const float v = src[yo + oh * g.ow + ow] * m.inv_divisor;
+              for (int64_t h = m.h0; h < m.h1; ++h)
+                for (int64_t w = m.w0; w < m.w1; ++w) dst[xo + h * g.w + w] += v;
+            } else {
+              float sum = 0.0f;
+              for (int64_t h = m.h0; h < m.h1; ++h)
+                for (int64_t w = m.w0; w < m.w1; ++w) sum += src[xo + h * g.w + w];
+              dst[yo + oh * g.ow + ow] = sum * m.inv_divisor;
+            }
           }
         }
       }
-    }
+    });
     return ok_status();
   });
 }

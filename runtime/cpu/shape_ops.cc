@@ -55,7 +55,7 @@ PermutePlan plan_permute(const Shape& out, const std::vector<int64_t>& src_strid
 // Rows of the output that are also rows of the input: contiguous copies.
 template <typename T>
 void permute_rows(const T* src, T* dst, const PermutePlan& p) {
-  for_each_strided<2>(p.shape, {p.dst_strides, p.src_strides}, [&](const auto& off, int64_t len, const auto& step) {
+  parallel_for_each_strided<2>(p.shape, {p.dst_strides, p.src_strides}, [&](const auto& off, int64_t len, const auto& step) {
     T* d = dst + off[0];
     const T* s = src + off[1];
     if (step[0] == 1 && step[1] == 1) std::memcpy(d, s, static_cast<size_t>(len) * sizeof(T));
@@ -69,17 +69,21 @@ void permute_rows(const T* src, T* dst, const PermutePlan& p) {
 template <typename T>
 void transpose_2d(const T* src, T* dst, int64_t rows, int64_t cols, int64_t src_stride, int64_t dst_stride) {
   constexpr int64_t kTile = 64 / sizeof(T) < 8 ? 8 : 64 / sizeof(T);
-  for (int64_t i0 = 0; i0 < rows; i0 += kTile) {
-    const int64_t i1 = std::min(rows, i0 + kTile);
-    for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
-      const int64_t j1 = std::min(cols, j0 + kTile);
-      for (int64_t i = i0; i < i1; ++i) {
-        T* d = dst + i * dst_stride;
-        const T* s = src + i;
-        for (int64_t j = j0; j < j1; ++j) d[j] = s[j * src_stride];
+  const int64_t row_tiles = (rows + kTile - 1) / kTile;
+  // Threaded over row tiles when called alone (a call inside a parallel region stays serial).
+  parallel_for(row_tiles, kTile * cols, [&](int64_t t_begin, int64_t t_end) {
+    for (int64_t i0 = t_begin * kTile; i0 < std::min(rows, t_end * kTile); i0 += kTile) {
+      const int64_t i1 = std::min(rows, i0 + kTile);
+      for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
+        const int64_t j1 = std::min(cols, j0 + kTile);
+        for (int64_t i = i0; i < i1; ++i) {
+          T* d = dst + i * dst_stride;
+          const T* s = src + i;
+          for (int64_t j = j0; j < j1; ++j) d[j] = s[j * src_stride];
+        }
       }
     }
-  }
+  });
 }
 
 // Output dim `a` reads the input's contiguous dim, the output's last dim `b` does
@@ -96,12 +100,13 @@ void permute_tiled(const T* src, T* dst, const PermutePlan& p, size_t a) {
   }
   const int64_t rows = p.shape[a], cols = p.shape[b];
   const int64_t src_stride = p.src_strides[b], dst_stride = p.dst_strides[a];
-  for_each_strided<2>(outer.shape, {outer.dst_strides, outer.src_strides},
+  parallel_for_each_strided<2>(outer.shape, {outer.dst_strides, outer.src_strides},
                       [&](const auto& off, int64_t len, const auto& step) {
                         for (int64_t k = 0; k < len; ++k)
                           transpose_2d(src + off[1] + k * step[1], dst + off[0] + k * step[0], rows, cols, src_stride,
                                        dst_stride);
-                      });
+                      },
+                      rows * cols);
 }
 
 template <typename T>
