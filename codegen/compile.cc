@@ -1,6 +1,7 @@
 #include "codegen/compile.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -368,6 +369,7 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
     std::vector<size_t> device_of_stage;  // with devices: the machine of each stage
     ClusterReport report;
     int first_node = 0;
+    double bottleneck = 0;  // with devices: predicted seconds of the slowest stage per micro-batch
   };
   std::vector<Cluster> clusters(static_cast<size_t>(num_clusters));
   std::vector<std::string> node_machine(static_cast<size_t>(total_nodes));
@@ -428,6 +430,7 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
       }
       if (bottleneck < best * (1 - 1e-9) || round == 0) {
         best = bottleneck;
+        cl.bottleneck = bottleneck;
         cl.split = std::move(split);
         cl.stages = std::move(programs);
       }
@@ -526,6 +529,25 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
   std::map<std::string, int> node_index;  // node id -> global index, for ring members' addresses
   for (int i = 0; i < total_nodes; ++i) node_index[node_id(i)] = i;
 
+  // The flexible update rule from the devices' measured speed: unless given, each
+  // cluster's local steps per round are --average-every scaled by its predicted
+  // step time relative to the fastest cluster's, so all reach the ring together.
+  std::vector<int64_t> local_steps = options.local_steps;
+  if (with_devices && num_clusters > 1 && local_steps.empty()) {
+    std::vector<double> step_s;
+    for (size_t c = 0; c < clusters.size(); ++c) {
+      const double fill = static_cast<double>(options.microbatches + cluster_stages[c] - 1);
+      step_s.push_back(clusters[c].bottleneck * fill);
+    }
+    const double fastest = *std::min_element(step_s.begin(), step_s.end());
+    if (fastest > 0)
+      for (double t : step_s)
+        local_steps.push_back(std::max<int64_t>(
+            1, std::llround(static_cast<double>(options.training.average_every) * fastest / t)));
+    if (std::all_of(local_steps.begin(), local_steps.end(), [&](int64_t k) { return k == local_steps[0]; }))
+      local_steps.clear();  // all equal: plain periodic averaging
+  }
+
   // The averaging rings: parameters (and running state) laid end to end in the
   // order the first cluster's stages hold them, so its stages own contiguous
   // runs (a DAG split need not follow the model's node order).
@@ -587,8 +609,14 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
       options.training.compression.gradients.codec != rt::Codec::kRaw)
     header << "compression: activations " << rt::codec_spec_str(options.training.compression.activations)
            << ", gradients " << rt::codec_spec_str(options.training.compression.gradients) << "\n";
-  if (num_clusters > 1)
+  if (num_clusters > 1 && local_steps.empty()) {
     header << "averaging every " << options.training.average_every << " steps over " << rings.size() << " rings\n";
+  } else if (num_clusters > 1) {
+    header << "averaging over " << rings.size() << " rings after each cluster's local steps (";
+    for (size_t i = 0; i < local_steps.size(); ++i) header << (i ? ", " : "") << local_steps[i];
+    header << (options.local_steps.empty() ? "; from the machines' predicted step times" : "")
+           << "), weighted by samples\n";
+  }
   rep.header = header.str();
   if (with_devices) {
     rep.devices = options.devices_path + " (" + std::to_string(devices.set.devices.size()) + " machines)";
@@ -639,9 +667,9 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
       for (int peer : ring_peer_indices) m.ring_peers.push_back(address(peer));
       m.training = options.training;
       m.training.data = data;
-      if (!options.local_steps.empty()) {
-        m.training.average_every = options.local_steps[static_cast<size_t>(c)];
-        m.training.local_steps_max = *std::max_element(options.local_steps.begin(), options.local_steps.end());
+      if (!local_steps.empty()) {
+        m.training.average_every = local_steps[static_cast<size_t>(c)];
+        m.training.local_steps_max = *std::max_element(local_steps.begin(), local_steps.end());
       }
       m.training.batch = options.batch;
       m.training.microbatches = options.microbatches;

@@ -169,6 +169,7 @@ TEST(DevicesCompile, EightMachinesFormTwoClustersWithProfileAddresses) {
   o.batch = 64;
   o.device_clusters = 2;
   o.device_stages = 4;
+  o.training.average_every = 10;
   std::ostringstream report;
   auto summary = compile_model(o, report);
   ASSERT_TRUE(summary.ok()) << summary.status().to_string();
@@ -194,6 +195,12 @@ TEST(DevicesCompile, EightMachinesFormTwoClustersWithProfileAddresses) {
                 address);
       EXPECT_EQ(manifest->get_int("cluster").value(), c);
       EXPECT_EQ(manifest->get_int("stage").value(), s.stage);
+      // The flexible update rule from the predicted speeds: the desktops (cluster 0)
+      // do the full --average-every local steps per round, the laptops fewer.
+      const int64_t local = manifest->get_int("training.average_every").value();
+      EXPECT_EQ(manifest->get_int("training.local_steps_max").value(), o.training.average_every);
+      if (c == 0) EXPECT_EQ(local, o.training.average_every);
+      else EXPECT_LT(local, o.training.average_every);
       const auto& stages = summary->report.clusters[static_cast<size_t>(c)].stages;
       if (s.stage + 1 < 4) {
         const std::string next = stages[static_cast<size_t>(s.stage + 1)].address;
