@@ -199,8 +199,11 @@ TEST(DevicesCompile, EightMachinesFormTwoClustersWithProfileAddresses) {
       // do the full --average-every local steps per round, the laptops fewer.
       const int64_t local = manifest->get_int("training.average_every").value();
       EXPECT_EQ(manifest->get_int("training.local_steps_max").value(), o.training.average_every);
-      if (c == 0) EXPECT_EQ(local, o.training.average_every);
-      else EXPECT_LT(local, o.training.average_every);
+      if (c == 0) {
+        EXPECT_EQ(local, o.training.average_every);
+      } else {
+        EXPECT_LT(local, o.training.average_every);
+      }
       const auto& stages = summary->report.clusters[static_cast<size_t>(c)].stages;
       if (s.stage + 1 < 4) {
         const std::string next = stages[static_cast<size_t>(s.stage + 1)].address;

@@ -113,8 +113,11 @@ TEST(Clusters, OptimizerStateAveragedOnRequest) {
       equal += std::memcmp(other.at(name).raw(), t.raw(), t.bytes()) == 0;
     }
     EXPECT_EQ(compared, 8);
-    if (average) EXPECT_EQ(equal, compared) << "momentum differs between the clusters after averaging it";
-    else EXPECT_EQ(equal, 0) << "momentum should stay each cluster's own";
+    if (average) {
+      EXPECT_EQ(equal, compared) << "momentum differs between the clusters after averaging it";
+    } else {
+      EXPECT_EQ(equal, 0) << "momentum should stay each cluster's own";
+    }
   }
 }
 

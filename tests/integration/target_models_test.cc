@@ -105,7 +105,9 @@ TEST_P(TargetModels, TwoStagesEqualOneStageAndLearn) {
   for (const auto& [name, copies] : p2) {
     ASSERT_TRUE(p1.count(name)) << name;
     for (const rt::Tensor& t : copies) EXPECT_LE(max_rel_diff(p1.at(name)[0], t), 1e-5) << name;
-    if (copies.size() > 1) EXPECT_EQ(max_rel_diff(copies[0], copies[1]), 0.0) << "tied weight " << name;
+    if (copies.size() > 1) {
+      EXPECT_EQ(max_rel_diff(copies[0], copies[1]), 0.0) << "tied weight " << name;
+    }
   }
 }
 
