@@ -29,36 +29,6 @@ dnnl::eltwise_forward::primitive_desc relu_forward_pd(int64_t n, dnnl::algorithm
   return dnnl::eltwise_forward::primitive_desc(desc, engine());
 }
 
-// The primitive and argument memories of one eltwise call, created once.
-class OnednnEltwise final : public Kernel {
- public:
-  // `args` lists, per kernel input, the oneDNN argument; the output is the last entry.
-  OnednnEltwise(dnnl::primitive prim, int64_t n, std::vector<int> args, std::string what)
-      : prim_(std::move(prim)), what_(std::move(what)) {
-    for (int arg : args) mems_.emplace_back(arg, memory(flat_desc(n), engine(), DNNL_MEMORY_NONE));
-  }
-
-  Status run(const std::vector<Tensor*>& in, const std::vector<Tensor*>& out) override {
-    return onednn_guard(what_, [&]() -> Status {
-      std::unordered_map<int, memory> args;
-      for (size_t i = 0; i < mems_.size(); ++i) {
-        Tensor* t = i < in.size() ? in[i] : out[0];
-        mems_[i].second.set_data_handle(t->raw());
-        args[mems_[i].first] = mems_[i].second;
-      }
-      dnnl::stream& s = stream();
-      prim_.execute(s, args);
-      s.wait();
-      return ok_status();
-    });
-  }
-
- private:
-  dnnl::primitive prim_;
-  std::vector<std::pair<int, memory>> mems_;
-  std::string what_;
-};
-
 Result<std::unique_ptr<Kernel>> build_relu_onednn(const KernelRequest& request) {
   RN_RETURN_IF_ERROR(check_same_f32(request, 1));
   const int64_t n = numel(output_shape(request, 0));
@@ -66,8 +36,8 @@ Result<std::unique_ptr<Kernel>> build_relu_onednn(const KernelRequest& request) 
   std::unique_ptr<Kernel> kernel;
   RN_RETURN_IF_ERROR(onednn_guard(request.node->describe(), [&]() -> Status {
     auto pd = relu_forward_pd(n, dnnl::algorithm::eltwise_relu);
-    kernel = std::make_unique<OnednnEltwise>(dnnl::eltwise_forward(pd), n, std::vector<int>{DNNL_ARG_SRC, DNNL_ARG_DST},
-                                             "Relu");
+    kernel = std::make_unique<OnednnPrimitiveKernel>(dnnl::eltwise_forward(pd), flat_desc(n),
+                                                     std::vector<int>{DNNL_ARG_SRC, DNNL_ARG_DST}, "Relu");
     return ok_status();
   }));
   return kernel;
@@ -83,9 +53,9 @@ Result<std::unique_ptr<Kernel>> build_relu_grad_onednn(const KernelRequest& requ
     auto hint = relu_forward_pd(n, alg);
     dnnl::eltwise_backward::desc desc(alg, flat_desc(n), flat_desc(n), 0.0f, 0.0f);
     dnnl::eltwise_backward::primitive_desc pd(desc, engine(), hint);
-    kernel = std::make_unique<OnednnEltwise>(dnnl::eltwise_backward(pd), n,
-                                             std::vector<int>{DNNL_ARG_DIFF_DST, DNNL_ARG_DST, DNNL_ARG_DIFF_SRC},
-                                             "ReluGrad");
+    kernel = std::make_unique<OnednnPrimitiveKernel>(
+        dnnl::eltwise_backward(pd), flat_desc(n), std::vector<int>{DNNL_ARG_DIFF_DST, DNNL_ARG_DST, DNNL_ARG_DIFF_SRC},
+        "ReluGrad");
     return ok_status();
   }));
   return kernel;

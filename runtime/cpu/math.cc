@@ -323,36 +323,6 @@ Result<std::unique_ptr<Kernel>> build_unary_ref(const KernelRequest& request) {
   return decline(request, "no plain loop for ", op);
 }
 
-// A oneDNN primitive over row-major f32 tensors: `args` maps each kernel input, then
-// the output, to its oneDNN argument; memories are created once, rebound per run.
-class OnednnKernel final : public Kernel {
- public:
-  OnednnKernel(dnnl::primitive prim, const memory::desc& desc, const std::vector<int>& args, std::string what)
-      : prim_(std::move(prim)), what_(std::move(what)) {
-    for (int arg : args) mems_.emplace_back(arg, memory(desc, engine(), DNNL_MEMORY_NONE));
-  }
-
-  Status run(const std::vector<Tensor*>& in, const std::vector<Tensor*>& out) override {
-    return onednn_guard(what_, [&]() -> Status {
-      std::unordered_map<int, memory> args;
-      for (size_t i = 0; i < mems_.size(); ++i) {
-        Tensor* t = i < in.size() ? in[i] : out[0];
-        mems_[i].second.set_data_handle(t->raw());
-        args[mems_[i].first] = mems_[i].second;
-      }
-      dnnl::stream& s = stream();
-      prim_.execute(s, args);
-      s.wait();
-      return ok_status();
-    });
-  }
-
- private:
-  dnnl::primitive prim_;
-  std::vector<std::pair<int, memory>> mems_;
-  std::string what_;
-};
-
 struct OnednnEltwiseOp {
   const char* op;
   dnnl::algorithm alg;
@@ -387,13 +357,13 @@ Result<std::unique_ptr<Kernel>> build_unary_onednn(const KernelRequest& request)
     dnnl::eltwise_forward::desc fwd(dnnl::prop_kind::forward_training, spec->alg, flat, spec->alpha, spec->beta);
     dnnl::eltwise_forward::primitive_desc fwd_pd(fwd, engine());
     if (!spec->backward) {
-      kernel = std::make_unique<OnednnKernel>(dnnl::eltwise_forward(fwd_pd), flat,
+      kernel = std::make_unique<OnednnPrimitiveKernel>(dnnl::eltwise_forward(fwd_pd), flat,
                                               std::vector<int>{DNNL_ARG_SRC, DNNL_ARG_DST}, spec->op);
       return ok_status();
     }
     dnnl::eltwise_backward::desc bwd(spec->alg, flat, flat, spec->alpha, spec->beta);
     dnnl::eltwise_backward::primitive_desc bwd_pd(bwd, engine(), fwd_pd);
-    kernel = std::make_unique<OnednnKernel>(dnnl::eltwise_backward(bwd_pd), flat,
+    kernel = std::make_unique<OnednnPrimitiveKernel>(dnnl::eltwise_backward(bwd_pd), flat,
                                             std::vector<int>{DNNL_ARG_DIFF_DST, DNNL_ARG_DST, DNNL_ARG_DIFF_SRC}, spec->op);
     return ok_status();
   }));
@@ -434,13 +404,13 @@ Result<std::unique_ptr<Kernel>> build_softmax_onednn(const KernelRequest& reques
     dnnl::softmax_forward::desc fwd(dnnl::prop_kind::forward_training, desc, g.axis);
     dnnl::softmax_forward::primitive_desc fwd_pd(fwd, engine());
     if (!grad) {
-      kernel = std::make_unique<OnednnKernel>(dnnl::softmax_forward(fwd_pd), desc,
+      kernel = std::make_unique<OnednnPrimitiveKernel>(dnnl::softmax_forward(fwd_pd), desc,
                                               std::vector<int>{DNNL_ARG_SRC, DNNL_ARG_DST}, "Softmax");
       return ok_status();
     }
     dnnl::softmax_backward::desc bwd(desc, desc, g.axis);
     dnnl::softmax_backward::primitive_desc bwd_pd(bwd, engine(), fwd_pd);
-    kernel = std::make_unique<OnednnKernel>(dnnl::softmax_backward(bwd_pd), desc,
+    kernel = std::make_unique<OnednnPrimitiveKernel>(dnnl::softmax_backward(bwd_pd), desc,
                                             std::vector<int>{DNNL_ARG_DIFF_DST, DNNL_ARG_DST, DNNL_ARG_DIFF_SRC},
                                             "SoftmaxGrad");
     return ok_status();

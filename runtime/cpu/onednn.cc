@@ -55,4 +55,25 @@ void PlainArg::finish_output(dnnl::stream& s) {
   if (chosen_) reorder_.execute(s, chosen_, plain_);
 }
 
+OnednnPrimitiveKernel::OnednnPrimitiveKernel(dnnl::primitive prim, const dnnl::memory::desc& desc,
+                                             const std::vector<int>& args, std::string what)
+    : prim_(std::move(prim)), what_(std::move(what)) {
+  for (int arg : args) mems_.emplace_back(arg, dnnl::memory(desc, engine(), DNNL_MEMORY_NONE));
+}
+
+Status OnednnPrimitiveKernel::run(const std::vector<Tensor*>& in, const std::vector<Tensor*>& out) {
+  return onednn_guard(what_, [&]() -> Status {
+    std::unordered_map<int, dnnl::memory> args;
+    for (size_t i = 0; i < mems_.size(); ++i) {
+      Tensor* t = i < in.size() ? in[i] : out[0];
+      mems_[i].second.set_data_handle(t->raw());
+      args[mems_[i].first] = mems_[i].second;
+    }
+    dnnl::stream& s = stream();
+    prim_.execute(s, args);
+    s.wait();
+    return ok_status();
+  });
+}
+
 }  // namespace ravnest::rt::cpu

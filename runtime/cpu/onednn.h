@@ -12,6 +12,8 @@
 
 #include <string>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "common/dtype.h"
 #include "common/status.h"
@@ -39,6 +41,21 @@ Status onednn_guard(const std::string& what, Fn&& fn) {
     return error(code, what, ": oneDNN: ", e.what(), " (status ", static_cast<int>(e.status), ")");
   }
 }
+
+// A oneDNN primitive whose arguments are all row-major f32 tensors of one
+// descriptor (eltwise, softmax): `args` maps each kernel input, then the output,
+// to its oneDNN argument; memories are created once and rebound per run.
+class OnednnPrimitiveKernel final : public Kernel {
+ public:
+  OnednnPrimitiveKernel(dnnl::primitive prim, const dnnl::memory::desc& desc, const std::vector<int>& args,
+                        std::string what);
+  Status run(const std::vector<Tensor*>& in, const std::vector<Tensor*>& out) override;
+
+ private:
+  dnnl::primitive prim_;
+  std::vector<std::pair<int, dnnl::memory>> mems_;
+  std::string what_;
+};
 
 // One primitive argument seen by the executor as a row-major tensor.
 class PlainArg {
