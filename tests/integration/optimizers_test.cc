@@ -18,6 +18,7 @@ namespace {
 using testing::binary;
 using testing::run_process;
 using testing::source_path;
+using testing::relative_diff;
 
 struct TrainedRun {
   std::map<std::string, rt::Tensor> params;  // every parameter of every node, by name
@@ -48,16 +49,6 @@ TrainedRun train(const std::string& name, int stages, const std::vector<std::str
   double loss;
   while (in >> step >> loss) run.losses.push_back(loss);
   return run;
-}
-
-// Largest |a - b| over a tensor, relative to max |b|.
-double relative_diff(const rt::Tensor& a, const rt::Tensor& b) {
-  double diff = 0, scale = 0;
-  for (int64_t i = 0; i < b.numel(); ++i) {
-    diff = std::max(diff, static_cast<double>(std::abs(a.data<float>()[i] - b.data<float>()[i])));
-    scale = std::max(scale, static_cast<double>(std::abs(b.data<float>()[i])));
-  }
-  return diff / std::max(scale, 1e-30);
 }
 
 void expect_same_params(const TrainedRun& got, const TrainedRun& want, const std::string& what) {

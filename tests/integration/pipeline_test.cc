@@ -15,15 +15,7 @@ namespace {
 using testing::binary;
 using testing::run_process;
 using testing::source_path;
-
-std::vector<double> read_losses(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<double> losses;
-  long long step;
-  double loss;
-  while (in >> step >> loss) losses.push_back(loss);
-  return losses;
-}
+using testing::read_losses;
 
 std::string compile(const std::string& name, int stages, const std::vector<std::string>& extra) {
   std::string dir = testing::temp_dir(name);

@@ -6,6 +6,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fstream>
+#include <cmath>
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -119,6 +122,24 @@ std::string temp_dir(const std::string& name) {
 
 bool have_fashion_mnist() {
   return fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz");
+}
+
+std::vector<double> read_losses(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<double> losses;
+  long long step;
+  double loss;
+  while (in >> step >> loss) losses.push_back(loss);
+  return losses;
+}
+
+double relative_diff(const rt::Tensor& a, const rt::Tensor& b) {
+  double diff = 0, scale = 0;
+  for (int64_t i = 0; i < b.numel(); ++i) {
+    diff = std::max(diff, std::abs(static_cast<double>(a.data<float>()[i]) - b.data<float>()[i]));
+    scale = std::max(scale, std::abs(static_cast<double>(b.data<float>()[i])));
+  }
+  return scale > 0 ? diff / scale : diff;
 }
 
 }  // namespace ravnest::testing

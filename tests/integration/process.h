@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "runtime/tensor.h"
+
 namespace ravnest::testing {
 
 struct ProcessResult {
@@ -43,5 +45,10 @@ std::string binary(const std::string& name);  // path of a built tool
 std::string source_path(const std::string& rel);
 std::string temp_dir(const std::string& name);  // fresh, empty
 bool have_fashion_mnist();
+
+// The file `ravnest-launch --losses` writes ("step loss" per line): the losses in order.
+std::vector<double> read_losses(const std::string& path);
+// max |a - b| / max |b| over two float32 tensors of equal size (b all zero: max |a - b|).
+double relative_diff(const rt::Tensor& a, const rt::Tensor& b);
 
 }  // namespace ravnest::testing

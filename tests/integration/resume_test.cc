@@ -32,6 +32,7 @@ namespace fs = std::filesystem;
 using testing::binary;
 using testing::run_process;
 using testing::source_path;
+using testing::relative_diff;
 
 constexpr int kStages = 3;
 constexpr int64_t kSteps = 30;
@@ -56,15 +57,6 @@ TrainedRun read_run(const std::string& params_dir, const std::string& losses_pat
   double loss;
   while (in >> step >> loss) run.losses[step] = loss;
   return run;
-}
-
-double relative_diff(const rt::Tensor& a, const rt::Tensor& b) {
-  double diff = 0, scale = 0;
-  for (int64_t i = 0; i < b.numel(); ++i) {
-    diff = std::max(diff, static_cast<double>(std::abs(a.data<float>()[i] - b.data<float>()[i])));
-    scale = std::max(scale, static_cast<double>(std::abs(b.data<float>()[i])));
-  }
-  return diff / std::max(scale, 1e-30);
 }
 
 // Steps of the checkpoints that node `s` holds.

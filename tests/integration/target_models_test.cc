@@ -17,17 +17,9 @@ namespace {
 using testing::binary;
 using testing::run_process;
 using testing::source_path;
+using testing::read_losses;
 
 constexpr int kSteps = 20;
-
-std::vector<double> read_losses(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<double> losses;
-  long long step;
-  double loss;
-  while (in >> step >> loss) losses.push_back(loss);
-  return losses;
-}
 
 struct TrainedRun {
   std::vector<double> losses;
@@ -67,15 +59,6 @@ std::map<std::string, std::vector<rt::Tensor>> saved_params(const TrainedRun& ru
   return out;
 }
 
-double max_rel_diff(const rt::Tensor& a, const rt::Tensor& b) {
-  double diff = 0, scale = 1e-12;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    diff = std::max(diff, std::abs(static_cast<double>(a.data<float>()[i]) - b.data<float>()[i]));
-    scale = std::max(scale, std::abs(static_cast<double>(a.data<float>()[i])));
-  }
-  return diff / scale;
-}
-
 class TargetModels : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(TargetModels, TwoStagesEqualOneStageAndLearn) {
@@ -104,9 +87,9 @@ TEST_P(TargetModels, TwoStagesEqualOneStageAndLearn) {
   ASSERT_EQ(p1.size(), p2.size());
   for (const auto& [name, copies] : p2) {
     ASSERT_TRUE(p1.count(name)) << name;
-    for (const rt::Tensor& t : copies) EXPECT_LE(max_rel_diff(p1.at(name)[0], t), 1e-5) << name;
+    for (const rt::Tensor& t : copies) EXPECT_LE(testing::relative_diff(t, p1.at(name)[0]), 1e-5) << name;
     if (copies.size() > 1) {
-      EXPECT_EQ(max_rel_diff(copies[0], copies[1]), 0.0) << "tied weight " << name;
+      EXPECT_EQ(testing::relative_diff(copies[1], copies[0]), 0.0) << "tied weight " << name;
     }
   }
 }

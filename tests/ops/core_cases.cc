@@ -20,16 +20,6 @@ namespace {
 namespace ref = rt::ref;
 using Ints = std::vector<int64_t>;
 
-Node make_node(std::string op, std::vector<std::string> inputs, std::vector<std::string> outputs,
-               std::map<std::string, AttrValue> attrs = {}) {
-  Node n;
-  n.op = std::move(op);
-  n.inputs = std::move(inputs);
-  n.outputs = std::move(outputs);
-  n.attrs = std::move(attrs);
-  return n;
-}
-
 InputSpec act(std::string name, Shape shape) { return InputSpec{std::move(name), std::move(shape)}; }
 InputSpec param(std::string name, Shape shape) {
   return InputSpec{std::move(name), std::move(shape), Role::kParameter};

@@ -414,4 +414,14 @@ Status run_case(const OpCase& c, uint32_t seed) {
   return ok_status();
 }
 
+Node make_node(std::string op, std::vector<std::string> inputs, std::vector<std::string> outputs,
+               std::map<std::string, AttrValue> attrs) {
+  Node n;
+  n.op = std::move(op);
+  n.inputs = std::move(inputs);
+  n.outputs = std::move(outputs);
+  n.attrs = std::move(attrs);
+  return n;
+}
+
 }  // namespace ravnest::ops_test

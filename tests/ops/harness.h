@@ -18,6 +18,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -76,6 +77,10 @@ bool register_cases(std::vector<OpCase> cases);
 const std::vector<OpCase>& all_cases();
 // Duplicate references or case labels seen at registration (empty when none).
 const std::vector<std::string>& registration_problems();
+
+// A default-domain node for a case (the harness names it after the case's label).
+Node make_node(std::string op, std::vector<std::string> inputs, std::vector<std::string> outputs,
+               std::map<std::string, AttrValue> attrs = {});
 
 // Value generators.
 std::function<Vec(std::mt19937&)> uniform(double lo, double hi);

@@ -16,16 +16,6 @@ namespace {
 using Ints = std::vector<int64_t>;
 using Refs = std::vector<RefTensor>;
 
-Node make_node(std::string op, std::vector<std::string> inputs, std::vector<std::string> outputs,
-               std::map<std::string, AttrValue> attrs = {}) {
-  Node n;
-  n.op = std::move(op);
-  n.inputs = std::move(inputs);
-  n.outputs = std::move(outputs);
-  n.attrs = std::move(attrs);
-  return n;
-}
-
 // ---------------------------------------------------------------- references
 
 // Numpy broadcast of shapes.

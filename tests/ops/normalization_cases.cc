@@ -26,16 +26,6 @@ namespace {
 using Ints = std::vector<int64_t>;
 using Attrs = std::map<std::string, AttrValue>;
 
-Node make_node(std::string op, std::vector<std::string> inputs, std::vector<std::string> outputs, Attrs attrs = {}) {
-  Node n;
-  n.name = op + "_node";
-  n.op = std::move(op);
-  n.inputs = std::move(inputs);
-  n.outputs = std::move(outputs);
-  n.attrs = std::move(attrs);
-  return n;
-}
-
 InputSpec spec(std::string name, Shape shape, Role role) {
   InputSpec s;
   s.name = std::move(name);

@@ -43,6 +43,22 @@ bool parse_int(const char* text, long long* out) {
   return *end == '\0';
 }
 
+// "K" or "K1,K2,...": every item an integer in [lo, hi]; false otherwise.
+bool parse_int_list(const char* text, long long lo, long long hi, std::vector<long long>* out) {
+  std::string list = text ? text : "";
+  out->clear();
+  for (size_t pos = 0; pos <= list.size();) {
+    size_t comma = list.find(',', pos);
+    std::string item = list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    long long n = 0;
+    if (!parse_int(item.c_str(), &n) || n < lo || n > hi) return false;
+    out->push_back(n);
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return true;
+}
+
 bool parse_float(const char* text, double* out) {
   if (!text || !*text) return false;
   char* end = nullptr;
@@ -69,19 +85,11 @@ int run_compile(int argc, char** argv) {
       options.out_dir = v;
     } else if (arg == "--stages") {
       // K, or K1,K2,... with one entry per cluster.
-      const char* v = value();
-      std::string list = v ? v : "";
-      stage_list.clear();
+      std::vector<long long> items;
+      if (!parse_int_list(value(), 1, 1024, &items))
+        return compile_usage("--stages needs K or K1,K2,... with each K in 1..1024");
+      stage_list.assign(items.begin(), items.end());
       stages_given = true;
-      for (size_t pos = 0; pos <= list.size();) {
-        size_t comma = list.find(',', pos);
-        std::string item = list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-        if (!parse_int(item.c_str(), &n) || n < 1 || n > 1024)
-          return compile_usage("--stages needs K or K1,K2,... with each K in 1..1024");
-        stage_list.push_back(static_cast<int>(n));
-        if (comma == std::string::npos) break;
-        pos = comma + 1;
-      }
     } else if (arg == "--devices") {
       const char* v = value();
       if (!v) return compile_usage("--devices needs a devices file (docs/devices.md)");
@@ -96,17 +104,10 @@ int run_compile(int argc, char** argv) {
       options.training.average_optimizer_state = true;
     } else if (arg == "--local-steps") {
       // K1,K2,...: per cluster, local steps between averaging rounds (flexible update rule).
-      const char* v = value();
-      std::string list = v ? v : "";
-      options.local_steps.clear();
-      for (size_t pos = 0; pos <= list.size();) {
-        size_t comma = list.find(',', pos);
-        std::string item = list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-        if (!parse_int(item.c_str(), &n) || n < 1) return compile_usage("--local-steps needs K1,K2,... (positive)");
-        options.local_steps.push_back(n);
-        if (comma == std::string::npos) break;
-        pos = comma + 1;
-      }
+      std::vector<long long> items;
+      if (!parse_int_list(value(), 1, INT32_MAX, &items))
+        return compile_usage("--local-steps needs K1,K2,... (positive)");
+      options.local_steps.assign(items.begin(), items.end());
     } else if (arg == "--average-every") {
       if (!parse_int(value(), &n) || n < 1) return compile_usage("--average-every needs a positive number of steps");
       options.training.average_every = n;
