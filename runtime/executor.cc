@@ -10,7 +10,10 @@
 #include "runtime/executor.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <map>
 
 #include "common/log.h"
 #include "runtime/memory_plan.h"
@@ -34,7 +37,11 @@ bool is_alias_op(const Node& node) {
 
 class CpuExecutor final : public Executor {
  public:
-  explicit CpuExecutor(Graph program) : program_(std::move(program)) {}
+  explicit CpuExecutor(Graph program) : program_(std::move(program)) {
+    const char* env = std::getenv("RAVNEST_PROFILE_OPS");
+    profile_ = env && *env && std::string(env) != "0";
+  }
+  ~CpuExecutor() override { report_profile(); }
 
   Status init(const KernelRegistry& registry, const ExecutorOptions& options);
   Status run(const TensorMap& feeds, TensorMap* outputs, const RunContext& context) override;
@@ -46,6 +53,7 @@ class CpuExecutor final : public Executor {
  private:
   Result<int> add_slot(const std::string& name, const Node* reader);
   Status plan_arena();
+  void report_profile() const;
 
   Graph program_;
   std::vector<Slot> slots_;
@@ -56,7 +64,40 @@ class CpuExecutor final : public Executor {
   std::vector<int> input_slots_, output_slots_;
   Tensor arena_;
   size_t arena_bytes_ = 0, unplanned_bytes_ = 0;
+  // RAVNEST_PROFILE_OPS: seconds spent in each node's kernel over all runs, and the runs.
+  bool profile_ = false;
+  std::vector<double> node_seconds_;
+  int64_t runs_ = 0;
 };
+
+// Logs the time per op type (and the kernel chosen) summed over all runs, slowest first.
+void CpuExecutor::report_profile() const {
+  if (!profile_ || runs_ == 0) return;
+  struct Row {
+    double seconds = 0;
+    int64_t nodes = 0;
+  };
+  std::map<std::string, Row> by_op;
+  double total = 0;
+  for (size_t i = 0; i < node_seconds_.size(); ++i) {
+    Row& row = by_op[program_.nodes[i].op + " [" + chosen_[i] + "]"];
+    row.seconds += node_seconds_[i];
+    ++row.nodes;
+    total += node_seconds_[i];
+  }
+  std::vector<std::pair<std::string, Row>> rows(by_op.begin(), by_op.end());
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.seconds > b.second.seconds; });
+  std::string text = "op profile of program '" + program_.name + "' over " + std::to_string(runs_) +
+                     " runs: " + std::to_string(total * 1e3 / static_cast<double>(runs_)) + " ms per run";
+  for (const auto& [op, row] : rows) {
+    char line[256];
+    std::snprintf(line, sizeof line, "\n  %9.3f ms/run %5.1f%%  %3lld nodes  %s",
+                  row.seconds * 1e3 / static_cast<double>(runs_), total > 0 ? 100.0 * row.seconds / total : 0.0,
+                  static_cast<long long>(row.nodes), op.c_str());
+    text += line;
+  }
+  RN_LOG_INFO(text);
+}
 
 // Registers a value (once) with its type; the error names the value and who reads it.
 Result<int> CpuExecutor::add_slot(const std::string& name, const Node* reader) {
@@ -219,8 +260,11 @@ Status CpuExecutor::run(const TensorMap& feeds, TensorMap* outputs, const RunCon
     if (slots_[id].role == Role::kOutput)
       slots_[id].tensor = Tensor::empty(slots_[id].info.dtype, slots_[id].info.static_shape());
   Status status;
+  if (profile_) node_seconds_.resize(kernels_.size(), 0.0), ++runs_;
   for (size_t i = 0; i < kernels_.size() && status.ok(); ++i) {
+    const auto start = profile_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     status = kernels_[i]->run(node_inputs_[i], node_outputs_[i], context);
+    if (profile_) node_seconds_[i] += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (!status.ok()) status = status.with_context("running " + program_.nodes[i].describe());
   }
   if (status.ok()) {
