@@ -377,6 +377,7 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
   auto node_id = [](int i) { return "node" + std::to_string(i); };
   StageOptions stage_options;
   stage_options.optimizer = options.training.optimizer;
+  stage_options.loss = options.loss;
   const part::LinkEstimate unit_link{kLinkBytesPerS * 8, kLinkLatencyS, "unit"};
   int next_node = 0;
   for (int c = 0; c < num_clusters; ++c) {

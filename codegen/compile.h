@@ -41,6 +41,8 @@ struct CompileOptions {
   // (a float data input) train on fashion-mnist, token models on the sort task
   // (language models with [B, T, V] logits) or sort-classify ([B, C] logits).
   std::string dataset = "auto";
+  // The loss appended to a model that ends in logits: "ce" or "mse" (StageOptions::loss).
+  std::string loss = "ce";
   // Flexible update rule: per cluster, the local steps between averaging rounds
   // (e.g. proportional to each cluster's throughput); empty: --average-every for all.
   std::vector<int64_t> local_steps;

@@ -100,12 +100,22 @@ void add_update(Graph& opt, const ValueInfo& param, const rt::OptimizerConfig& c
 
 // What the trainer feeds and reads, in either of the two forms a model may take:
 //  * logits only: one data input, one output [B, C] or [B, T, V]; Ravnest
-//    appends a summed cross-entropy over `options.labels_name`;
+//    appends a summed loss over `options.labels_name` (options.loss: a softmax
+//    cross-entropy, or the mean squared error against one-hot labels);
 //  * with its loss: inputs (data, labels), outputs (loss scalar, logits), the
-//    loss computed by the model itself (a mean, as PyTorch's losses are).
+//    loss computed by the model itself (a mean, as PyTorch's losses are); only
+//    options.loss "ce" (the default) is accepted, since nothing is appended.
 Result<ModelIo> model_io(const Graph& model, const StageOptions& options) {
   ModelIo io;
+  if (options.loss != "ce" && options.loss != "mse")
+    return error(Code::kInvalidArgument, "loss '", options.loss, "' is not ce (softmax cross-entropy) or mse (mean ",
+                 "squared error)");
   const bool with_loss = model.inputs.size() == 2 && model.outputs.size() == 2;
+  if (with_loss && options.loss != "ce")
+    return error(Code::kInvalidArgument, "--loss ", options.loss, " appends a loss to a model that ends in logits, ",
+                 "but this model computes its own loss (inputs '", model.inputs[0], "', '", model.inputs[1],
+                 "'; outputs '", model.outputs[0], "', '", model.outputs[1], "'): drop --loss ", options.loss,
+                 " to train with the model's loss, or export the model without it ((data) -> (logits))");
   if (!with_loss && (model.inputs.size() != 1 || model.outputs.size() != 1))
     return error(Code::kUnsupported, "the model has ", model.inputs.size(), " inputs and ", model.outputs.size(),
                  " outputs; Ravnest trains either (data) -> (logits), appending a cross-entropy, or (data, labels) -> "
@@ -156,10 +166,11 @@ Result<std::vector<StageProgram>> build_stage_programs(const Graph& model, const
   const std::string& loss_name = io.loss;
   Graph train = model;
   if (!io.loss_in_model) {
-    // The training forward: the model plus labels and a summed softmax
-    // cross-entropy (the trainer scales its gradient by 1/batch). A language
-    // model's logits [B, T, V] and labels [B, T] are flattened to B*T rows, and
-    // label -1 marks positions without a target (ignored).
+    // The training forward: the model plus labels and a summed loss, a softmax
+    // cross-entropy or (options.loss "mse") ai.ravnest.MseLoss (the trainer
+    // scales its gradient by 1/batch). A language model's logits [B, T, V] and
+    // labels [B, T] are flattened to B*T rows, and label -1 marks positions
+    // without a target (ignored).
     const ValueInfo* logits_info = model.find_value(logits);
     const Shape logits_shape = logits_info->static_shape();
     const int64_t micro = logits_shape[0];
@@ -188,7 +199,8 @@ Result<std::vector<StageProgram>> build_stage_programs(const Graph& model, const
     }
     Node loss;
     loss.name = "loss";
-    loss.op = "SoftmaxCrossEntropyLoss";
+    loss.op = options.loss == "mse" ? "MseLoss" : "SoftmaxCrossEntropyLoss";
+    if (options.loss == "mse") loss.domain = kRavnestDomain;
     loss.inputs = {scores, targets};
     loss.outputs = {loss_name};
     loss.attrs["reduction"] = std::string("sum");

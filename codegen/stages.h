@@ -44,6 +44,10 @@ struct ModelIo {
 struct StageOptions {
   std::string labels_name = "labels";
   std::string loss_name = "loss";
+  // The loss appended to a model that ends in logits (`ravnestc compile --loss`):
+  // "ce" (softmax cross-entropy) or "mse" (ai.ravnest.MseLoss against one-hot
+  // labels); both summed over samples. A model with its own loss takes only "ce".
+  std::string loss = "ce";
   rt::OptimizerConfig optimizer;
 };
 

@@ -1,5 +1,7 @@
 // SoftmaxCrossEntropyLoss (ONNX, scores [N,C], labels [N] int64, no weights) and
-// its gradient ai.ravnest.SoftmaxCrossEntropyLossGrad.
+// its gradient ai.ravnest.SoftmaxCrossEntropyLossGrad; the mean squared error
+// ai.ravnest.MseLoss (scores [N,C], labels [N] int64) and its gradient
+// ai.ravnest.MseLossGrad.
 //
 // Guarantees: log_prob = log_softmax(scores) computed stably (max subtracted);
 // per-sample loss = -log_prob[n, label[n]], 0 for samples whose label equals
@@ -9,7 +11,12 @@
 // the step). The gradient is dscores = g_n * (softmax - onehot(label)) with g_n =
 // dloss (scalar; per sample [N] for "none"), divided by the same count for "mean",
 // and 0 for ignored rows. A label outside [0, C) that is not ignore_index is an
-// error naming the node and the sample.
+// error naming the node, the sample, the label and C.
+// MseLoss: per-sample loss = mean over C of (scores - onehot(label))^2 (in double),
+// 0 for ignored samples; "sum" (its default) and "mean" reduce as above ("none" is
+// not offered). MseLossGrad: dscores = g * 2 (scores - onehot(label)) / C with g =
+// dloss, divided by the count for "mean", and 0 for ignored rows. Both kernels
+// sum per-sample results in sample order, so the thread count never changes a bit.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -38,19 +45,24 @@ struct LossSpec {
       if (ignored(labels[i])) continue;
       if (labels[i] < 0 || labels[i] >= c)
         return error(Code::kInvalidArgument, who, ": label ", labels[i], " of sample ", i, " is outside [0, ", c,
-                     ") and is not ignore_index");
+                     ") for C=", c, " classes", has_ignore_index ? " and is not ignore_index" : "",
+                     "; labels must be class indices of the scores");
       ++count;
     }
     return count;
   }
 };
 
-// Parses attrs and checks scores/log_prob [N,C] and labels [N].
-Result<LossSpec> loss_spec(const KernelRequest& request, const Shape& scores, const Shape& labels) {
+// Parses attrs and checks scores/log_prob [N,C] and labels [N]. `default_reduction`
+// applies when the attribute is absent; `with_none` offers reduction "none".
+Result<LossSpec> loss_spec(const KernelRequest& request, const Shape& scores, const Shape& labels,
+                           const char* default_reduction = "mean", bool with_none = true) {
   const Node& node = *request.node;
   LossSpec spec;
   spec.who = node.describe();
-  const std::string reduction = node.attr_string("reduction", "mean");
+  const std::string reduction = node.attr_string("reduction", default_reduction);
+  if (reduction == "none" && !with_none)
+    return error(Code::kInvalidArgument, spec.who, ": reduction 'none' is not offered; use sum or mean");
   if (reduction == "none") spec.reduction = Reduction::kNone;
   else if (reduction == "sum") spec.reduction = Reduction::kSum;
   else if (reduction == "mean") spec.reduction = Reduction::kMean;
@@ -153,11 +165,88 @@ Result<std::unique_ptr<Kernel>> build_loss_grad(const KernelRequest& request) {
   });
 }
 
+// MseLoss / MseLossGrad: inputs (scores, labels) of the forward start at `scores_at`.
+Result<LossSpec> mse_spec(const KernelRequest& request, size_t scores_at) {
+  RN_RETURN_IF_ERROR(check_input_dtype(request, scores_at, DType::kF32));
+  RN_RETURN_IF_ERROR(check_input_dtype(request, scores_at + 1, DType::kI64));
+  RN_RETURN_IF_ERROR(check_output_dtype(request, 0, DType::kF32));
+  return loss_spec(request, input_shape(request, scores_at), input_shape(request, scores_at + 1), "sum", false);
+}
+
+// 1 / (number of samples the reduction divides by): 1 for "sum".
+double reduction_scale(const LossSpec& spec, int64_t count) {
+  if (spec.reduction != Reduction::kMean) return 1.0;
+  return count ? 1.0 / static_cast<double>(count) : 0.0;
+}
+
+Result<std::unique_ptr<Kernel>> build_mse_loss(const KernelRequest& request) {
+  RN_RETURN_IF_ERROR(check_arity(request, 2, 2, 1, 1));
+  RN_ASSIGN_OR_RETURN(LossSpec spec, mse_spec(request, 0));
+  if (output_shape(request, 0) != Shape{})
+    return error(Code::kInvalidArgument, spec.who, ": the loss must be a scalar, got ",
+                 shape_str(output_shape(request, 0)));
+  return make_kernel([spec](const std::vector<Tensor*>& in, const std::vector<Tensor*>& out) -> Status {
+    const float* scores = in[0]->data<float>();
+    const int64_t* labels = in[1]->data<int64_t>();
+    RN_ASSIGN_OR_RETURN(int64_t count, spec.check_labels(labels));
+    std::vector<double> samples(static_cast<size_t>(spec.n), 0.0);
+    parallel_for(spec.n, 3 * spec.c, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        if (spec.ignored(labels[i])) continue;
+        const float* row = scores + i * spec.c;
+        double sum = 0.0;
+        for (int64_t j = 0; j < spec.c; ++j) {
+          const double d = static_cast<double>(row[j]) - (j == labels[i] ? 1.0 : 0.0);
+          sum += d * d;
+        }
+        samples[static_cast<size_t>(i)] = sum / static_cast<double>(spec.c);
+      }
+    });
+    double total = 0.0;
+    for (double v : samples) total += v;
+    *out[0]->data<float>() = static_cast<float>(total * reduction_scale(spec, count));
+    return ok_status();
+  });
+}
+
+Result<std::unique_ptr<Kernel>> build_mse_loss_grad(const KernelRequest& request) {
+  RN_RETURN_IF_ERROR(check_arity(request, 3, 3, 1, 1));
+  RN_RETURN_IF_ERROR(check_input_dtype(request, 0, DType::kF32));
+  RN_ASSIGN_OR_RETURN(LossSpec spec, mse_spec(request, 1));
+  if (numel(input_shape(request, 0)) != 1 || output_shape(request, 0) != input_shape(request, 1))
+    return error(Code::kInvalidArgument, spec.who, ": dloss ", shape_str(input_shape(request, 0)),
+                 " must be a scalar and dscores ", shape_str(output_shape(request, 0)), " shaped like scores ",
+                 shape_str(input_shape(request, 1)));
+  return make_kernel([spec](const std::vector<Tensor*>& in, const std::vector<Tensor*>& out) -> Status {
+    const float* scores = in[1]->data<float>();
+    const int64_t* labels = in[2]->data<int64_t>();
+    float* dscores = out[0]->data<float>();
+    RN_ASSIGN_OR_RETURN(int64_t count, spec.check_labels(labels));
+    // d/ds of mean_j (s_j - t_j)^2 is 2 (s_j - t_j) / C.
+    const float g = static_cast<float>(in[0]->data<float>()[0] * reduction_scale(spec, count) * 2.0 /
+                                       static_cast<double>(spec.c));
+    parallel_for(spec.n, 2 * spec.c, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        float* drow = dscores + i * spec.c;
+        if (spec.ignored(labels[i])) {
+          std::fill(drow, drow + spec.c, 0.0f);
+          continue;
+        }
+        const float* row = scores + i * spec.c;
+        for (int64_t j = 0; j < spec.c; ++j) drow[j] = g * (row[j] - (j == labels[i] ? 1.0f : 0.0f));
+      }
+    });
+    return ok_status();
+  });
+}
+
 }  // namespace
 
 void register_loss_kernels(KernelRegistry& registry) {
   registry.add("", "SoftmaxCrossEntropyLoss", {"ref", Device::kCpu, build_loss});
   registry.add(kRavnestDomain, "SoftmaxCrossEntropyLossGrad", {"ref", Device::kCpu, build_loss_grad});
+  registry.add(kRavnestDomain, "MseLoss", {"ref", Device::kCpu, build_mse_loss});
+  registry.add(kRavnestDomain, "MseLossGrad", {"ref", Device::kCpu, build_mse_loss_grad});
 }
 
 }  // namespace ravnest::rt::cpu

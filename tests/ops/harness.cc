@@ -268,8 +268,9 @@ Status run_case(const OpCase& c, uint32_t seed) {
   std::mt19937 rng(seed);
   RN_ASSIGN_OR_RETURN(Prepared p, prepare(c, rng));
   const Node& node = p.graph.nodes[0];
-  if (!node.domain.empty() && node.domain != "ai.onnx")
-    return error(Code::kInvalidArgument, c.label, ": the harness covers default-domain ops, not '", node.domain, "'");
+  if (!node.domain.empty() && node.domain != "ai.onnx" && node.domain != kRavnestDomain)
+    return error(Code::kInvalidArgument, c.label, ": the harness covers default-domain and ai.ravnest ops, not '",
+                 node.domain, "'");
   const ReferenceFn* ref = find_reference(node.op);
   if (!ref) return error(Code::kNotFound, c.label, ": no reference registered for op '", node.op, "'");
   const fe::OpDef* def = fe::find_op(node.domain, node.op, c.opset);

@@ -40,7 +40,8 @@ struct RefTensor {
 // outputs may be given as empty RefTensors).
 using ReferenceFn = std::function<Result<std::vector<RefTensor>>(const Node& node, const std::vector<RefTensor>& inputs)>;
 
-// Registers the reference of default-domain op `op` (one per op). Returns true.
+// Registers the reference of op `op` (one per op name): a default-domain op, or an
+// ai.ravnest op that a model's forward may hold (MseLoss). Returns true.
 bool register_reference(const std::string& op, ReferenceFn fn);
 const ReferenceFn* find_reference(const std::string& op);
 

@@ -25,6 +25,7 @@ int compile_usage(const char* message) {
                "         [--optimizer sgd|adamw|lamb] [--beta1 X] [--beta2 X] [--eps X] [--clip-norm X]\n"
                "         [--lr-schedule constant|cosine|step] [--warmup-steps N] [--lr-min X] [--step-size N]"
                " [--gamma X]\n"
+               "         [--loss ce|mse]\n"
                "  --devices FILE: balance the stages to the machines of a devices file (docs/devices.md);\n"
                "  clusters and stages are then chosen for them unless --clusters C / --stages K fix the counts,\n"
                "  and each node gets its machine's address.\n"
@@ -32,7 +33,9 @@ int compile_usage(const char* message) {
                "  With C clusters, each trains the whole model on 1/C of every epoch and averages\n"
                "  parameters with the others every S steps.\n"
                "  C is none, fp16, bf16, int8 or topk:FRACTION (docs/compression.md).\n"
-               "  Optimizers, schedules and clipping: docs/training.md (\"Optimizers\").\n");
+               "  Optimizers, schedules and clipping: docs/training.md (\"Optimizers\").\n"
+               "  --loss: what is appended to a model that ends in logits: ce (softmax cross-entropy, the default)\n"
+               "  or mse (mean squared error against one-hot labels); a model with its own loss takes only ce.\n");
   return 2;
 }
 
@@ -184,6 +187,11 @@ int run_compile(int argc, char** argv) {
       rt::CompressionConfig& c = options.training.compression;
       (arg == "--compress-activations" ? c.activations : arg == "--compress-gradients" ? c.gradients : c.averaging) =
           *spec;
+    } else if (arg == "--loss") {
+      const char* v = value();
+      if (!v || (std::strcmp(v, "ce") != 0 && std::strcmp(v, "mse") != 0))
+        return compile_usage("--loss needs ce (softmax cross-entropy) or mse (mean squared error)");
+      options.loss = v;
     } else if (arg == "--no-eval") {
       options.training.evaluate = false;
     } else if (arg == "--host") {
