@@ -61,11 +61,18 @@ OnednnPrimitiveKernel::OnednnPrimitiveKernel(dnnl::primitive prim, const dnnl::m
   for (int arg : args) mems_.emplace_back(arg, dnnl::memory(desc, engine(), DNNL_MEMORY_NONE));
 }
 
+OnednnPrimitiveKernel::OnednnPrimitiveKernel(dnnl::primitive prim,
+                                             const std::vector<std::pair<int, dnnl::memory::desc>>& args,
+                                             std::string what)
+    : prim_(std::move(prim)), what_(std::move(what)) {
+  for (const auto& [arg, desc] : args) mems_.emplace_back(arg, dnnl::memory(desc, engine(), DNNL_MEMORY_NONE));
+}
+
 Status OnednnPrimitiveKernel::run(const std::vector<Tensor*>& in, const std::vector<Tensor*>& out) {
   return onednn_guard(what_, [&]() -> Status {
     std::unordered_map<int, dnnl::memory> args;
     for (size_t i = 0; i < mems_.size(); ++i) {
-      Tensor* t = i < in.size() ? in[i] : out[0];
+      Tensor* t = i + 1 < mems_.size() ? in[i] : out[0];  // the inputs, then the output
       mems_[i].second.set_data_handle(t->raw());
       args[mems_[i].first] = mems_[i].second;
     }

@@ -42,12 +42,15 @@ Status onednn_guard(const std::string& what, Fn&& fn) {
   }
 }
 
-// A oneDNN primitive whose arguments are all row-major f32 tensors of one
-// descriptor (eltwise, softmax): `args` maps each kernel input, then the output,
-// to its oneDNN argument; memories are created once and rebound per run.
+// A oneDNN primitive whose arguments are the kernel's tensors as they are (no
+// reorder): `args` maps each kernel input, then the output, to its oneDNN argument
+// (all of one descriptor: eltwise, softmax; or each with its own: a matmul reading a
+// row-major [N, K] weight as [K, N] "ba"); memories are created once and rebound per run.
 class OnednnPrimitiveKernel final : public Kernel {
  public:
   OnednnPrimitiveKernel(dnnl::primitive prim, const dnnl::memory::desc& desc, const std::vector<int>& args,
+                        std::string what);
+  OnednnPrimitiveKernel(dnnl::primitive prim, const std::vector<std::pair<int, dnnl::memory::desc>>& args,
                         std::string what);
   Status run(const std::vector<Tensor*>& in, const std::vector<Tensor*>& out) override;
 
