@@ -2,7 +2,8 @@
 """Benchmark 5: single-process training step of the target models (issue 3), Ravnest next to PyTorch, same run.
 
 For every model (default: cnn, resnet50, inception_v3, bert, gpt_sorter, llama_block, gpt2_small, the committed
-SMALL variants; bert_full and gpt_sorter_full with --full, exported to --tmp first), every thread count T (default
+SMALL variants; with --full also the full sizes resnet50_full, inception_v3_full, bert_full, gpt_sorter_full and
+llama_block_full, exported to --tmp first), every thread count T (default
 1 and 2) and each of R rounds (default 3, alternating the two programs), it runs
   * Ravnest: `ravnestc compile MODEL.onnx --stages 1 --batch B --microbatches 1 --lr 0.01 --momentum 0.9 --no-eval`
     once per model, then `ravnest-rt --bundle DIR/node0 --steps W+N --no-eval` with OMP_NUM_THREADS=T; samples/s
@@ -45,9 +46,13 @@ MODELS = {
     "gpt_sorter": ("gpt_sorter", True, "models/gpt_sorter/gpt_sorter_small.onnx", 32, 200, 20),
     "llama_block": ("llama_block", True, "models/llama_block/llama_block_small.onnx", 32, 200, 20),
     "gpt2_small": ("gpt2_small", True, "models/gpt2_small/gpt2_small_small.onnx", 32, 100, 10),
+    "resnet50_full": ("resnet50", False, "resnet50_full.onnx", 32, 20, 3),
+    "inception_v3_full": ("inception_v3", False, "inception_v3_full.onnx", 8, 10, 2),
     "bert_full": ("bert", False, "bert_full.onnx", 8, 10, 2),
     "gpt_sorter_full": ("gpt_sorter", False, "gpt_sorter_full.onnx", 32, 200, 20),
+    "llama_block_full": ("llama_block", False, "llama_block_full.onnx", 8, 10, 2),
 }
+FULL = [name for name in MODELS if name.endswith("_full")]
 DEFAULT = ["cnn", "resnet50", "inception_v3", "bert", "gpt_sorter", "llama_block", "gpt2_small"]
 
 
@@ -156,7 +161,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--models", nargs="+", default=None, choices=sorted(MODELS))
-    ap.add_argument("--full", action="store_true", help="also bert_full and gpt_sorter_full (exported to --tmp)")
+    ap.add_argument("--full", action="store_true", help="also the full-size models (*_full, exported to --tmp)")
     ap.add_argument("--tmp", default="/tmp/zoo-bench")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--rounds", type=int, default=3)
@@ -169,7 +174,7 @@ def main():
     if args.pytorch_worker:
         return pytorch_worker(args)
 
-    models = args.models or (DEFAULT + (["bert_full", "gpt_sorter_full"] if args.full else []))
+    models = args.models or (DEFAULT + (FULL if args.full else []))
     os.makedirs(args.tmp, exist_ok=True)
     print(f"load average at start: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}",
           flush=True)

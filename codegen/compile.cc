@@ -297,9 +297,10 @@ std::pair<std::vector<double>, ClusterMachines> cluster_machines(const DevicesPl
 }
 
 // Predicted seconds of one run of a stage program on `device`: every kernel it
-// runs (the loss and the gradient ops included) under the cost model.
+// runs (the loss and the gradient ops included) under the cost model, plus the
+// executor's fixed cost of a run.
 double program_seconds(const Graph& program, const part::DeviceProfile& device) {
-  double seconds = 0;
+  double seconds = program.nodes.empty() ? 0.0 : part::program_overhead(device);
   for (const part::PassTimes& t : part::graph_times(program, device)) seconds += t.f;
   return seconds;
 }
@@ -421,7 +422,7 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
           const size_t s = static_cast<size_t>(sp.stage);
           const part::DeviceProfile& dev = devices.set.devices[members[static_cast<size_t>(split.machine_of_stage[s])]];
           actual[s] = program_seconds(sp.forward, dev) + program_seconds(sp.backward, dev) +
-                      program_seconds(sp.weight, dev);
+                      program_seconds(sp.weight, dev) + part::gradient_accumulation_seconds(sp.weight, dev);
           bottleneck = std::max(bottleneck, actual[s] + split.stage_time[s] - split.stage_compute[s]);
         }
         for (size_t i = 0; i < work.size(); ++i) {
@@ -498,7 +499,7 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
         const part::DeviceProfile& dev = devices.set.devices[cl.device_of_stage[static_cast<size_t>(sp.stage)]];
         r.f_s = program_seconds(sp.forward, dev);
         r.b_s = program_seconds(sp.backward, dev);
-        r.w_s = program_seconds(sp.weight, dev);
+        r.w_s = program_seconds(sp.weight, dev) + part::gradient_accumulation_seconds(sp.weight, dev);
       } else {
         r.f_s = predicted_seconds(sp.forward_flops, sp.forward_bytes);
         r.b_s = predicted_seconds(sp.backward_input_flops, sp.forward_bytes);

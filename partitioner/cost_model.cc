@@ -24,6 +24,16 @@ fe::OpCost node_cost(const Node& node, const Graph& graph) {
   return def && def->cost ? def->cost(node, graph) : fe::OpCost{};
 }
 
+// Bytes the runtime moves after a node's W kernel: it adds each micro-batch's weight
+// gradient into the step's sum (reads both, writes the sum), 3x the parameters read.
+double gradient_accumulation_bytes(const Node& node, const Graph& graph) {
+  double bytes = 0;
+  for (const std::string& in : node.inputs)
+    if (!in.empty() && std::find(graph.parameters.begin(), graph.parameters.end(), in) != graph.parameters.end())
+      bytes += 3 * value_bytes(graph, in);
+  return bytes;
+}
+
 }  // namespace
 
 const char* op_class_name(OpClass c) {
@@ -42,10 +52,18 @@ OpClass op_class(const std::string& domain, const std::string& op) {
   return OpClass::kOther;
 }
 
+double kernel_overhead(const DeviceProfile& device, const CostModelOptions& options) {
+  return device.kernel_overhead_s > 0 ? device.kernel_overhead_s : options.kernel_overhead_s;
+}
+
+double program_overhead(const DeviceProfile& device, const CostModelOptions& options) {
+  return device.program_overhead_s > 0 ? device.program_overhead_s : options.program_overhead_s;
+}
+
 double kernel_seconds(double flops, double bytes, OpClass c, const DeviceProfile& device,
                       const CostModelOptions& options) {
   if (flops <= 0 && bytes <= 0) return 0;
-  return options.kernel_overhead_s + flops / throughput_flops(c, device, options) +
+  return kernel_overhead(device, options) + flops / throughput_flops(c, device, options) +
          bytes / (device.memory_bandwidth_gbps * 1e9);
 }
 
@@ -60,8 +78,18 @@ PassTimes op_times(const fe::OpCost& cost, OpClass c, const DeviceProfile& devic
 std::vector<PassTimes> graph_times(const Graph& graph, const DeviceProfile& device, const CostModelOptions& options) {
   std::vector<PassTimes> out;
   out.reserve(graph.nodes.size());
-  for (const Node& n : graph.nodes) out.push_back(op_times(node_cost(n, graph), op_class(n.domain, n.op), device, options));
+  for (const Node& n : graph.nodes) {
+    PassTimes t = op_times(node_cost(n, graph), op_class(n.domain, n.op), device, options);
+    if (t.w > 0) t.w += gradient_accumulation_bytes(n, graph) / (device.memory_bandwidth_gbps * 1e9);
+    out.push_back(t);
+  }
   return out;
+}
+
+double gradient_accumulation_seconds(const Graph& weight_program, const DeviceProfile& device) {
+  double bytes = 0;
+  for (const std::string& out : weight_program.outputs) bytes += 3 * value_bytes(weight_program, out);
+  return bytes / (device.memory_bandwidth_gbps * 1e9);
 }
 
 double transfer_seconds(double bytes, const LinkEstimate& link) { return link.transfer_seconds(bytes); }
@@ -74,7 +102,7 @@ ModelTotals model_totals(const Graph& graph) {
     t.flops[k] += c.flops + c.backward_input_flops + c.backward_weight_flops;
     double passes = (c.flops > 0 || c.bytes > 0 ? 1 : 0) + (c.backward_input_flops > 0 ? 1 : 0) +
                     (c.backward_weight_flops > 0 ? 1 : 0);
-    t.bytes += passes * c.bytes;
+    t.bytes += passes * c.bytes + (c.backward_weight_flops > 0 ? gradient_accumulation_bytes(n, graph) : 0);
     t.kernels += passes;
     for (const std::string& out : n.outputs) {
       if (out.empty()) continue;
@@ -88,7 +116,7 @@ ModelTotals model_totals(const Graph& graph) {
 }
 
 double model_seconds(const ModelTotals& totals, const DeviceProfile& device, const CostModelOptions& options) {
-  double s = totals.kernels * options.kernel_overhead_s + totals.bytes / (device.memory_bandwidth_gbps * 1e9);
+  double s = totals.kernels * kernel_overhead(device, options) + totals.bytes / (device.memory_bandwidth_gbps * 1e9);
   for (int k = 0; k < 3; ++k) s += totals.flops[k] / throughput_flops(static_cast<OpClass>(k), device, options);
   return s;
 }

@@ -5,10 +5,13 @@
 //  * time(pass) = flops(pass) / throughput(op class) + bytes(pass) / memory
 //    bandwidth + a fixed per-kernel overhead, where the op class is conv (Conv and
 //    its gradients: the device's conv_gflops), gemm (Gemm, MatMul: gemm_gflops) or
-//    other (everything else: gemm_gflops scaled by other_efficiency). A pass with
+//    other (everything else: gemm_gflops scaled by other_efficiency); the overhead
+//    is the profile's measured kernel_overhead_s where it has one. A pass with
 //    no work (0 FLOPs, e.g. W of ReLU) takes 0 s; F always moves the forward bytes.
 //  * B and W move the forward bytes again (they read the forward's inputs and
-//    the output gradient, and write a gradient of the same size).
+//    the output gradient, and write a gradient of the same size); graph_times and
+//    model_totals add to W 3x the bytes of the node's parameters: the runtime sums
+//    each micro-batch's weight gradient into the step's (read both, write one).
 //  * transfer_seconds(bytes, link) = latency + bytes / bandwidth.
 //  * Pure functions of their arguments: the same inputs give the same outputs.
 #pragma once
@@ -32,8 +35,13 @@ struct CostModelOptions {
   // Throughput of non-GEMM, non-conv FLOPs relative to gemm_gflops (elementwise
   // ops are bound by memory; their FLOPs run far below the GEMM peak).
   double other_efficiency = 0.05;
-  double kernel_overhead_s = 2e-6;  // per kernel launch, every pass that runs
+  double kernel_overhead_s = 2e-6;   // per kernel launch, every pass that runs
+  double program_overhead_s = 5e-6;  // per run of a stage program (F, B or W)
 };
+
+// The device's measured overheads where its profile has them, else the options'.
+double kernel_overhead(const DeviceProfile& device, const CostModelOptions& options = {});
+double program_overhead(const DeviceProfile& device, const CostModelOptions& options = {});
 
 struct PassTimes {
   double f = 0, b = 0, w = 0;
@@ -46,6 +54,10 @@ double kernel_seconds(double flops, double bytes, OpClass c, const DeviceProfile
 PassTimes op_times(const fe::OpCost& cost, OpClass c, const DeviceProfile& device, const CostModelOptions& options = {});
 // Every node of `graph` (at its static shapes), in node order; nodes without a cost rule cost 0.
 std::vector<PassTimes> graph_times(const Graph& graph, const DeviceProfile& device, const CostModelOptions& options = {});
+
+// Seconds the runtime spends after a stage's weight-gradient program summing its
+// outputs (the parameter gradients of one micro-batch) into the step's: 3x their bytes.
+double gradient_accumulation_seconds(const Graph& weight_program, const DeviceProfile& device);
 
 double transfer_seconds(double bytes, const LinkEstimate& link);
 

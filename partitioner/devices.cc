@@ -219,6 +219,8 @@ Result<DeviceProfile> parse_device(const Json& json, const std::string& where) {
   RN_ASSIGN_OR_RETURN(d.conv_gflops, named.number("conv_gflops", true, 0, 0, true));
   RN_ASSIGN_OR_RETURN(d.memory_bandwidth_gbps, named.number("memory_bandwidth_gbps", true, 0, 0, true));
   RN_ASSIGN_OR_RETURN(d.memory_bytes, named.integer("memory_bytes", 1));
+  RN_ASSIGN_OR_RETURN(d.kernel_overhead_s, named.number("kernel_overhead_s", false, 0.0, 0, false, 1.0));
+  RN_ASSIGN_OR_RETURN(d.program_overhead_s, named.number("program_overhead_s", false, 0.0, 0, false, 1.0));
   RN_ASSIGN_OR_RETURN(d.reliability, named.number("reliability", false, 1.0, 0, false, 1.0));
   RN_ASSIGN_OR_RETURN(const Json* role, named.field("role", false));
   if (role) {
@@ -274,6 +276,8 @@ Json device_to_json(const DeviceProfile& d) {
   j.set("conv_gflops", d.conv_gflops);
   j.set("memory_bandwidth_gbps", d.memory_bandwidth_gbps);
   j.set("memory_bytes", d.memory_bytes);
+  if (d.kernel_overhead_s > 0) j.set("kernel_overhead_s", d.kernel_overhead_s);
+  if (d.program_overhead_s > 0) j.set("program_overhead_s", d.program_overhead_s);
   Json links = Json::array();
   for (const LinkProfile& l : d.links) links.push_back(link_json(l.peer, l.bandwidth_bps, l.latency_s));
   j.set("links", std::move(links));

@@ -1,6 +1,7 @@
 #include "runtime/trace.h"
 
 #include <fcntl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -21,6 +22,7 @@ Json event_json(const TraceEvent& ev, int pid) {
   args.set("step", ev.step);
   args.set("microbatch", static_cast<int64_t>(ev.microbatch));
   args.set("bytes", ev.bytes);
+  if (ev.cpu_us >= 0) args.set("cpu_us", ev.cpu_us);
   Json e = Json::object();
   e.set("name", ev.microbatch >= 0 ? str_cat(ev.name, " ", ev.microbatch) : std::string(ev.name));
   e.set("cat", ev.category);
@@ -114,6 +116,12 @@ int64_t TraceRecorder::now_us() {
       .count();
 }
 
+int64_t TraceRecorder::thread_cpu_us() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
+}
+
 void TraceRecorder::record(const TraceEvent& event) {
   if (!enabled_) return;
   std::lock_guard<std::mutex> lock(mu_);
@@ -157,10 +165,12 @@ TraceSpan::TraceSpan(TraceRecorder& recorder, TraceLane lane, const char* catego
   event_.step = step;
   event_.microbatch = microbatch;
   event_.start_us = TraceRecorder::now_us();
+  if (lane == TraceLane::kCompute && recorder.enabled()) cpu_start_us_ = TraceRecorder::thread_cpu_us();
 }
 
 TraceSpan::~TraceSpan() {
   event_.dur_us = std::max<int64_t>(0, TraceRecorder::now_us() - event_.start_us);
+  if (cpu_start_us_ >= 0) event_.cpu_us = std::max<int64_t>(0, TraceRecorder::thread_cpu_us() - cpu_start_us_);
   if (totals_) {
     totals_->seconds += static_cast<double>(event_.dur_us) * 1e-6;
     ++totals_->count;

@@ -10,7 +10,10 @@
 //    that ends before another starts (in real time) has ts + dur <= the other's ts.
 //  * pid is the process id given to enable() (the stage), tid the lane
 //    (compute, comm, and wire: when the transport's thread wrote a frame); every
-//    event carries args {step, microbatch, bytes}. write() adds process_name,
+//    event carries args {step, microbatch, bytes}; a span on the compute lane also
+//    carries cpu_us, the CPU time its thread spent in it (CLOCK_THREAD_CPUTIME_ID:
+//    time the thread was preempted is not in it, OpenMP worker threads are not
+//    either), so compute measured on an oversubscribed machine stays comparable. write() adds process_name,
 //    process_sort_index and thread_name metadata ("ph":"M").
 //  * record() is safe to call from several threads.
 //  * write() and merge_traces() write atomically (PATH.tmp, then rename): a
@@ -48,6 +51,7 @@ struct TraceEvent {
   int64_t step = -1;
   int32_t microbatch = -1;
   int64_t bytes = 0;
+  int64_t cpu_us = -1;  // CPU time of the recording thread in the span; -1: not measured
 };
 
 // Sum and count of durations, e.g. of every F of a run.
@@ -74,6 +78,8 @@ class TraceRecorder {
 
   // Microseconds of system_clock since the Unix epoch.
   static int64_t now_us();
+  // Microseconds of CPU time the calling thread has used.
+  static int64_t thread_cpu_us();
 
   void record(const TraceEvent& event);  // no-op when disabled
   std::vector<TraceEvent> events() const;
@@ -106,6 +112,7 @@ class TraceSpan {
   TraceRecorder& recorder_;
   SpanTotals* totals_;
   TraceEvent event_;
+  int64_t cpu_start_us_ = -1;
 };
 
 // Merges per-node trace files (written by TraceRecorder::write) into one.

@@ -528,6 +528,8 @@ Status TrainerImpl::run_instr(const Instr& in, int64_t step) {
     case InstrOp::kF: {
       TensorMap data;
       if (mf.first() || mf.last()) {
+        // Building the batch is not a kernel: its own span (inside F) keeps it apart in traces.
+        TraceSpan data_span(trace_, TraceLane::kCompute, "data", "DATA", step, mb);
         const std::vector<int64_t>& batch = batch_of(step);
         std::vector<int64_t> idx(batch.begin() + mb * mbs, batch.begin() + (mb + 1) * mbs);
         if (mf.first()) {
@@ -554,6 +556,7 @@ Status TrainerImpl::run_instr(const Instr& in, int64_t step) {
         u.stash[name] = it != out.end() ? it->second : feeds.at(name);
       }
       if (mf.last()) {
+        TraceSpan tally_span(trace_, TraceLane::kCompute, "data", "TALLY", step, mb);
         step_loss_ += static_cast<double>(*out.at(mf.loss_output).data<float>());
         Tally tally = tally_predictions(out.at(mf.logits_output), feeds.at(mf.labels_input), mbs);
         step_correct_ += tally.correct;

@@ -2,6 +2,8 @@
 // the link probe (see profile.h).
 #include "runtime/profile/profile.h"
 
+#include <omp.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,6 +15,7 @@
 #include <thread>
 
 #include "runtime/collectives/link_probe.h"
+#include "runtime/executor.h"
 #include "runtime/transport/transport.h"
 
 namespace ravnest::rt {
@@ -43,6 +46,13 @@ Result<std::pair<std::string, uint16_t>> split_host_port(const std::string& text
   }
   if (port < 1 || port > 65535) return error(Code::kInvalidArgument, "peer '", text, "': port must be 1..65535");
   return std::make_pair(text.substr(0, colon), static_cast<uint16_t>(port));
+}
+
+// Nanoseconds of CPU time the calling thread has used.
+int64_t thread_cpu_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
 Node make_node(const std::string& op, const std::string& name, std::vector<std::string> inputs) {
@@ -87,19 +97,77 @@ Result<KernelTiming> time_kernel(const Node& node, const std::vector<ValueInfo>&
     out_ptrs.push_back(outputs[i].dtype == DType::kUndefined ? nullptr : &out_tensors[i]);
 
   RN_RETURN_IF_ERROR(kernel->run(in_ptrs, out_ptrs, context));  // warm-up: first-touch, primitive caches
+  // One thread: the thread's CPU time, which other processes preempting it do not inflate (the
+  // runtime's traces report compute the same way, args.cpu_us). Several threads: wall time.
+  const bool one_thread = omp_get_max_threads() == 1;
   std::vector<double> samples;
   const Clock::time_point start = Clock::now();
   const double budget_s = std::chrono::duration<double>(budget).count();
   while (static_cast<int>(samples.size()) < min_runs || seconds_since(start) < budget_s) {
     const Clock::time_point t0 = Clock::now();
+    const int64_t cpu0_ns = one_thread ? thread_cpu_ns() : 0;
     RN_RETURN_IF_ERROR(kernel->run(in_ptrs, out_ptrs, context));
-    samples.push_back(seconds_since(t0));
+    samples.push_back(one_thread ? static_cast<double>(thread_cpu_ns() - cpu0_ns) * 1e-9 : seconds_since(t0));
     if (samples.size() >= 100000) break;
   }
   std::sort(samples.begin(), samples.end());
   timing.seconds = samples[samples.size() / 2];
   timing.runs = static_cast<int64_t>(samples.size());
   return timing;
+}
+
+namespace {
+
+// Median seconds of one run of `program` (one float in, one out) over `budget`.
+Result<double> time_program(const Graph& program, Millis budget) {
+  RN_ASSIGN_OR_RETURN(std::unique_ptr<Executor> exec, Executor::create(program, KernelRegistry::global()));
+  TensorMap feeds{{"x", Tensor::zeros(DType::kF32, {1})}};
+  const bool one_thread = omp_get_max_threads() == 1;
+  std::vector<double> samples;
+  const Clock::time_point start = Clock::now();
+  const double budget_s = std::chrono::duration<double>(budget).count();
+  for (int warm = 0; warm < 3; ++warm) {
+    TensorMap out;
+    RN_RETURN_IF_ERROR(exec->run(feeds, &out));
+  }
+  while (samples.size() < 20 || (seconds_since(start) < budget_s && samples.size() < 100000)) {
+    TensorMap out;
+    const Clock::time_point t0 = Clock::now();
+    const int64_t cpu0_ns = one_thread ? thread_cpu_ns() : 0;
+    RN_RETURN_IF_ERROR(exec->run(feeds, &out));
+    samples.push_back(one_thread ? static_cast<double>(thread_cpu_ns() - cpu0_ns) * 1e-9 : seconds_since(t0));
+  }
+  std::sort(samples.begin(), samples.end());
+  return samples[samples.size() / 2];
+}
+
+Graph relu_chain(int nodes) {
+  Graph g;
+  g.name = "profile_relu_chain";
+  g.opset = 17;
+  g.inputs = {"x"};
+  g.set_value(ValueInfo::of("x", DType::kF32, {1}));
+  std::string prev = "x";
+  for (int i = 0; i < nodes; ++i) {
+    const std::string out = "r" + std::to_string(i);
+    Node n = make_node("Relu", out, {prev});
+    n.outputs = {out};
+    g.nodes.push_back(n);
+    g.set_value(ValueInfo::of(out, DType::kF32, {1}));
+    prev = out;
+  }
+  g.outputs = {prev};
+  return g;
+}
+
+}  // namespace
+
+Status measure_executor_overheads(Millis budget, double* kernel_s, double* program_s) {
+  RN_ASSIGN_OR_RETURN(double one, time_program(relu_chain(1), budget / 2));
+  RN_ASSIGN_OR_RETURN(double nine, time_program(relu_chain(9), budget / 2));
+  *kernel_s = std::max(1e-7, (nine - one) / 8);
+  *program_s = std::max(1e-7, one - *kernel_s);
+  return ok_status();
 }
 
 double measure_gemm_gflops(Millis budget, Status* status) {
@@ -234,7 +302,9 @@ Result<MachineMeasurement> measure_machine(const MeasureOptions& options) {
   RN_RETURN_IF_ERROR(st);
   m.conv_gflops = measure_conv_gflops(fraction(options.seconds, kernel_share * 0.35), &st);
   RN_RETURN_IF_ERROR(st);
-  m.memory_bandwidth_gbps = measure_memory_bandwidth_gbps(static_cast<int>(m.cores), fraction(options.seconds, kernel_share * 0.3));
+  m.memory_bandwidth_gbps = measure_memory_bandwidth_gbps(static_cast<int>(m.cores), fraction(options.seconds, kernel_share * 0.25));
+  RN_RETURN_IF_ERROR(measure_executor_overheads(fraction(options.seconds, kernel_share * 0.05), &m.kernel_overhead_s,
+                                                &m.program_overhead_s));
   RN_ASSIGN_OR_RETURN(m.memory_available_bytes, memory_available_bytes());
   if (!options.peers.empty()) {
     const double per_peer = options.seconds * (1 - kernel_share) / static_cast<double>(options.peers.size());
@@ -258,6 +328,8 @@ Json profile_json(const MachineMeasurement& m, const std::string& id, const std:
   j.set("conv_gflops", m.conv_gflops);
   j.set("memory_bandwidth_gbps", m.memory_bandwidth_gbps);
   j.set("memory_bytes", m.memory_available_bytes);
+  j.set("kernel_overhead_s", m.kernel_overhead_s);
+  j.set("program_overhead_s", m.program_overhead_s);
   Json links = Json::array();
   for (const MeasuredLink& l : m.links) {
     Json e = Json::object();

@@ -11,7 +11,10 @@
 //    never blocks longer than options.seconds + 5 s. GEMM is a 512^3 fp32 Gemm
 //    (dnnl_sgemm), conv a 3x3 64->64 channel Conv on 8x64x56x56 (oneDNN), memory
 //    a multi-threaded copy of 64 MiB buffers (read + write bytes counted); memory
-//    available is /proc/meminfo's MemAvailable.
+//    available is /proc/meminfo's MemAvailable; executor overheads by
+//    measure_executor_overheads. With one OpenMP thread, kernel and executor
+//    runs are timed in the thread's CPU time (other processes preempting the
+//    profile do not inflate it), else in wall time.
 //  * A link is measured with the runtime's link probe (runtime/collectives/
 //    link_probe.h) against a peer running serve_profile_probes(): latency = half
 //    the median round trip, bandwidth from a timed bulk transfer, in bytes/s.
@@ -55,6 +58,8 @@ struct MachineMeasurement {
   double conv_gflops = 0;
   double memory_bandwidth_gbps = 0;
   int64_t memory_available_bytes = 0;
+  double kernel_overhead_s = 0;   // executor run per kernel, beyond the kernel's work
+  double program_overhead_s = 0;  // executor run per program, beyond its kernels
   std::vector<MeasuredLink> links;
 };
 
@@ -65,6 +70,10 @@ struct MeasureOptions {
 
 double measure_gemm_gflops(std::chrono::milliseconds budget, Status* status);
 double measure_conv_gflops(std::chrono::milliseconds budget, Status* status);
+// The executor's fixed costs: programs of 1 and of 9 chained Relu nodes on one
+// float, run through Executor (feeds, outputs, kernel dispatch) for `budget`; per
+// kernel = the difference / 8, per program = the 1-node run less one kernel.
+Status measure_executor_overheads(std::chrono::milliseconds budget, double* kernel_s, double* program_s);
 // Copy bandwidth with `threads` threads, GB/s (1e9 bytes/s), read + write.
 double measure_memory_bandwidth_gbps(int threads, std::chrono::milliseconds budget);
 // MemAvailable of /proc/meminfo in bytes; an error where it cannot be read.
