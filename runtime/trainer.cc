@@ -39,6 +39,11 @@ constexpr int kEvalWindow = 8;
 // (no other CONTROL frame uses training steps), micro-batch 0, these tensor ids.
 constexpr uint32_t kNormSumId = 0;    // running sum of squares, stage s to s+1
 constexpr uint32_t kNormTotalId = 1;  // the total, stage s+1 to s
+// Survivors of a failed averaging ring agree on who is left: CONTROL frames at
+// step kAliveStepBase + round, micro-batch = the ring's tag, tensor id
+// kAliveId + attempt.
+constexpr uint64_t kAliveStepBase = uint64_t{1} << 60;
+constexpr uint32_t kAliveId = 4;
 
 Deadline deadline_in(double seconds) {
   return deadline_after(std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
@@ -153,6 +158,17 @@ class TrainerImpl : public Trainer {
   // over its rings (ascending tags), weighted by the samples trained since the
   // last round.
   Status average(int64_t step);
+  // One ring's share of an averaging round; after a lost peer, the round again
+  // among the clusters left (whole-cluster failure, docs/faults.md).
+  Status average_ring(size_t index, int64_t step, double weight, std::vector<float>* buffer);
+  // The members of ring `index` still in the run exchange ALIVE frames; those
+  // that cannot be reached, or do not answer within twice the receive timeout,
+  // are lost with their whole cluster. Returns whether a cluster was lost.
+  Result<bool> agree_on_survivors(size_t index, int64_t step, const Status& cause);
+  // Ring `index` rebuilt over the members whose cluster is still in the run.
+  Status rebuild_ring(size_t index);
+  // Which of ring `index`'s members (manifest order: member c is cluster c's) are left.
+  std::vector<std::string> live_members(size_t index) const;
   // Sums the gradients of tied weights over the stages that hold them (manifest.tied).
   Status sum_tied_gradients(int64_t step);
   Status average_optimizer_state(int64_t step, double weight);
@@ -213,6 +229,11 @@ class TrainerImpl : public Trainer {
     uint32_t generation = 0;      // re-orders so far (part of the ring's tag)
   };
   std::vector<RingRoute> routes_;  // parallel to manifest.rings
+  // Whole-cluster failure: clusters still in the run, by index; per ring, how
+  // many clusters its current build counts and the agreements it has had.
+  std::vector<bool> cluster_alive_;
+  std::vector<size_t> ring_built_for_;
+  std::vector<uint32_t> ring_attempts_;
   int64_t rounds_ = 0;             // averaging rounds done
   uint64_t bytes_avg_ = 0, bytes_avg_dense_ = 0;     // sent / what dense ring all-reduces send
   int64_t samples_since_average_ = 0;
@@ -363,6 +384,10 @@ Status TrainerImpl::connect() {
     tied_rings_.push_back(std::move(r).value());
   }
   routes_.assign(mf.rings.size(), RingRoute{});
+  cluster_alive_.assign(static_cast<size_t>(std::max(1, mf.num_clusters)), true);
+  ring_built_for_.assign(mf.rings.size(), 0);
+  ring_attempts_.assign(mf.rings.size(), 0);
+  for (size_t i = 0; i < mf.rings.size(); ++i) ring_built_for_[i] = mf.rings[i].members.size();
   for (size_t index = 0; index < mf.rings.size(); ++index) {
     const RingSpec& ring = mf.rings[index];
     RingOptions ro;
@@ -818,31 +843,130 @@ Status TrainerImpl::maybe_replan(int64_t step) {
 
 Status TrainerImpl::average(int64_t step) {
   const Manifest& mf = m();
-  RN_RETURN_IF_ERROR(maybe_replan(step));
+  // Re-planning probes every member; after a cluster was lost the plan stays as it is.
+  if (std::all_of(cluster_alive_.begin(), cluster_alive_.end(), [](bool a) { return a; }))
+    RN_RETURN_IF_ERROR(maybe_replan(step));
   own_params();
   std::vector<float> buffer;
   const double weight = static_cast<double>(samples_since_average_);
-  for (size_t i = 0; i < mf.rings.size(); ++i) {
-    const RingSpec& ring = mf.rings[i];
-    TraceSpan span(trace_, TraceLane::kComm, "allreduce", "ALLREDUCE", step, static_cast<int>(ring.tag),
-                   &totals_[static_cast<size_t>(InstrOp::kAllReduce)]);
-    // Gather this ring's slice of the parameters, average it, scatter it back.
-    pack_ring(ring, &buffer);
-    const bool compressed = !compressed_rings_.empty();
-    Status st = compressed ? compressed_rings_[i].run(buffer, weight, deadline_in(opt_.recv_timeout_s))
-                           : rings_[i].run(buffer, ReduceOp::kWeightedMean, weight, deadline_in(opt_.recv_timeout_s));
-    if (!st.ok()) return st.with_context(where() + ": averaging ring " + std::to_string(ring.tag) + " after step " +
-                                         std::to_string(step));
-    unpack_ring(ring, buffer);
-    const uint64_t n = ring.members.size(), floats = buffer.size();
-    bytes_avg_ += compressed ? compressed_rings_[i].bytes_sent() : rings_[i].bytes_sent();
-    bytes_avg_dense_ += 2 * (n - 1) * floats * sizeof(float) / n;  // what a dense ring sends per member
-  }
+  for (size_t i = 0; i < mf.rings.size(); ++i) RN_RETURN_IF_ERROR(average_ring(i, step, weight, &buffer));
   // (Compressed averaging has no dense rings: the compiler refuses the combination.)
   if (mf.training.average_optimizer_state && compressed_rings_.empty())
     RN_RETURN_IF_ERROR(average_optimizer_state(step, weight));
   samples_since_average_ = 0;
   ++rounds_;
+  return ok_status();
+}
+
+Status TrainerImpl::average_ring(size_t i, int64_t step, double weight, std::vector<float>* buffer) {
+  const Manifest& mf = m();
+  const RingSpec& ring = mf.rings[i];
+  const bool compressed = !compressed_rings_.empty();
+  for (;;) {
+    // A cluster lost on another ring since this one was built: agree again before using it,
+    // as its other members may not know yet.
+    if (live_members(i).size() != ring_built_for_[i]) {
+      RN_RETURN_IF_ERROR(agree_on_survivors(i, step, ok_status()).status());
+      RN_RETURN_IF_ERROR(rebuild_ring(i));
+    }
+    TraceSpan span(trace_, TraceLane::kComm, "allreduce", "ALLREDUCE", step, static_cast<int>(ring.tag),
+                   &totals_[static_cast<size_t>(InstrOp::kAllReduce)]);
+    // Gather this ring's slice of the parameters, average it, scatter it back.
+    pack_ring(ring, buffer);
+    Status st = compressed ? compressed_rings_[i].run(*buffer, weight, deadline_in(opt_.recv_timeout_s))
+                           : rings_[i].run(*buffer, ReduceOp::kWeightedMean, weight, deadline_in(opt_.recv_timeout_s));
+    if (st.ok()) {
+      unpack_ring(ring, *buffer);
+      const uint64_t n = ring_built_for_[i], floats = buffer->size();
+      bytes_avg_ += compressed ? compressed_rings_[i].bytes_sent() : rings_[i].bytes_sent();
+      bytes_avg_dense_ += 2 * (n - 1) * floats * sizeof(float) / std::max<uint64_t>(n, 1);
+      return ok_status();
+    }
+    st = st.with_context(where() + ": averaging ring " + std::to_string(ring.tag) + " after step " +
+                         std::to_string(step));
+    // A peer that went away (or went silent past the deadline) may have taken its cluster with it.
+    if (st.code() != Code::kNetwork && st.code() != Code::kTimeout) return st;
+    RN_ASSIGN_OR_RETURN(bool lost, agree_on_survivors(i, step, st));
+    if (!lost) return st;
+    RN_RETURN_IF_ERROR(rebuild_ring(i));
+  }
+}
+
+std::vector<std::string> TrainerImpl::live_members(size_t index) const {
+  std::vector<std::string> out;
+  const RingSpec& ring = m().rings[index];
+  for (size_t c = 0; c < ring.members.size(); ++c)
+    if (c >= cluster_alive_.size() || cluster_alive_[c]) out.push_back(ring.members[c]);
+  return out;
+}
+
+Result<bool> TrainerImpl::agree_on_survivors(size_t index, int64_t step, const Status& cause) {
+  const Manifest& mf = m();
+  const RingSpec& ring = mf.rings[index];
+  const uint32_t attempt = ring_attempts_[index]++;
+  const FrameMeta alive{FrameKind::kControl, kAliveStepBase + static_cast<uint64_t>(rounds_), ring.tag,
+                        kAliveId + attempt};
+  Tensor token = Tensor::zeros(DType::kF32, {1});
+  std::vector<size_t> lost;
+  // Send to every member believed alive; a send that fails marks its member lost.
+  std::vector<size_t> asked;
+  for (size_t c = 0; c < ring.members.size(); ++c) {
+    if (ring.members[c] == mf.self.id || (c < cluster_alive_.size() && !cluster_alive_[c])) continue;
+    Status sent = transport_->send(ring.members[c], alive, token);
+    if (sent.ok()) {
+      asked.push_back(c);
+    } else {
+      lost.push_back(c);
+    }
+  }
+  // Survivors enter this after their own run failed, at most a receive timeout apart.
+  const Deadline deadline = deadline_in(2 * opt_.recv_timeout_s);
+  for (size_t c : asked) {
+    auto got = transport_->recv(ring.members[c], alive, deadline);
+    if (!got.ok()) lost.push_back(c);
+  }
+  std::sort(lost.begin(), lost.end());
+  for (size_t c : lost) {
+    if (c < cluster_alive_.size()) cluster_alive_[c] = false;
+    std::string left;
+    for (size_t k = 0; k < cluster_alive_.size(); ++k)
+      if (cluster_alive_[k]) left += (left.empty() ? "" : ", ") + std::to_string(k);
+    RN_LOG_WARN(where(), ": cluster ", c, " is lost (its ring member '", ring.members[c], "' on ring ", ring.tag,
+                " is gone", cause.ok() ? "" : ": " + cause.message(), "); its work since the last averaging round (",
+                rounds_, " done) is dropped; training goes on with cluster(s) ", left);
+    std::printf("{\"event\":\"cluster_lost\",\"node\":\"%s\",\"cluster\":%zu,\"after_step\":%lld,"
+                "\"rounds_done\":%lld}\n",
+                mf.self.id.c_str(), c, static_cast<long long>(step), static_cast<long long>(rounds_));
+    std::fflush(stdout);
+  }
+  return !lost.empty();
+}
+
+Status TrainerImpl::rebuild_ring(size_t index) {
+  const Manifest& mf = m();
+  const RingSpec& ring = mf.rings[index];
+  std::vector<std::string> members = live_members(index);
+  // Keep the routed order of the members left.
+  const std::vector<std::string> routed = routes_[index].order.empty()
+                                              ? ring.members
+                                              : ordered_members(ring.members, routes_[index].order);
+  std::vector<std::string> ordered;
+  for (const auto& id : routed)
+    if (std::find(members.begin(), members.end(), id) != members.end()) ordered.push_back(id);
+  const size_t rank = std::find(ordered.begin(), ordered.end(), mf.self.id) - ordered.begin();
+  RingRoute& route = routes_[index];
+  ++route.generation;
+  const uint32_t tag = ring.tag + (route.generation << 20);  // fresh frames for the new membership
+  if (!compressed_rings_.empty()) {
+    RN_RETURN_IF_ERROR(compressed_rings_[index].reorder(ordered, rank, tag).with_context(where()));
+  } else {
+    RingOptions ro;
+    ro.members = ordered;
+    ro.rank = rank;
+    ro.tag = tag;
+    RN_ASSIGN_OR_RETURN(rings_[index], RingAllreduce::create(*transport_, ro));
+  }
+  ring_built_for_[index] = ordered.size();
   return ok_status();
 }
 
