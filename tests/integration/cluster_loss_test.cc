@@ -6,6 +6,10 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <dirent.h>
+
+#include <algorithm>
+#include <fstream>
 #include <random>
 #include <regex>
 #include <string>
@@ -23,11 +27,11 @@ using testing::source_path;
 
 constexpr int kSteps = 120;
 
-std::string compile(const std::string& name, const std::vector<std::string>& extra) {
+std::string compile(const std::string& name, const std::vector<std::string>& extra, int steps = kSteps) {
   std::string dir = testing::temp_dir(name);
   std::vector<std::string> args{binary("ravnestc"), "compile", source_path("models/cnn/cnn.onnx"), "-o", dir,
                                 "--batch", "64", "--microbatches", "4", "--lr", "0.02", "--steps",
-                                std::to_string(kSteps)};
+                                std::to_string(steps)};
   args.insert(args.end(), extra.begin(), extra.end());
   auto r = run_process(args, 120);
   EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -93,6 +97,54 @@ TEST(ClusterLoss, SurvivorsFinishAndMatchOneCluster) {
   ASSERT_GT(survived, 0) << r1.out;
   ASSERT_GT(alone, 0) << single.out;
   EXPECT_NEAR(survived, alone, 0.02);
+}
+
+// Pids of the processes whose command line contains `needle` (scanning /proc).
+std::vector<int> pids_with(const std::string& needle) {
+  std::vector<int> pids;
+  DIR* proc = opendir("/proc");
+  if (!proc) return pids;
+  while (dirent* e = readdir(proc)) {
+    const int pid = std::atoi(e->d_name);
+    if (pid <= 0) continue;
+    std::ifstream in(std::string("/proc/") + e->d_name + "/cmdline", std::ios::binary);
+    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
+    if (cmdline.find(needle) != std::string::npos && cmdline.find("ravnest-rt") != std::string::npos)
+      pids.push_back(pid);
+  }
+  closedir(proc);
+  return pids;
+}
+
+// The same through ravnest-launch: a killed cluster ends only itself; the launcher names it and
+// succeeds with the other cluster's result.
+TEST(ClusterLoss, LauncherKeepsTheOtherCluster) {
+  if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  // Long enough (400 steps, about 30 s here) that the kill lands mid-run.
+  constexpr int kLaunchSteps = 400;
+  const std::string two =
+      compile("cluster-loss-launch", {"--clusters", "2", "--stages", "2", "--average-every", "4"}, kLaunchSteps);
+  testing::Process launch({binary("ravnest-launch"), two, "--timeout", "240"}, {"OMP_NUM_THREADS=1"});
+  // Cluster 1's two processes, once both run, then a few seconds of training.
+  std::vector<int> victims;
+  for (int tries = 0; tries < 600 && victims.size() < 2; ++tries) {
+    victims.clear();
+    for (const char* node : {"/node2", "/node3"})
+      for (int pid : pids_with(two + node)) victims.push_back(pid);
+    launch.wait_for_output("\n", 0.1);
+  }
+  ASSERT_EQ(victims.size(), 2u) << "cluster 1's two processes not found";
+  launch.wait_for_output("never printed", 6);
+  for (int pid : victims) kill(pid, SIGKILL);
+  auto r = launch.wait(300);
+  EXPECT_FALSE(r.timed_out);
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_NE(r.err.find("cluster 1 is lost, the others train on"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("cluster 1 was lost"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("step " + std::to_string(kLaunchSteps) + "/" + std::to_string(kLaunchSteps)), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("final epoch 1: test accuracy"), std::string::npos) << r.out;
 }
 
 }  // namespace

@@ -8,7 +8,10 @@
 // Each node gets a free loopback port chosen here (the bundles' own addresses
 // are for real deployments). If any node fails, the others get a grace period
 // to report their own view of the failure, then are stopped; the exit status
-// is then non-zero and names the failed node. With --trace, each node writes
+// is then non-zero and names the failed node. With several clusters, a failed
+// node ends only its own cluster (its other nodes are stopped after the grace
+// period); the others train on without it (docs/faults.md), and the run
+// succeeds, naming the lost cluster, if at least one cluster finishes. With --trace, each node writes
 // its own trace next to OUT.json and the launcher merges them into OUT.json at
 // the end (also after a failure, from the nodes that wrote one). With --links,
 // each pipeline link runs through an emulated home link (docs/links.md). With
@@ -32,6 +35,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -309,6 +313,13 @@ int main(int argc, char** argv) {
   auto last_print = start - std::chrono::seconds(60);
   std::string failed;
   Clock::time_point failure_time;
+  // With several clusters a failure ends only its cluster: lost clusters and when they failed.
+  std::set<int> clusters;
+  for (const auto& n : nodes) clusters.insert(n.cluster);
+  const bool multi_cluster = clusters.size() > 1;
+  std::map<int, std::pair<std::string, Clock::time_point>> lost;  // cluster -> (first failed node, when)
+  std::set<int> stopped;                                          // lost clusters whose nodes were stopped
+  auto live = [&](const NodeProc& n) { return lost.count(n.cluster) == 0; };
   int64_t total_steps = 0, last_step = 0;
   double loss = NAN, train_acc = NAN;
   std::vector<std::string> eval_lines;
@@ -321,8 +332,10 @@ int main(int argc, char** argv) {
     double since = std::chrono::duration<double>(now - last_print).count();
     if (!force && since < (tty ? 0.25 : 10.0)) return;
     last_print = now;
-    int64_t done = nodes.front().step;
-    for (const auto& n : nodes) done = std::min(done, n.step);
+    int64_t done = -1;
+    for (const auto& n : nodes)
+      if (live(n)) done = done < 0 ? n.step : std::min(done, n.step);
+    done = std::max<int64_t>(done, 0);
     double elapsed = std::chrono::duration<double>(now - start).count();
     double rate = elapsed > 0 ? static_cast<double>(last_step * batch) / elapsed : 0;
     double eta = done > 0 && total_steps > 0 ? elapsed / static_cast<double>(done) * static_cast<double>(total_steps - done) : NAN;
@@ -351,7 +364,9 @@ int main(int argc, char** argv) {
     if (*event == "step") {
       n.step = json->get_int_or("step", n.step).value();
       total_steps = json->get_int_or("steps", total_steps).value();
-      if (json->has("loss") && n.cluster == 0) {  // with several clusters, show cluster 0's
+      // With several clusters, show the first live cluster's.
+      if (json->has("loss") && live(n) && n.cluster == *std::find_if(clusters.begin(), clusters.end(),
+                                                                       [&](int c) { return !lost.count(c); })) {
         loss = json->get_double_or("loss", loss).value();
         train_acc = json->get_double_or("train_accuracy", train_acc).value();
         last_step = n.step;
@@ -415,7 +430,18 @@ int main(int argc, char** argv) {
         n.status = status;
         --running;
         bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-        if (!ok && failed.empty() && !killed) {
+        if (!ok && multi_cluster && !killed && stopped.count(n.cluster) == 0) {
+          if (lost.count(n.cluster) == 0) {
+            lost[n.cluster] = {n.id, Clock::now()};
+            end_progress_line();
+            std::fprintf(stderr, "ravnest-launch: %s (cluster %d, stage %d) failed: %s; cluster %d is lost, the others "
+                         "train on\n", n.id.c_str(), n.cluster, n.stage, exit_description(status).c_str(), n.cluster);
+          }
+          if (lost.size() == clusters.size() && failed.empty()) {
+            failed = lost.begin()->second.first;
+            failure_time = lost.begin()->second.second;
+          }
+        } else if (!ok && failed.empty() && !killed) {
           failed = n.id;
           failure_time = Clock::now();
           end_progress_line();
@@ -427,6 +453,13 @@ int main(int argc, char** argv) {
     auto now = Clock::now();
     bool timed_out = timeout_s > 0 && std::chrono::duration<double>(now - start).count() > timeout_s;
     bool grace_over = !failed.empty() && now - failure_time > std::chrono::seconds(15);
+    // A lost cluster's nodes that did not end by themselves are stopped after the grace period.
+    for (const auto& [c, what] : lost) {
+      if (stopped.count(c) || now - what.second <= std::chrono::seconds(15)) continue;
+      for (auto& n : nodes)
+        if (n.cluster == c && !n.exited) kill(n.pid, SIGKILL);
+      stopped.insert(c);
+    }
     if ((timed_out || grace_over) && !killed && running > 0) {
       end_progress_line();
       if (timed_out) std::fprintf(stderr, "ravnest-launch: timed out after %.0f s; stopping every node\n", timeout_s);
@@ -448,6 +481,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  for (const auto& [c, what] : lost)
+    std::printf("cluster %d was lost (%s failed); the run finished on the other cluster(s)\n", c, what.first.c_str());
   std::printf("done: %lld steps in %s on %zu nodes\n", static_cast<long long>(last_step), format_duration(elapsed).c_str(),
               nodes.size());
   // What crossed the wire, as sent and as it would have been uncompressed.
