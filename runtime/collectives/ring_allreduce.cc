@@ -24,6 +24,38 @@ constexpr uint64_t kMaxChunksPerSegment = kWeightFrameId;
 // Ring steps (microbatch field) count up to 2(N-1); keep N small enough that they fit.
 constexpr size_t kMaxMembers = size_t{1} << 20;
 
+// dst = weight * src, rounded once to float; a plain copy for weight 1 (kSum).
+void scale_into(float* __restrict dst, const float* __restrict src, size_t n, double weight) {
+  if (weight == 1.0) {
+    std::memcpy(dst, src, n * sizeof(float));
+    return;
+  }
+  for (size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(weight * src[i]);
+}
+
+// kSum: acc += mine in float, one rounding per ring step as before. Float addition gives
+// bit for bit the double-precision sum rounded to float: rounding twice (to a double's 53
+// bits, then to float's 24) equals rounding once when 53 >= 2 * 24 + 2 (Figueroa, "When is
+// double rounding innocuous?", 1995). With `finished` (which may alias `mine`), the result
+// is also stored there.
+void accumulate_sum(float* __restrict acc, const float* mine, size_t n, float* finished) {
+  if (finished == nullptr) {
+    for (size_t i = 0; i < n; ++i) acc[i] += mine[i];
+    return;
+  }
+  for (size_t i = 0; i < n; ++i) finished[i] = acc[i] = acc[i] + mine[i];
+}
+
+// kWeightedMean: acc = (acc + weight * mine) * inverse in double, rounded once to float,
+// so the weights and the final division add only one rounding per ring step.
+void accumulate_weighted(float* __restrict acc, const float* mine, size_t n, double weight, double inverse,
+                         float* finished) {
+  for (size_t i = 0; i < n; ++i) {
+    acc[i] = static_cast<float>((static_cast<double>(acc[i]) + weight * mine[i]) * inverse);
+    if (finished) finished[i] = acc[i];
+  }
+}
+
 }  // namespace
 
 const char* reduce_op_name(ReduceOp op) {
@@ -120,7 +152,10 @@ struct RingAllreduce::Pass {
   }
 
   Status send(uint32_t ring_step, uint32_t chunk, const Tensor& t) {
-    Status st = transport.send(right, meta(ring_step, chunk), t);
+    // Checksummed and written on this thread, which would otherwise wait for the next chunk.
+    WireCodec direct;
+    direct.write_in_send = true;
+    Status st = transport.send(right, meta(ring_step, chunk), t, direct);
     if (!st.ok()) return st.with_context(where(ring_step, chunk) + " to right neighbour '" + right + "'");
     bytes_sent += t.bytes();
     return ok_status();
@@ -155,8 +190,7 @@ struct RingAllreduce::Pass {
     for (uint32_t c = 0; c < chunks(r); ++c) {
       SegmentRange range = chunk_range(r, c);
       Tensor t = Tensor::empty(DType::kF32, {static_cast<int64_t>(range.size())});
-      float* dst = t.data<float>();
-      for (size_t i = 0; i < range.size(); ++i) dst[i] = static_cast<float>(own * data[range.begin + i]);
+      scale_into(t.data<float>(), data.data() + range.begin, range.size(), own);
       RN_RETURN_IF_ERROR(send(0, c, t));
     }
     // Reduce-scatter steps k = 0..N-2: receive segment (r - k - 1) mod N from the left neighbour,
@@ -183,13 +217,15 @@ struct RingAllreduce::Pass {
         SegmentRange range = chunk_range(s, c);
         RN_ASSIGN_OR_RETURN(Tensor t, recv(k, c, DType::kF32, range.size()));
         float* acc = t.data<float>();
-        const float* mine = data.data() + range.begin;
-        for (size_t i = 0; i < range.size(); ++i) {
-          acc[i] = static_cast<float>((static_cast<double>(acc[i]) + own * mine[i]) * inverse);
+        // The last step also stores the finished chunk in `data`, in the same pass.
+        float* finished = last ? data.data() + range.begin : nullptr;
+        if (mean) {
+          accumulate_weighted(acc, data.data() + range.begin, range.size(), own, inverse, finished);
+        } else {
+          accumulate_sum(acc, data.data() + range.begin, range.size(), finished);
         }
         if (last) {
           // All-gather step 0: the finished segment (r + 1) mod N goes to the right neighbour.
-          std::memcpy(data.data() + range.begin, acc, range.size() * sizeof(float));
           RN_RETURN_IF_ERROR(send(ring_steps, c, t));
         } else {
           RN_RETURN_IF_ERROR(send(k + 1, c, t));

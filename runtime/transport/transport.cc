@@ -2,14 +2,18 @@
 // a mailbox for early frames (see transport.h; the protocol is docs/wire-protocol.md).
 //
 // Threading: every asio object and every Connection field is touched only on the
-// I/O thread. The peer table, the mailbox, the refusal list and the connection
-// count are shared with caller threads and guarded by Impl::mu; callers wait on
-// Impl::cv, which is notified whenever any of them changes.
+// I/O thread, except the direct-write state under Connection::direct_mu, with which
+// send() may write a frame to the socket's descriptor itself (WireCodec::write_in_send).
+// The peer table, the mailbox, the refusal list and the connection count are shared
+// with caller threads and guarded by Impl::mu; callers wait on Impl::cv, which is
+// notified whenever any of them changes (`queued` only when it reaches 0). Lock order:
+// a Connection's direct_mu before Impl::mu, never the other way.
 #include "runtime/transport/transport.h"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <asio.hpp>
 #include <condition_variable>
@@ -31,6 +35,10 @@ namespace {
 
 using asio::ip::tcp;
 
+// One gathered write carries at most this many queued frames (2 buffers each; Linux's
+// IOV_MAX is 1024) and, beyond its first frame, at most this many bytes.
+constexpr size_t kMaxFramesPerWrite = 64;
+constexpr size_t kMaxBytesPerWrite = size_t{8} << 20;
 // HELLO payloads are small JSON objects; refuse anything larger before allocating.
 constexpr uint64_t kMaxHelloBytes = 64 * 1024;
 constexpr size_t kMaxRefusalsKept = 64;
@@ -67,6 +75,13 @@ void tune_socket(tcp::socket& socket) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
+}
+
+// Completion condition for async_read/async_write of `total` bytes: ask for all that is
+// left in each system call. (asio's transfer_all() caps every call at 64 KiB, which turns a
+// 256 KiB frame into five sendmsg/recvfrom calls with an epoll wait between them.)
+auto transfer_exactly_in_one_go(size_t total) {
+  return [total](const asio::error_code& ec, size_t done) -> size_t { return ec ? 0 : total - done; };
 }
 
 // How a socket error reads to the user, for a peer described as "peer 'x' (addr)".
@@ -119,6 +134,8 @@ struct Connection : std::enable_shared_from_this<Connection> {
     std::array<uint8_t, kFrameHeaderBytes> bytes{};
     std::chrono::system_clock::time_point write_begin{};  // set only for options.on_frame_written
     uint64_t raw_payload_bytes = 0;                       // counted frames: the payload's size with codec 0
+    bool crc_done = false;  // header.payload_crc already set by send() (WireCodec::write_in_send)
+    uint64_t skip = 0;      // bytes of header + payload that send() already wrote (first frame of `out` only)
   };
 
   tcp::socket socket;
@@ -134,6 +151,14 @@ struct Connection : std::enable_shared_from_this<Connection> {
   std::deque<OutFrame> out;
   bool writing = false;
   bool close_after_write = false;
+
+  // Shared with caller threads, for send()'s direct writes (WireCodec::write_in_send).
+  // Frames reach the socket in the order they are decided under direct_mu: written by send()
+  // itself only when no frame is with the I/O thread, else posted (under the lock) behind them.
+  std::mutex direct_mu;
+  bool direct_ok = false;  // registered and not closing; the socket stays open while this is true
+  int fd = -1;             // the socket's descriptor, valid while direct_ok
+  uint64_t io_frames = 0;  // frames handed to the I/O thread and not yet written or dropped
 };
 
 struct Peer {
@@ -206,6 +231,10 @@ struct Transport::Impl {
                        bool orderly = false) {  // by value: callers may pass a set element
     if (!c->open) return;
     c->open = false;
+    {
+      std::lock_guard<std::mutex> lock(c->direct_mu);
+      c->direct_ok = false;  // before the socket closes: no send() writes to its descriptor after this
+    }
     uint64_t dropped = 0;
     for (const auto& f : c->out) dropped += f.counted ? 1 : 0;
     c->out.clear();
@@ -245,6 +274,11 @@ struct Transport::Impl {
     c->registered = true;
     c->on_handshake_failure = nullptr;
     c->timer.cancel();
+    {
+      std::lock_guard<std::mutex> lock(c->direct_mu);
+      c->fd = c->socket.native_handle();
+      c->direct_ok = true;
+    }
     std::lock_guard<std::mutex> lock(mu);
     Peer& peer = peers[c->peer_id];
     if (peer.conns.empty()) peer.failure = Status();  // a peer that came back
@@ -255,8 +289,13 @@ struct Transport::Impl {
 
   // ------------------------------------------------------------ writing (I/O thread)
 
+  // `frame` was already counted in c->io_frames (send() and io_enqueue() count).
   void enqueue(const std::shared_ptr<Connection>& c, Connection::OutFrame frame) {
     if (!c->open) {
+      {
+        std::lock_guard<std::mutex> lock(c->direct_mu);
+        c->io_frames -= 1;
+      }
       if (frame.counted) {
         std::lock_guard<std::mutex> lock(mu);
         Peer& peer = peers[c->peer_id];
@@ -267,11 +306,32 @@ struct Transport::Impl {
       }
       return;
     }
-    // The payload checksum is computed here, on the I/O thread, not in the caller's compute path.
-    frame.header.payload_crc = crc32c(frame.payload.raw(), frame.payload.bytes());
+    // The payload checksum is computed here, on the I/O thread, not in the caller's compute path,
+    // unless the caller asked to compute it in send().
+    if (!frame.crc_done) frame.header.payload_crc = crc32c(frame.payload.raw(), frame.payload.bytes());
     frame.bytes = encode_header(frame.header);
     c->out.push_back(std::move(frame));
     if (!c->writing) write_next(c);
+  }
+
+  // A send() frame is on the socket: stats() and flush() count it. Requires mu.
+  void count_written(const std::string& peer_id, const Connection::OutFrame& frame) {
+    TrafficStats& t = traffic[TrafficKey{peer_id, frame.header.kind}];
+    t.frames += 1;
+    t.bytes += kFrameHeaderBytes + frame.header.payload_bytes;
+    t.raw_bytes += kFrameHeaderBytes + frame.raw_payload_bytes;
+    // Only flush() waits on `queued`, and only for it to reach 0: waking every waiter
+    // (recv() callers) after each written frame would cost a context switch per frame.
+    if (--peers[peer_id].queued == 0) cv.notify_all();
+  }
+
+  // Queues a frame of the I/O thread's own (HELLO, BYE).
+  void io_enqueue(const std::shared_ptr<Connection>& c, Connection::OutFrame frame) {
+    {
+      std::lock_guard<std::mutex> lock(c->direct_mu);
+      c->io_frames += 1;
+    }
+    enqueue(c, std::move(frame));
   }
 
   void write_next(const std::shared_ptr<Connection>& c) {
@@ -286,44 +346,65 @@ struct Transport::Impl {
       return;
     }
     c->writing = true;
-    Connection::OutFrame& f = c->out.front();
-    if (options.on_frame_written) f.write_begin = std::chrono::system_clock::now();
-    std::array<asio::const_buffer, 2> buffers = {asio::buffer(f.bytes),
-                                                 asio::buffer(f.payload.raw(), f.payload.bytes())};
-    asio::async_write(c->socket, buffers, [this, c](const asio::error_code& ec, size_t) {
-      if (!c->open) return;  // failed meanwhile; the queue was already accounted
-      if (ec) {
-        fail_connection(c, socket_failure(c->who(), ec));
-        return;
-      }
-      bool counted = c->out.front().counted;
-      if (counted && options.on_frame_written) {
-        const Connection::OutFrame& done = c->out.front();
-        options.on_frame_written(FrameWritten{c->peer_id, done.header, done.write_begin, std::chrono::system_clock::now()});
-      }
-      if (counted) {
-        const Connection::OutFrame& done = c->out.front();
-        std::lock_guard<std::mutex> lock(mu);
-        TrafficStats& t = traffic[TrafficKey{c->peer_id, done.header.kind}];
-        t.frames += 1;
-        t.bytes += kFrameHeaderBytes + done.header.payload_bytes;
-        t.raw_bytes += kFrameHeaderBytes + done.raw_payload_bytes;
-      }
-      c->out.pop_front();
-      if (counted) {
-        std::lock_guard<std::mutex> lock(mu);
-        peers[c->peer_id].queued -= 1;
-        cv.notify_all();
-      }
-      write_next(c);
-    });
+    // Frames queued meanwhile go out together in one gathered write (one system call
+    // for a burst of chunks), up to kMaxFramesPerWrite frames or kMaxBytesPerWrite bytes.
+    // With on_frame_written, one frame per write, so that each frame's reported write
+    // interval is its own (traces draw them on one lane).
+    const size_t max_frames = options.on_frame_written ? 1 : kMaxFramesPerWrite;
+    size_t frames = 0;
+    size_t bytes = 0;
+    std::vector<asio::const_buffer> buffers;
+    buffers.reserve(2 * std::min(c->out.size(), max_frames));
+    const auto now =
+        options.on_frame_written ? std::chrono::system_clock::now() : std::chrono::system_clock::time_point{};
+    for (Connection::OutFrame& f : c->out) {
+      if (frames == max_frames || (frames > 0 && bytes + f.payload.bytes() > kMaxBytesPerWrite)) break;
+      if (options.on_frame_written) f.write_begin = now;
+      // The rest of a frame that send() wrote in part (only ever the first one).
+      const size_t skip_header = std::min<size_t>(f.skip, kFrameHeaderBytes);
+      const size_t skip_payload = static_cast<size_t>(f.skip) - skip_header;
+      if (skip_header < kFrameHeaderBytes) buffers.push_back(asio::buffer(f.bytes) + skip_header);
+      buffers.push_back(asio::buffer(f.payload.raw(), f.payload.bytes()) + skip_payload);
+      bytes += kFrameHeaderBytes + f.payload.bytes() - static_cast<size_t>(f.skip);
+      ++frames;
+    }
+    asio::async_write(
+        c->socket, buffers, transfer_exactly_in_one_go(bytes), [this, c, frames](const asio::error_code& ec, size_t) {
+          if (!c->open) return;  // failed meanwhile; the queue was already accounted
+          if (ec) {
+            fail_connection(c, socket_failure(c->who(), ec));
+            return;
+          }
+          const auto end =
+              options.on_frame_written ? std::chrono::system_clock::now() : std::chrono::system_clock::time_point{};
+          // Callbacks first: once flush() sees the count reach 0, every callback has run.
+          if (options.on_frame_written) {
+            for (size_t i = 0; i < frames; ++i) {
+              const Connection::OutFrame& done = c->out[i];
+              if (done.counted) options.on_frame_written(FrameWritten{c->peer_id, done.header, done.write_begin, end});
+            }
+          }
+          {
+            std::lock_guard<std::mutex> lock(mu);
+            for (size_t i = 0; i < frames; ++i) {
+              const Connection::OutFrame& done = c->out[i];
+              if (done.counted) count_written(c->peer_id, done);
+            }
+          }
+          c->out.erase(c->out.begin(), c->out.begin() + static_cast<std::ptrdiff_t>(frames));
+          {
+            std::lock_guard<std::mutex> lock(c->direct_mu);
+            c->io_frames -= frames;
+          }
+          write_next(c);
+        });
   }
 
   void send_hello(const std::shared_ptr<Connection>& c, const Json& body) {
     std::string text = body.dump(0);
     Result<FrameHeader> h = make_header(FrameKind::kHello, 0, 0, 0, DType::kU8, {static_cast<int64_t>(text.size())});
     RN_ENFORCE(h.ok(), h.status().to_string());
-    enqueue(c, Connection::OutFrame{*h, bytes_tensor(text), false});
+    io_enqueue(c, Connection::OutFrame{*h, bytes_tensor(text), false});
   }
 
   // ------------------------------------------------------------ reading (I/O thread)
@@ -345,6 +426,7 @@ struct Transport::Impl {
                        if (h->payload_bytes == 0) return check_payload(c, std::move(*h), std::move(payload), done);
                        void* dst = payload.raw();
                        asio::async_read(c->socket, asio::buffer(dst, h->payload_bytes),
+                                        transfer_exactly_in_one_go(h->payload_bytes),
                                         [this, c, h = std::move(*h), payload = std::move(payload),
                                          done = std::move(done)](const asio::error_code& ec2, size_t) mutable {
                                           if (!c->open) return;
@@ -548,8 +630,12 @@ struct Transport::Impl {
         fail_connection(c, error(Code::kNetwork, "transport is shutting down"));
         continue;
       }
-      enqueue(c,
-              Connection::OutFrame{*make_header(FrameKind::kBye, 0, 0, 0, DType::kU8, {0}), bytes_tensor(""), false});
+      {
+        std::lock_guard<std::mutex> lock(c->direct_mu);
+        c->direct_ok = false;  // BYE is the last frame
+      }
+      io_enqueue(c,
+                 Connection::OutFrame{*make_header(FrameKind::kBye, 0, 0, 0, DType::kU8, {0}), bytes_tensor(""), false});
       c->close_after_write = true;
       if (!c->writing) write_next(c);
     }
@@ -698,7 +784,8 @@ Status Transport::send(const std::string& peer_id, const FrameMeta& meta, const 
     Result<std::vector<uint8_t>> bytes =
         codec.error_feedback ? d.feedback.encode(key, c, tensor.data<float>(), tensor.numel(), codec.spec.params)
                              : encode(c, tensor.data<float>(), tensor.numel(), codec.spec.params);
-    if (!bytes.ok()) return bytes.status().with_context("cannot send " + meta.describe() + " to peer '" + peer_id + "'");
+    if (!bytes.ok())
+      return bytes.status().with_context("cannot send " + meta.describe() + " to peer '" + peer_id + "'");
     payload = Tensor::empty(DType::kU8, {static_cast<int64_t>(bytes->size())});
     if (!bytes->empty()) std::memcpy(payload.raw(), bytes->data(), bytes->size());
     header.codec = c;
@@ -726,6 +813,32 @@ Status Transport::send(const std::string& peer_id, const FrameMeta& meta, const 
   }
   Connection::OutFrame frame{header, std::move(payload), true};
   frame.raw_payload_bytes = raw_payload_bytes;
+  // Direct writes report no on_frame_written (it runs on the I/O thread); those callers go through it.
+  const bool direct = codec.write_in_send && !d.options.on_frame_written;
+  if (direct) {
+    frame.header.payload_crc = crc32c(frame.payload.raw(), frame.payload.bytes());
+    frame.crc_done = true;
+    frame.bytes = encode_header(frame.header);
+  }
+  std::lock_guard<std::mutex> direct_lock(c->direct_mu);
+  if (direct && c->direct_ok && c->io_frames == 0) {
+    // Nothing is queued ahead: write on this thread, without waiting for the I/O thread.
+    const uint64_t total = kFrameHeaderBytes + frame.header.payload_bytes;
+    iovec iov[2] = {{frame.bytes.data(), kFrameHeaderBytes}, {frame.payload.raw(), frame.header.payload_bytes}};
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = frame.header.payload_bytes > 0 ? 2 : 1;
+    const ssize_t n = ::sendmsg(c->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    // A full socket or an error: the I/O thread writes the rest, or finds and reports the error.
+    frame.skip = n > 0 ? static_cast<uint64_t>(n) : 0;
+    if (frame.skip == total) {
+      std::lock_guard<std::mutex> lock(d.mu);
+      d.count_written(c->peer_id, frame);
+      return ok_status();
+    }
+  }
+  c->io_frames += 1;
+  // Posted under direct_mu, so frames reach the I/O thread in the order they were decided.
   asio::post(d.io, [&d, c, frame = std::move(frame)]() mutable { d.enqueue(c, std::move(frame)); });
   return ok_status();
 }

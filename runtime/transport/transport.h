@@ -3,7 +3,8 @@
 // Guarantees:
 //  * One I/O thread per Transport runs all socket work, so send() only queues and
 //    returns: communication overlaps the caller's computation. Frames to one peer
-//    are written in the order send() was called.
+//    are written in the order send() was called. (With WireCodec::write_in_send,
+//    send() first tries one non-blocking write itself when nothing is queued.)
 //  * connect() and accepted connections start with a HELLO handshake (node id,
 //    run id, protocol version). A peer with another run id or protocol version is
 //    refused; the connecting side gets the reason from connect(), the listening
@@ -84,6 +85,12 @@ struct FrameMeta {
 struct WireCodec {
   CodecSpec spec;               // default: raw, the tensor's bytes as they are
   bool error_feedback = false;  // lossy codecs: carry what was lost into the next frame of the stream
+  // send() checksums the payload and, when no earlier frame to the peer is still queued,
+  // writes the frame to the socket itself, on the caller's thread (non-blocking; what does
+  // not fit is left to the I/O thread). This saves a hand-off to the I/O thread per frame,
+  // for callers that wait on the network anyway (the ring all-reduce). Frames to a peer keep
+  // their send() order either way. Ignored when TransportOptions::on_frame_written is set.
+  bool write_in_send = false;
 };
 
 // send() frames written to one peer, of one kind.

@@ -176,6 +176,52 @@ TEST(RingAllreduce, SumAndWeightedMeanMatchTheExactResultForOneToEightMembers) {
   }
 }
 
+// kSum adds in float, one rounding per ring step, in ring order: segment s starts as member
+// s's values and members s+1, s+2, ... add theirs. Values spread over 2^-20..2^20 make the
+// result depend on that order and on the precision, so any other summation shows up.
+TEST(RingAllreduce, SumIsTheFloatSumInRingOrderBitForBit) {
+  for (size_t n : {size_t{2}, size_t{3}, size_t{5}}) {
+    SCOPED_TRACE("members " + std::to_string(n));
+    constexpr size_t kSize = 4099;
+    auto transports = make_loopback_ring(member_ids(n), "allreduce", deadline_after(kWait));
+    ASSERT_TRUE(transports.ok()) << transports.status().to_string();
+    std::vector<RingAllreduce> rings = make_rings(*transports, /*tag=*/3, /*chunk_bytes=*/1024);
+    ASSERT_EQ(rings.size(), n);
+    Buffers in = inputs(n, kSize, 11);
+    std::mt19937 gen(5);
+    std::uniform_int_distribution<int> exponent(-20, 20);
+    for (std::vector<float>& member : in) {
+      for (float& v : member) v = std::ldexp(v, exponent(gen));
+    }
+    Buffers out = in;
+    for (const Status& st : run_all(rings, out, ReduceOp::kSum, std::vector<double>(n, 1.0))) {
+      ASSERT_TRUE(st.ok()) << st.to_string();
+    }
+    size_t differs_from_double_sum = 0;
+    for (size_t s = 0; s < n; ++s) {
+      const SegmentRange range = ring_segment(kSize, n, s);
+      for (size_t e = range.begin; e < range.end; ++e) {
+        float expected = in[s][e];
+        double exact = in[s][e];
+        for (size_t k = 1; k < n; ++k) {
+          expected += in[(s + k) % n][e];
+          exact += in[(s + k) % n][e];
+        }
+        differs_from_double_sum += expected != static_cast<float>(exact) ? 1 : 0;
+        for (size_t rank = 0; rank < n; ++rank) {
+          ASSERT_EQ(std::memcmp(&out[rank][e], &expected, sizeof(float)), 0)
+              << "element " << e << " (segment " << s << ") on rank " << rank << ": got " << out[rank][e]
+              << ", float sum in ring order " << expected;
+        }
+      }
+    }
+    // The data does tell the orders apart (for three or more members).
+    if (n > 2) {
+      EXPECT_GT(differs_from_double_sum, 0u);
+    }
+  }
+}
+
 TEST(RingAllreduce, LargeBufferWithManyPipelinedChunksOnFourMembers) {
   constexpr size_t kMembers = 4, kSize = 100003;
   auto transports = make_loopback_ring(member_ids(kMembers), "allreduce", deadline_after(kWait));

@@ -15,8 +15,10 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "common/json.h"
 #include "runtime/transport/crc32c.h"
@@ -177,6 +179,37 @@ TEST(Crc32c, StandardCheckValueAndExtension) {
   }
 }
 
+// The hardware path checksums three interleaved blocks (8 KiB, then 256 B) and joins them;
+// every length around those block boundaries, at odd offsets, must match one bit at a time.
+TEST(Crc32c, MatchesABitwiseReferenceAroundEveryBlockBoundary) {
+  auto bitwise = [](const uint8_t* p, size_t n, uint32_t crc) {
+    crc = ~crc;
+    while (n--) {
+      crc ^= *p++;
+      for (int k = 0; k < 8; ++k) crc = (crc & 1) ? (crc >> 1) ^ 0x82F63B78u : crc >> 1;
+    }
+    return ~crc;
+  };
+  std::vector<uint8_t> bytes(3 * 8192 * 4 + 64);
+  uint32_t x = 12345;
+  for (uint8_t& b : bytes) {
+    x = x * 1664525u + 1013904223u;
+    b = static_cast<uint8_t>(x >> 24);
+  }
+  for (size_t base : {size_t{0}, size_t{3 * 256}, size_t{3 * 8192}, size_t{2 * 3 * 8192 + 3 * 256}}) {
+    for (size_t delta : {size_t{0}, size_t{1}, size_t{7}, size_t{8}, size_t{9}}) {
+      for (size_t len : {base + delta, base > delta ? base - delta : 0}) {
+        for (size_t offset : {size_t{0}, size_t{3}}) {
+          ASSERT_LE(offset + len, bytes.size());
+          EXPECT_EQ(crc32c(bytes.data() + offset, len, 0x1234u), bitwise(bytes.data() + offset, len, 0x1234u))
+              << "length " << len << " at offset " << offset;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(crc32c(bytes.data(), bytes.size()), bitwise(bytes.data(), bytes.size(), 0));
+}
+
 FrameHeader sample_header() {
   FrameHeader h = *make_header(FrameKind::kGradient, (uint64_t{1} << 40) + 3, 7, 9, DType::kF16, {2, 3, 4});
   h.payload_crc = 0xDEADBEEF;
@@ -311,6 +344,113 @@ TEST(Transport, LargeTensorArrivesIntact) {
   Result<Tensor> got = p.b->recv("a", act(1), deadline_after(kWait * 4));
   ASSERT_TRUE(got.ok()) << got.status().to_string();
   EXPECT_TRUE(same(*got, big));
+}
+
+// Frames queued while a write is in flight go out in one gathered write; each must still
+// arrive intact and in order, be counted once in stats(), and (with on_frame_written, which
+// keeps one frame per write) be reported once, in send order.
+TEST(Transport, BurstOfQueuedFramesArrivesIntactAndIsCountedFrameByFrame) {
+  for (bool with_callback : {false, true}) {
+    SCOPED_TRACE(with_callback ? "with on_frame_written" : "without on_frame_written");
+    std::vector<FrameWritten> written;
+    std::mutex written_mu;
+    TransportOptions sender_options = options("b");
+    if (with_callback) {
+      sender_options.on_frame_written = [&](const FrameWritten& w) {
+        std::lock_guard<std::mutex> lock(written_mu);
+        written.push_back(w);
+      };
+    }
+    Transport a(options("a"));
+    Transport b(std::move(sender_options));
+    ASSERT_TRUE(a.listen("127.0.0.1", 0).ok());
+    ASSERT_TRUE(b.connect("a", "127.0.0.1", a.port(), deadline_after(kWait)).ok());
+    ASSERT_TRUE(a.wait_for_peer("b", deadline_after(kWait)).ok());
+    // Empty frames, small ones, and one over the 8 MiB cap of a gathered write.
+    std::vector<Tensor> sent;
+    uint64_t payload_bytes = 0;
+    for (uint32_t i = 0; i < 150; ++i) {
+      const int64_t elems = i == 70 ? (int64_t{9} << 20) / 4 : i % 10 == 0 ? 0 : static_cast<int64_t>(1 + 97 * i);
+      sent.push_back(pattern(DType::kF32, {elems}, i));
+      payload_bytes += sent.back().bytes();
+      ASSERT_TRUE(b.send("a", act(3, 0, i), sent.back()).ok());
+    }
+    ASSERT_TRUE(b.flush(deadline_after(kWait)).ok());
+    const TrafficStats stats = b.sent(FrameKind::kActivation);
+    EXPECT_EQ(stats.frames, sent.size());
+    EXPECT_EQ(stats.bytes, sent.size() * kFrameHeaderBytes + payload_bytes);
+    for (uint32_t i = 0; i < sent.size(); ++i) {
+      Result<Tensor> got = a.recv("b", act(3, 0, i), deadline_after(kWait));
+      ASSERT_TRUE(got.ok()) << got.status().to_string();
+      EXPECT_TRUE(same(*got, sent[i])) << "frame " << i;
+    }
+    std::lock_guard<std::mutex> lock(written_mu);
+    ASSERT_EQ(written.size(), with_callback ? sent.size() : 0u);
+    for (uint32_t i = 0; i < written.size(); ++i) {
+      EXPECT_EQ(written[i].header.tensor_id, i);
+      EXPECT_EQ(written[i].header.payload_bytes, sent[i].bytes());
+    }
+  }
+}
+
+// write_in_send: send() writes on the caller's thread when nothing is queued, leaves what
+// does not fit in the socket (3 MiB frames into an unread socket) to the I/O thread, and
+// queues behind earlier frames otherwise. Mixed with ordinary sends, from two threads at
+// once, every frame must arrive intact and in its stream's order, and be counted once.
+TEST(Transport, WriteInSendKeepsOrderAndIntegrityAcrossPartialWrites) {
+  Pair p;
+  constexpr uint32_t kFrames = 40;
+  WireCodec direct;
+  direct.write_in_send = true;
+  std::vector<std::vector<Tensor>> sent(2);
+  uint64_t payload_bytes = 0;
+  for (uint32_t stream = 0; stream < 2; ++stream) {
+    for (uint32_t i = 0; i < kFrames; ++i) {
+      const int64_t elems = i % 4 == 1 ? int64_t{3} << 18 : static_cast<int64_t>(1 + 31 * i);  // 3 MiB or small
+      sent[stream].push_back(pattern(DType::kF32, {elems}, 1000 * stream + i));
+      payload_bytes += sent[stream].back().bytes();
+    }
+  }
+  std::vector<Status> results(2);
+  std::vector<std::thread> senders;
+  for (uint32_t stream = 0; stream < 2; ++stream) {
+    senders.emplace_back([&, stream] {
+      for (uint32_t i = 0; i < kFrames && results[stream].ok(); ++i) {
+        // Every third frame takes the ordinary path through the I/O thread.
+        results[stream] = p.b->send("a", act(7, stream, 0), sent[stream][i], i % 3 == 2 ? WireCodec{} : direct);
+      }
+    });
+  }
+  for (std::thread& t : senders) t.join();
+  for (const Status& st : results) ASSERT_TRUE(st.ok()) << st.to_string();
+  for (uint32_t i = 0; i < kFrames; ++i) {
+    for (uint32_t stream = 0; stream < 2; ++stream) {
+      Result<Tensor> got = p.a->recv("b", act(7, stream, 0), deadline_after(kWait));
+      ASSERT_TRUE(got.ok()) << got.status().to_string();
+      EXPECT_TRUE(same(*got, sent[stream][i])) << "stream " << stream << " frame " << i;
+    }
+  }
+  ASSERT_TRUE(p.b->flush(deadline_after(kWait)).ok());
+  const TrafficStats stats = p.b->sent(FrameKind::kActivation);
+  EXPECT_EQ(stats.frames, 2 * kFrames);
+  EXPECT_EQ(stats.bytes, 2 * kFrames * kFrameHeaderBytes + payload_bytes);
+}
+
+// A direct write to a peer that is gone fails that send() or a later one, never crashes
+// (no SIGPIPE) and never writes to a closed descriptor.
+TEST(Transport, WriteInSendToADestroyedPeerFailsCleanly) {
+  Pair p;
+  WireCodec direct;
+  direct.write_in_send = true;
+  p.a.reset();
+  Tensor t = pattern(DType::kF32, {1 << 16}, 3);
+  Status st;
+  const Deadline deadline = deadline_after(kWait);
+  while (st.ok() && Clock::now() < deadline) {
+    st = p.b->send("a", act(1), t, direct);
+    std::this_thread::sleep_for(1ms);
+  }
+  EXPECT_TRUE(has(st, Code::kNetwork, {"'a'"})) << st.to_string();
 }
 
 TEST(Transport, RecvTimesOutNamingPeerAndFrame) {
