@@ -60,6 +60,9 @@ class TokenBucket {
   explicit TokenBucket(double rate_bps)
       : bytes_per_s_(rate_bps / 8), burst_(std::max(16.0 * 1024, bytes_per_s_ * 0.002)), tokens_(burst_) {}
 
+  // A scheduled change of the rate (same burst); the tokens so far stay.
+  void set_rate(double rate_bps) { bytes_per_s_ = rate_bps / 8; }
+
   Clock::time_point depart(size_t bytes, Clock::time_point now) {
     if (bytes_per_s_ <= 0) return now;
     tokens_ = std::min(burst_, tokens_ + duration<double>(now - last_).count() * bytes_per_s_);
@@ -85,11 +88,44 @@ struct Chunk {
   size_t offset = 0;  // bytes already written
 };
 
+// The scheduled changes of a link, on the steady clock.
+struct Schedule {
+  struct Window {
+    Clock::time_point begin, end;  // end == max: to the end
+    double rate_scale = 1;
+  };
+  std::vector<Window> windows;
+
+  Schedule() = default;
+  Schedule(const std::vector<LinkChange>& changes, Clock::time_point start) {
+    for (const LinkChange& c : changes)
+      windows.push_back({start + c.at, c.duration.count() > 0 ? start + c.at + c.duration : Clock::time_point::max(),
+                         c.rate_scale});
+  }
+  double scale_at(Clock::time_point t) const {
+    double s = 1;
+    for (const Window& w : windows)
+      if (w.begin <= t && t < w.end) s *= w.rate_scale;
+    return s;
+  }
+  // The first time >= t at which the link is up (t itself when it is).
+  Clock::time_point up_from(Clock::time_point t) const {
+    for (int guard = 0; guard < 64; ++guard) {
+      bool moved = false;
+      for (const Window& w : windows)
+        if (w.rate_scale == 0 && w.begin <= t && t < w.end) t = w.end, moved = true;
+      if (!moved) break;
+    }
+    return t;
+  }
+};
+
 // One direction of a connection: src -> queue -> dst.
 struct Direction {
   Direction(const LinkDirection& l, int src_fd, int dst_fd, uint64_t seed, std::chrono::milliseconds rto_ms,
-            std::atomic<uint64_t>* counter, std::atomic<uint64_t>* lost_counter)
-      : link(l),
+            std::atomic<uint64_t>* counter, std::atomic<uint64_t>* lost_counter, const Schedule* sched)
+      : schedule(sched),
+        link(l),
         src(src_fd),
         dst(dst_fd),
         bucket(l.rate_bps),
@@ -112,7 +148,12 @@ struct Direction {
   void push(ChunkKind kind, std::vector<char> bytes, Clock::time_point now) {
     Clock::time_point due = now;
     if (kind == ChunkKind::kData) {
+      if (schedule && !schedule->windows.empty()) {
+        const double scale = schedule->scale_at(now);
+        if (scale > 0) bucket.set_rate(link.rate_bps * scale);
+      }
       due = bucket.depart(bytes.size(), now);
+      if (schedule) due = schedule->up_from(due);  // an outage holds what would leave inside it
       double segments = std::ceil(static_cast<double>(bytes.size()) / kSegmentBytes);
       if (link.loss > 0 && std::uniform_real_distribution<double>(0, 1)(rng) < 1 - std::pow(1 - link.loss, segments)) {
         due += rto;
@@ -125,6 +166,7 @@ struct Direction {
     queue.push_back(Chunk{kind, due, std::move(bytes), 0});
   }
 
+  const Schedule* schedule;
   LinkDirection link;
   int src, dst;
   TokenBucket bucket;
@@ -189,6 +231,13 @@ uint64_t mix_seed(uint64_t seed, uint64_t index) {  // splitmix64
 
 }  // namespace
 
+std::string LinkChange::describe() const {
+  const std::string when = str_cat("from ", at.count() / 1000.0, " s", duration.count() > 0
+                                                                          ? str_cat(" for ", duration.count() / 1000.0, " s")
+                                                                          : std::string());
+  return rate_scale == 0 ? "down " + when : str_cat("rate x", rate_scale, " ", when);
+}
+
 std::string LinkDirection::describe() const {
   std::string rate = rate_bps > 0 ? str_cat(rate_bps / 1e6, " Mbit/s") : std::string("unlimited");
   return str_cat(rate, ", ", delay.count() / 1000.0, " ms, loss ", loss * 100, "%");
@@ -215,6 +264,7 @@ struct LinkRelay::Impl {
   };
 
   LinkRelayOptions options;
+  Schedule schedule;  // options.changes from the relay's start
   sockaddr_in target{};
   int listen_fd = -1;
   uint16_t port = 0;
@@ -307,9 +357,10 @@ void LinkRelay::Impl::run_connection(int client, uint64_t index) {
     rto = std::chrono::milliseconds(200) +
           duration_cast<std::chrono::milliseconds>(options.forward.delay + options.backward.delay);
   }
-  Direction fwd(options.forward, client, server, mix_seed(options.seed, 2 * index), rto, &forward_bytes, &lost_chunks);
+  Direction fwd(options.forward, client, server, mix_seed(options.seed, 2 * index), rto, &forward_bytes, &lost_chunks,
+                &schedule);
   Direction bwd(options.backward, server, client, mix_seed(options.seed, 2 * index + 1), rto, &backward_bytes,
-                &lost_chunks);
+                &lost_chunks, &schedule);
   Direction* dirs[2] = {&fwd, &bwd};
   auto reverse_of = [&](Direction* d) { return d == &fwd ? &bwd : &fwd; };
   // The far side of `d` is gone: stop it, and send a reset the other way.
@@ -418,7 +469,13 @@ Result<std::unique_ptr<LinkRelay>> LinkRelay::start(LinkRelayOptions options) {
   auto impl = std::make_unique<Impl>();
   RN_ASSIGN_OR_RETURN(impl->target, resolve(options.target_host, options.target_port, options.name + " target"));
   RN_ASSIGN_OR_RETURN(sockaddr_in bind_addr, resolve(options.listen_host, options.listen_port, options.name));
+  for (const LinkChange& change : options.changes)
+    if (change.at.count() < 0 || change.duration.count() < 0 || !std::isfinite(change.rate_scale) ||
+        change.rate_scale < 0 || change.rate_scale > 1e6)
+      return error(Code::kInvalidArgument, options.name, ": change '", change.describe(),
+                   "' is out of range; give at and duration >= 0 and a rate scale in [0, 1e6] (0: link down)");
   impl->options = std::move(options);
+  impl->schedule = Schedule(impl->options.changes, Clock::now());
   const std::string& name = impl->options.name;
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return error(Code::kNetwork, name, ": socket() failed: ", errno_str(errno));

@@ -15,6 +15,11 @@
 //    1 - (1 - loss)^k and then delivered one retransmission timeout late, and
 //    everything behind it waits for it (head-of-line blocking). Seeded: the same
 //    seed gives the same losses for the same chunks.
+//  * Changes (LinkRelayOptions::changes, times from the relay's start): while a
+//    change is in force the rate is scaled by its rate_scale (both directions), and
+//    a change with rate_scale 0 is an outage: no chunk that would leave the limiter
+//    inside it leaves before it ends (connections stay open, data waits, as TCP
+//    would retransmit once the link is back). Overlapping changes multiply.
 //  * Byte order is kept. An orderly close (FIN) of one side reaches the other side
 //    after the one-way delay (half-close is kept); a reset or a failed write on one
 //    side resets the other side after the delay. A target that refuses is retried
@@ -28,6 +33,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 
@@ -45,6 +51,15 @@ struct LinkDirection {
 // errors are kInvalidArgument and start with `what` ("link node0 -> node1: ...").
 Status validate_link_direction(const LinkDirection& direction, const std::string& what);
 
+// A scheduled change of a link: from `at` (since the relay started) for `duration`
+// (0: to the end), the rate times `rate_scale`; rate_scale 0 takes the link down.
+struct LinkChange {
+  std::chrono::milliseconds at{0};
+  std::chrono::milliseconds duration{0};
+  double rate_scale = 1;
+  std::string describe() const;  // "down from 5 s for 10 s", "rate x0.25 from 8 s"
+};
+
 struct LinkRelayOptions {
   std::string name = "link";  // names the relay in errors and logs
   std::string listen_host = "127.0.0.1";
@@ -58,6 +73,7 @@ struct LinkRelayOptions {
   std::chrono::milliseconds rto{0};
   // How long a refused target is retried (it may not be listening yet).
   std::chrono::milliseconds connect_timeout{30000};
+  std::vector<LinkChange> changes;  // scheduled rate changes and outages, both directions
 };
 
 struct LinkRelayStats {

@@ -15,7 +15,51 @@ constexpr double kMaxDelayMs = 30000;  // one side; a link sums two
 // The fields of one "default" or "nodes.<id>" object; absent ones stay empty.
 struct PartialLink {
   std::optional<double> up_mbit, down_mbit, delay_ms, loss;
+  std::optional<std::vector<LinkChange>> changes;
 };
+
+// "changes": [{"at_s": 5, "for_s": 10, "down": true}, {"at_s": 8, "rate_scale": 0.25}].
+Result<std::vector<LinkChange>> parse_changes(const Json& value, const std::string& where) {
+  if (!value.is_array())
+    return error(Code::kInvalidArgument, where, ": expected an array of {at_s, for_s, down | rate_scale}; found ",
+                 value.describe());
+  std::vector<LinkChange> out;
+  for (size_t i = 0; i < value.items().size(); ++i) {
+    const Json& c = value.items()[i];
+    const std::string at = str_cat(where, "[", i, "]");
+    if (!c.is_object()) return error(Code::kInvalidArgument, at, ": expected an object; found ", c.describe());
+    LinkChange change;
+    bool down = false, scaled = false;
+    for (const auto& [key, v] : c.members()) {
+      if (key == "down") {
+        if (!v.is_bool()) return error(Code::kInvalidArgument, at, ".down: found ", v.describe(), "; give true");
+        down = v.as_bool();
+        continue;
+      }
+      const double x = v.is_number() ? v.as_double() : NAN;
+      if (key == "at_s" || key == "for_s") {
+        if (!std::isfinite(x) || x < 0 || x > 86400)
+          return error(Code::kInvalidArgument, at, ".", key, ": found ", v.describe(), "; give seconds, 0 to 86400");
+        auto ms = std::chrono::milliseconds(std::llround(x * 1000));
+        (key == "at_s" ? change.at : change.duration) = ms;
+      } else if (key == "rate_scale") {
+        if (!std::isfinite(x) || x <= 0 || x > 1e6)
+          return error(Code::kInvalidArgument, at, ".rate_scale: found ", v.describe(),
+                       "; give a factor > 0 (use \"down\": true for an outage)");
+        change.rate_scale = x;
+        scaled = true;
+      } else {
+        return error(Code::kInvalidArgument, at, ".", key,
+                     ": unknown field; the fields are at_s, for_s, down and rate_scale");
+      }
+    }
+    if (down == scaled)
+      return error(Code::kInvalidArgument, at, ": give exactly one of \"down\": true and \"rate_scale\"");
+    if (down) change.rate_scale = 0;
+    out.push_back(change);
+  }
+  return out;
+}
 
 struct FieldSpec {
   const char* key;
@@ -40,10 +84,14 @@ Result<PartialLink> parse_partial(const Json& obj, const std::string& where) {
   }
   PartialLink out;
   for (const auto& [key, value] : obj.members()) {
+    if (key == "changes") {
+      RN_ASSIGN_OR_RETURN(out.changes, parse_changes(value, where + ".changes"));
+      continue;
+    }
     auto spec = std::find_if(kFields.begin(), kFields.end(), [&](const FieldSpec& f) { return key == f.key; });
     if (spec == kFields.end()) {
       return error(Code::kInvalidArgument, where, ".", key,
-                   ": unknown field; the fields are up_mbit, down_mbit, delay_ms and loss");
+                   ": unknown field; the fields are up_mbit, down_mbit, delay_ms, loss and changes");
     }
     double v = value.is_number() ? value.as_double() : NAN;
     bool low = spec->min_exclusive ? v <= spec->min : v < spec->min;
@@ -99,6 +147,8 @@ Result<std::map<std::string, NodeLink>> parse_links(const Json& json, const std:
       }
       *dst[i] = v.value_or(0);
     }
+    if (own.changes) link.changes = *own.changes;
+    else if (fallback.changes) link.changes = *fallback.changes;
     out[id] = link;
   }
   return out;
@@ -132,13 +182,16 @@ Result<std::unique_ptr<PipelineLinks>> PipelineLinks::start(const std::string& l
       // averaging rings connect whichever of the two has the smaller id).
       bool pipeline = b.cluster == a.cluster && b.stage == a.stage + 1;
       if (!pipeline && a.cluster == b.cluster) continue;
-      Link link{a.id, b.id, pipeline_link(links.at(a.id), links.at(b.id)), nullptr};
+      Link link{a.id, b.id, pipeline_link(links.at(a.id), links.at(b.id)), {}, nullptr};
       LinkRelayOptions options;
       options.name = "link " + a.id + " -> " + b.id;
       options.target_port = static_cast<uint16_t>(b.port);
       options.forward = link.dirs.first;
       options.backward = link.dirs.second;
       options.seed = seed + out->links_.size();
+      for (const NodeLink* end : {&links.at(a.id), &links.at(b.id)})
+        options.changes.insert(options.changes.end(), end->changes.begin(), end->changes.end());
+      link.changes = options.changes;
       RN_ASSIGN_OR_RETURN(link.relay, LinkRelay::start(options));
       out->links_.push_back(std::move(link));
     }
@@ -157,8 +210,10 @@ std::string PipelineLinks::peer_address(const std::string& from, const std::stri
 std::vector<std::string> PipelineLinks::describe() const {
   std::vector<std::string> lines;
   for (const auto& l : links_) {
+    std::string changes;
+    for (const auto& c : l.changes) changes += "; " + c.describe();
     lines.push_back(str_cat("link ", l.from, " -> ", l.to, " via ", l.relay->address(), ": forward ",
-                            l.dirs.first.describe(), "; backward ", l.dirs.second.describe()));
+                            l.dirs.first.describe(), "; backward ", l.dirs.second.describe(), changes));
   }
   return lines;
 }

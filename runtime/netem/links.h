@@ -6,7 +6,8 @@
 // every node of the run resolves to a complete NodeLink (its own fields, else the
 // "default" ones). A pipeline link a -> b carries rate min(up_a, down_b) forward,
 // min(up_b, down_a) backward, one-way delay delay_a + delay_b both ways, and loss
-// 1 - (1 - loss_a)(1 - loss_b) both ways.
+// 1 - (1 - loss_a)(1 - loss_b) both ways, and the changes of both a's and b's access
+// links (an outage of either takes the link down).
 #pragma once
 
 #include <map>
@@ -27,6 +28,7 @@ struct NodeLink {
   double down_mbit = 0;
   double delay_ms = 0;  // one way, from the node to the internet core
   double loss = 0;
+  std::vector<LinkChange> changes;  // scheduled outages and rate changes of this access link
 };
 
 // Resolves every node of `node_ids`; a node the file names that is not in the run is an error.
@@ -67,6 +69,7 @@ class PipelineLinks {
   struct Link {
     std::string from, to;
     std::pair<LinkDirection, LinkDirection> dirs;
+    std::vector<LinkChange> changes;
     std::unique_ptr<LinkRelay> relay;
   };
   std::vector<LaunchedNode> nodes_;

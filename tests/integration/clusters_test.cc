@@ -224,5 +224,39 @@ TEST(Clusters, ThreeClustersOrderTheirRingsAndEndIdentical) {
   }
 }
 
+// Adaptive routing's re-plan branch: three clusters of one stage (one ring of three),
+// re-probed every round over emulated links; 3 s into the run (start-up takes 1-2 s)
+// node1's access link drops to a quarter of its rate, so the hops of the ring's
+// current order through node1 get more than 2x slower. Every member re-plans at the same round (the decision
+// comes from the same measured matrix), and the copies still end identical.
+TEST(Clusters, RingIsReplannedWhenAHopSlowsDown) {
+  if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  std::string dir = compile("clusters-replan", {"--stages", "1,1,1", "--average-every", "4", "--batch", "32",
+                                                "--microbatches", "2", "--steps", "60", "--no-eval", "--replan-every",
+                                                "1"});
+  const std::string links = dir + "/links.json";
+  std::ofstream(links) << R"({"default": {"up_mbit": 200, "down_mbit": 200, "delay_ms": 1},
+                              "nodes": {"node1": {"changes": [{"at_s": 3, "rate_scale": 0.25}]}}})";
+  auto r = run_process({binary("ravnest-launch"), dir, "--links", links, "--save-params", dir + "/params", "--timeout",
+                        "240"},
+                       300, {"OMP_NUM_THREADS=1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::map<std::string, std::set<std::string>> replans;  // node -> steps it re-planned after
+  std::regex line(R"(\[(node[0-9]) info\] ring 0 re-planned after step ([0-9]+))");
+  for (auto it = std::sregex_iterator(r.err.begin(), r.err.end(), line); it != std::sregex_iterator(); ++it)
+    replans[(*it)[1]].insert((*it)[2]);
+  ASSERT_EQ(replans.size(), 3u) << "every member re-plans: " << r.err;
+  EXPECT_EQ(replans["node0"], replans["node1"]);
+  EXPECT_EQ(replans["node0"], replans["node2"]);
+  auto a = load(dir, {"node0"});
+  auto b = load(dir, {"node1"});
+  auto c = load(dir, {"node2"});
+  ASSERT_EQ(a.size(), 8u);
+  for (const auto& [name, t] : a) {
+    EXPECT_EQ(std::memcmp(b.at(name).raw(), t.raw(), t.bytes()), 0) << name;
+    EXPECT_EQ(std::memcmp(c.at(name).raw(), t.raw(), t.bytes()), 0) << name;
+  }
+}
+
 }  // namespace
 }  // namespace ravnest

@@ -196,6 +196,68 @@ TEST(LinkRelay, BulkTransferRunsAtTheRate) {
   close(peer);
 }
 
+// An outage holds the bytes that would cross it until it ends, and the
+// connection survives: a message sent inside a 1.5 s outage arrives after it
+// (lower bounds only: a loaded host can add delay, never remove it).
+TEST(LinkRelay, OutageHoldsDataUntilTheLinkIsBack) {
+  Server server;
+  LinkRelayOptions options;
+  options.name = "test link";
+  options.target_port = server.port();
+  options.forward = dir(100, 1);
+  options.backward = dir(100, 1);
+  options.changes = {LinkChange{400ms, 1500ms, 0}};
+  const auto start = Clock::now();
+  auto relay = LinkRelay::start(options);
+  ASSERT_TRUE(relay.ok()) << relay.status().to_string();
+  int client = dial((*relay)->port());
+  int peer = server.accept_one();
+  ASSERT_GE(peer, 0);
+  char msg[64] = "before";
+  ASSERT_TRUE(send_all(client, msg, sizeof msg));
+  ASSERT_TRUE(recv_all(peer, msg, sizeof msg));
+  std::this_thread::sleep_until(start + 600ms);
+  std::snprintf(msg, sizeof msg, "during");
+  ASSERT_TRUE(send_all(client, msg, sizeof msg));
+  ASSERT_TRUE(recv_all(peer, msg, sizeof msg));
+  const double arrived_s = std::chrono::duration<double>(Clock::now() - start).count();
+  std::printf("[ measured ] sent 0.6 s into the run, inside a 0.4 s + 1.5 s outage: arrived at %.3f s\n", arrived_s);
+  EXPECT_STREQ(msg, "during");
+  EXPECT_GE(arrived_s, 1.9);
+  // Back up: the same connection carries the reply.
+  ASSERT_TRUE(send_all(peer, msg, sizeof msg));
+  ASSERT_TRUE(recv_all(client, msg, sizeof msg));
+  EXPECT_EQ((*relay)->stats().connections, 1u);
+  close(client);
+  close(peer);
+}
+
+// A rate change in force scales the rate: 2 MiB at 100 Mbit/s x 0.1 take at least ~1.6 s.
+TEST(LinkRelay, RateChangeScalesTheRate) {
+  Server server;
+  LinkRelayOptions options;
+  options.name = "test link";
+  options.target_port = server.port();
+  options.forward = dir(100, 1);
+  options.backward = dir(100, 1);
+  options.changes = {LinkChange{0ms, 0ms, 0.1}};
+  auto relay = LinkRelay::start(options);
+  ASSERT_TRUE(relay.ok()) << relay.status().to_string();
+  int client = dial((*relay)->port());
+  int peer = server.accept_one();
+  ASSERT_GE(peer, 0);
+  double mbit = transfer_mbit(client, peer, 2 << 20);
+  std::printf("[ measured ] 2 MiB through 100 Mbit/s scaled by 0.1: %.1f Mbit/s goodput\n", mbit);
+  EXPECT_LE(mbit, 11.0);
+  close(client);
+  close(peer);
+  LinkRelayOptions bad = options;
+  bad.changes = {LinkChange{0ms, 0ms, -1}};
+  auto refused = LinkRelay::start(bad);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("rate scale"), std::string::npos) << refused.status().to_string();
+}
+
 // Without a rate or delay the relay is a plain pipe: 64 MiB arrive intact (the
 // rate is printed for information, not checked: speed belongs in benchmarks).
 TEST(LinkRelay, UnlimitedRelayCarries64MiBIntact) {
@@ -400,6 +462,29 @@ TEST(LinksFile, ErrorsNameTheField) {
   EXPECT_TRUE(fails_naming(R"({"default": {"up_mbit": 1, "down_mbit": 1, "delay_ms": 1, "loss": 0.9}})",
                            Code::kInvalidArgument, "default.loss"));
   EXPECT_TRUE(fails_naming(R"({"defaults": {}})", Code::kInvalidArgument, "defaults: unknown key"));
+  EXPECT_TRUE(fails_naming(R"({"default": {"up_mbit": 1, "down_mbit": 1, "delay_ms": 1,
+                                           "changes": [{"at_s": 1, "down": true, "rate_scale": 0.5}]}})",
+                           Code::kInvalidArgument, "default.changes[0]: give exactly one of"));
+  EXPECT_TRUE(fails_naming(R"({"default": {"up_mbit": 1, "down_mbit": 1, "delay_ms": 1,
+                                           "changes": [{"at_s": -2, "down": true}]}})",
+                           Code::kInvalidArgument, "default.changes[0].at_s: found number -2"));
+  EXPECT_TRUE(fails_naming(R"({"default": {"up_mbit": 1, "down_mbit": 1, "delay_ms": 1, "changes": {}}})",
+                           Code::kInvalidArgument, "default.changes: expected an array"));
+}
+
+// Scheduled changes: a node's own list, else the default's; a link gets both ends' changes.
+TEST(LinksFile, ChangesOfBothEndsApply) {
+  auto links = parse(R"({"default": {"up_mbit": 100, "down_mbit": 100, "delay_ms": 20,
+                                     "changes": [{"at_s": 2, "rate_scale": 0.5}]},
+                         "nodes": {"node1": {"changes": [{"at_s": 5, "for_s": 10, "down": true}]}}})");
+  ASSERT_TRUE(links.ok()) << links.status().to_string();
+  ASSERT_EQ(links->at("node0").changes.size(), 1u);
+  EXPECT_EQ(links->at("node0").changes[0].at, 2000ms);
+  EXPECT_EQ(links->at("node0").changes[0].rate_scale, 0.5);
+  ASSERT_EQ(links->at("node1").changes.size(), 1u);
+  EXPECT_EQ(links->at("node1").changes[0].duration, 10000ms);
+  EXPECT_EQ(links->at("node1").changes[0].rate_scale, 0);
+  EXPECT_EQ(links->at("node1").changes[0].describe(), "down from 5 s for 10 s");
 }
 
 }  // namespace
