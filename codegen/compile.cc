@@ -155,6 +155,21 @@ Result<ClusterSplit> split_cluster(const Graph& model, const std::vector<double>
     }
   }
   if (!result.ok()) return result.status();
+  // Only the last stage is fed the labels: a model carrying its own loss
+  // (inputs data, labels) has every node that reads them, directly or through
+  // others, on the last stage (their consumers are too, so the order stays
+  // acyclic). The split alone may put e.g. the labels' Reshape anywhere.
+  if (model.inputs.size() == 2) {
+    std::set<std::string> from_labels{model.inputs[1]};
+    for (size_t i = 0; i < model.nodes.size(); ++i) {
+      const Node& n = model.nodes[i];
+      if (std::none_of(n.inputs.begin(), n.inputs.end(), [&](const std::string& v) { return from_labels.count(v); }))
+        continue;
+      result->stage_of_node[i] = static_cast<int>(k) - 1;
+      for (const auto& v : n.outputs)
+        if (!v.empty()) from_labels.insert(v);
+    }
+  }
   RN_ASSIGN_OR_RETURN(auto ordered, part::order_by_stage(model, result->stage_of_node));
   split.graph = std::move(ordered.first);
   split.stage_of_node = std::move(ordered.second);

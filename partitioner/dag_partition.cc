@@ -784,16 +784,59 @@ Result<MachineOrder> choose_machine_order(const WeightedDag& dag, const std::vec
   std::iota(order.begin(), order.end(), 0);
   std::vector<int> best_order = order;
   double best = score(order);
+  // Interchangeable machines (same speed, memory and in-flight count, same links to
+  // every other machine) give the same score in either place: classes of them, and
+  // only the distinct arrangements of the classes are scored (8 machines of 2 kinds:
+  // 70 orders, not 40320).
+  std::vector<int> kind(k, -1);
+  int kinds = 0;
+  auto same = [&](size_t a, size_t b) {
+    const Machine& x = machines[a];
+    const Machine& y = machines[b];
+    if (x.speed != y.speed || x.memory_bytes != y.memory_bytes || x.in_flight != y.in_flight) return false;
+    if (bandwidth[a][b] != bandwidth[b][a]) return false;
+    for (size_t c = 0; c < k; ++c)
+      if (c != a && c != b && (bandwidth[a][c] != bandwidth[b][c] || bandwidth[c][a] != bandwidth[c][b])) return false;
+    return true;
+  };
+  std::vector<size_t> representative;
+  for (size_t m = 0; m < k; ++m) {
+    for (int c = 0; c < kinds && kind[m] < 0; ++c)
+      if (same(representative[static_cast<size_t>(c)], m)) kind[m] = c;
+    if (kind[m] < 0) {
+      kind[m] = kinds++;
+      representative.push_back(m);
+    }
+  }
+  // The distinct arrangements: k! / prod(count_c!).
+  std::vector<int> count(static_cast<size_t>(kinds), 0);
+  for (int c : kind) ++count[static_cast<size_t>(c)];
   double permutations = 1;
   for (size_t i = 2; i <= k; ++i) permutations *= static_cast<double>(i);
-  if (k <= 8 && permutations * static_cast<double>(dag.size()) <= 2e7) {
-    while (std::next_permutation(order.begin(), order.end())) {
-      double v = score(order);
+  for (int c : count)
+    for (int i = 2; i <= c; ++i) permutations /= static_cast<double>(i);
+  // An arrangement of kinds -> an order of machines (each kind's machines in index order).
+  auto order_of = [&](const std::vector<int>& kinds_seq) {
+    std::vector<std::vector<int>> pool(static_cast<size_t>(kinds));
+    for (size_t m = k; m-- > 0;) pool[static_cast<size_t>(kind[m])].push_back(static_cast<int>(m));
+    std::vector<int> o;
+    for (int c : kinds_seq) {
+      o.push_back(pool[static_cast<size_t>(c)].back());
+      pool[static_cast<size_t>(c)].pop_back();
+    }
+    return o;
+  };
+  if (permutations <= 40320 && permutations * static_cast<double>(dag.size()) <= 2e7) {
+    std::vector<int> seq(kind);
+    std::sort(seq.begin(), seq.end());
+    do {
+      std::vector<int> candidate = order_of(seq);
+      double v = score(candidate);
       if (v < best * (1 - 1e-12)) {
         best = v;
-        best_order = order;
+        best_order = std::move(candidate);
       }
-    }
+    } while (std::next_permutation(seq.begin(), seq.end()));
   } else {
     for (bool improved = true; improved;) {
       improved = false;

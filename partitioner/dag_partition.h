@@ -97,8 +97,10 @@ Result<DagPartition> partition_brute_force(const WeightedDag& dag, const Pipelin
 // Pipeline order of machines: the permutation whose best split is fastest, so the
 // fastest links carry the largest crossing tensors. `bandwidth[i][j]`: bytes per time
 // unit between machines i and j (symmetric use; <= 0 means no usable link). Each order
-// is scored by the chain DP; every permutation when K! x n is small (K <= 8), otherwise
-// swaps of two positions from the given order while the score improves. The winner is
+// is scored by the chain DP; every distinct arrangement when their number (K! over the
+// factorials of the counts of interchangeable machines: same speed, memory, in-flight
+// count and links) is at most 8! and times n at most 2e7, otherwise swaps of two
+// positions from the given order while the score improves. The winner is
 // partitioned by partition_dag(). `order[s]` is the machine index of stage s.
 struct MachineOrder {
   std::vector<int> order;

@@ -264,3 +264,27 @@ TEST(DevicesCompile, StagesPathStillWorksAndWritesHtml) {
 
 }  // namespace
 }  // namespace ravnest::cg
+
+namespace ravnest::cg {
+namespace {
+
+// A model carrying its own loss reads its labels input in a node (a Reshape) that
+// the split alone may put on any stage; only the last stage is fed the labels, so
+// every node reading them lands there. Eight stages on mixed_8 used to put it
+// earlier and fail; the 8 machines of 2 kinds also take 70 machine orders to try,
+// not 8! = 40320.
+TEST(DevicesCompile, LabelReadersGoToTheLastStageOnEightMachines) {
+  const std::string dir = fresh_dir("labels8");
+  CompileOptions o = options_for("models/llama_block/llama_block_small.onnx", source("models/devices/mixed_8.json"), dir);
+  o.batch = 8;
+  o.microbatches = 4;
+  o.device_clusters = 1;
+  o.device_stages = 8;
+  std::ostringstream report;
+  auto summary = compile_model(o, report);
+  ASSERT_TRUE(summary.ok()) << summary.status().to_string();
+  EXPECT_EQ(summary->node_dirs.size(), 8u);
+}
+
+}  // namespace
+}  // namespace ravnest::cg
