@@ -543,6 +543,56 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
   }
   auto address = [&](int i) { return node_address[static_cast<size_t>(i)]; };
 
+  // Backup nodes: stage -> its backup's address (one cluster only).
+  std::map<int, rt::PeerAddress> backups;
+  {
+    std::vector<std::pair<int, rt::PeerAddress>> wanted;
+    if (with_devices) {
+      std::vector<size_t> backup_devices;
+      for (size_t d = 0; d < devices.set.devices.size(); ++d)
+        if (devices.set.devices[d].role == part::DeviceRole::kBackup) backup_devices.push_back(d);
+      // Least reliable first, then slowest.
+      std::vector<int> order(static_cast<size_t>(cluster_stages[0]));
+      for (size_t s = 0; s < order.size(); ++s) order[s] = static_cast<int>(s);
+      const Cluster& cl0 = clusters[0];
+      std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+        const part::DeviceProfile& da = devices.set.devices[cl0.device_of_stage[static_cast<size_t>(a)]];
+        const part::DeviceProfile& db = devices.set.devices[cl0.device_of_stage[static_cast<size_t>(b)]];
+        if (da.reliability != db.reliability) return da.reliability < db.reliability;
+        return da.gemm_gflops < db.gemm_gflops;
+      });
+      for (size_t i = 0; i < backup_devices.size() && i < order.size(); ++i) {
+        RN_ASSIGN_OR_RETURN(auto hp, split_address(devices.set.devices[backup_devices[i]]));
+        wanted.emplace_back(order[i], rt::PeerAddress{"", hp.first, hp.second});
+      }
+    } else {
+      for (size_t i = 0; i < options.backup_stages.size(); ++i)
+        wanted.emplace_back(options.backup_stages[i],
+                            rt::PeerAddress{"", options.host, static_cast<uint16_t>(options.base_port + total_nodes +
+                                                                                    static_cast<int>(i))});
+    }
+    if (!wanted.empty()) {
+      if (num_clusters > 1)
+        return error(Code::kUnsupported, "backup nodes are supported with one cluster so far (", num_clusters,
+                     " clusters here): drop --backup-stages or the backup devices, or use one cluster");
+      if (options.training.mode == "async")
+        return error(Code::kUnsupported, "backup nodes need synchronous training (a replayed step must give the same "
+                     "update): drop --async or --backup-stages");
+    }
+    for (size_t i = 0; i < wanted.size(); ++i) {
+      auto [stage, addr] = wanted[i];
+      if (stage < 0 || stage >= cluster_stages[0])
+        return error(Code::kInvalidArgument, "--backup-stages: stage ", stage, " is out of range (stages 0..",
+                     cluster_stages[0] - 1, ")");
+      if (backups.count(stage))
+        return error(Code::kInvalidArgument, "--backup-stages: stage ", stage, " is listed twice");
+      if (!with_devices && addr.port == 0)
+        return error(Code::kInvalidArgument, "--base-port ", options.base_port, " leaves no room for the backups");
+      addr.id = node_id(total_nodes + static_cast<int>(i));
+      backups[stage] = addr;
+    }
+  }
+
   std::map<std::string, int> node_index;  // node id -> global index, for ring members' addresses
   for (int i = 0; i < total_nodes; ++i) node_index[node_id(i)] = i;
 
@@ -682,6 +732,10 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
         m.tied.push_back(std::move(ring));
       }
       for (int peer : ring_peer_indices) m.ring_peers.push_back(address(peer));
+      if (!backups.empty() && !m.tied.empty())
+        return error(Code::kUnsupported, "backup nodes with tied weights (parameter '", m.tied[0].pieces[0].param,
+                     "' shared by two stages) are not supported yet; drop --backup-stages or untie the weights");
+      m.backups = backups;
       m.training = options.training;
       m.training.data = data;
       if (!local_steps.empty()) {
@@ -713,6 +767,20 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
                                        {"weight", sp.weight}, {"optimizer", sp.optimizer}},
                                       weights, schedule));
       summary.node_dirs.push_back(dir);
+      // A backup's bundle: the same stage, under the backup's id and address.
+      if (auto b = backups.find(sp.stage); b != backups.end()) {
+        rt::Manifest bm = m;
+        bm.backup_of = m.self;
+        bm.self = b->second;
+        const std::string backup_dir = (fs::path(options.out_dir) / bm.self.id).string();
+        RN_RETURN_IF_ERROR(write_bundle(backup_dir, bm,
+                                        {{"forward", sp.forward}, {"backward", sp.backward},
+                                         {"weight", sp.weight}, {"optimizer", sp.optimizer}},
+                                        weights, schedule));
+        summary.node_dirs.push_back(backup_dir);
+        r.notes.push_back("backup: " + bm.self.id + " at " + bm.self.host + ":" + std::to_string(bm.self.port) +
+                          " shadows this stage and takes it over if " + m.self.id + " fails");
+      }
 
       for (auto& send : r.sends) send.name += " -> " + node_id(index + 1);
       r.notes.push_back("stash per micro-batch: " + std::to_string(sp.stash.size()) + " values; schedule: " +

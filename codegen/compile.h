@@ -49,6 +49,11 @@ struct CompileOptions {
   // A devices file (docs/devices.md): clusters, stages and addresses come from
   // its machines; `host`, `base_port`, `stages` and `cluster_stages` are ignored.
   std::string devices_path;
+  // Backup nodes (docs/faults.md), one cluster only, synchronous training: without a
+  // devices file, one backup node for each listed stage (addresses after the
+  // workers'); with one, every device of role "backup" shadows the least reliable
+  // stage machine not yet shadowed (lowest reliability, then slowest).
+  std::vector<int> backup_stages;
   int device_clusters = 0;  // with devices_path: > 0 fixes the number of clusters
   int device_stages = 0;    // with devices_path: > 0 fixes the machines (stages) per cluster
 };

@@ -210,6 +210,16 @@ Json manifest_to_json(const Manifest& m) {
   Json ring_peers = Json::array();
   for (const auto& p : m.ring_peers) ring_peers.push_back(peer_to_json(p));
   j.set("ring_peers", std::move(ring_peers));
+  if (!m.backups.empty()) {
+    Json backups = Json::array();
+    for (const auto& [stage, p] : m.backups) {
+      Json b = peer_to_json(p);
+      b.set("stage", stage);
+      backups.push_back(std::move(b));
+    }
+    j.set("backups", std::move(backups));
+  }
+  if (m.backup_of) j.set("backup_of", peer_to_json(*m.backup_of));
 
   const TrainingConfig& t = m.training;
   Json training = Json::object();
@@ -313,6 +323,19 @@ Result<Manifest> manifest_from_json(const Json& j) {
       m.ring_peers.push_back(std::move(p));
     }
   }
+  if (j.has("backups")) {
+    RN_ASSIGN_OR_RETURN(const Json::Array* backups, j.get_array("backups"));
+    for (size_t i = 0; i < backups->size(); ++i) {
+      const std::string at = "backups[" + std::to_string(i) + "]";
+      RN_ASSIGN_OR_RETURN(PeerAddress p, peer_from_json(j, at));
+      RN_ASSIGN_OR_RETURN(int64_t stage, j.get_int(at + ".stage"));
+      if (stage < 0 || stage >= m.num_stages || m.backups.count(static_cast<int>(stage)))
+        return error(Code::kInvalidArgument, at, ".stage ", stage, " is out of range or repeated (stages 0..",
+                     m.num_stages - 1, ")");
+      m.backups[static_cast<int>(stage)] = std::move(p);
+    }
+  }
+  if (j.has("backup_of")) { RN_ASSIGN_OR_RETURN(m.backup_of, peer_from_json(j, "backup_of")); }
 
   TrainingConfig& t = m.training;
   RN_ASSIGN_OR_RETURN(t.batch, j.get_int("training.batch"));

@@ -147,6 +147,12 @@ struct Manifest {
   int num_clusters = 1;
   std::vector<RingSpec> rings;           // the rings this node is a member of
   std::vector<PeerAddress> ring_peers;   // addresses of the other members of those rings (and of `tied`)
+  // Backup nodes of this cluster (docs/faults.md): backups[s], when set, is the
+  // node that shadows stage s and takes it over if its node fails.
+  std::map<int, PeerAddress> backups;
+  // Set in a backup's own bundle: the node it shadows (its stage's worker); the
+  // rest of the manifest is that stage's.
+  std::optional<PeerAddress> backup_of;
   // Parameters this node shares with other stages of its own cluster (a tied
   // embedding read by the first and the last stage): every synchronous step the
   // members sum their gradients of the pieces over this ring before the

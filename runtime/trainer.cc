@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <optional>
 #include <set>
@@ -44,6 +45,19 @@ constexpr uint32_t kNormTotalId = 1;  // the total, stage s+1 to s
 // kAliveId + attempt.
 constexpr uint64_t kAliveStepBase = uint64_t{1} << 60;
 constexpr uint32_t kAliveId = 4;
+// Backup nodes (docs/faults.md): the worker's n-th state (after an update; a
+// replayed step sends its state again) goes to its backup as CONTROL frames at
+// step kStateStepBase + n, micro-batch 0, tensor id = position in
+// state_tensors(), then the step it follows as one more int64 tensor; the backup
+// acks with micro-batch 1 and the worker ends with micro-batch 2 (done). Start-up sizes to the backup: kStartStep,
+// tensor id kBackupSizesId. Recovery: kRecoveryStep, tensor id kTakeoverId (the
+// backup to the failed node's neighbours: the last step it holds) and kRestartId
+// (a survivor to the neighbour away from the failure: the step to replay).
+constexpr uint64_t kStateStepBase = uint64_t{1} << 58;
+constexpr uint64_t kRecoveryStep = uint64_t{1} << 59;
+constexpr uint32_t kTakeoverId = 0;
+constexpr uint32_t kRestartId = 1;
+constexpr uint32_t kBackupSizesId = 5;
 
 Deadline deadline_in(double seconds) {
   return deadline_after(std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
@@ -140,6 +154,21 @@ class TrainerImpl : public Trainer {
   Status load_data();
   Status agree_on_sizes();
   Status train_step(int64_t step);
+  // Backups (docs/faults.md). The state a backup mirrors: parameters, running
+  // state, optimizer state, in this order (the same on worker and backup).
+  std::vector<std::pair<std::string, Tensor*>> state_tensors();
+  // Worker: after step `step`'s update, the state to the backup, then its ack.
+  Status send_state(int64_t step);
+  // Backup: mirrors the worker's state until the worker is gone (returns the last
+  // step whose state it holds, -1 for none) or done (returns -2).
+  Result<int64_t> shadow();
+  // Backup: joins the failed worker's neighbours as stage S after `committed`.
+  Status take_over(int64_t committed, Clock::time_point lost_at);
+  // Survivor: a failed neighbour with a backup is replaced by it, or a neighbour
+  // asked for a replay; rolls back to the start of the step to replay and returns it.
+  Result<int64_t> recover(const Status& cause);
+  // A pipeline receive that also notices a neighbour's RESTART (with backups).
+  Result<Tensor> recv_watching(const std::string& peer, const FrameMeta& meta, Deadline deadline);
   // Asynchronous mode: streams micro-batches [first, end) through the stage
   // without a flush, updating the weights after each micro-batch's W.
   Status train_async(int64_t first_step, int64_t end_step, int64_t total, Clock::time_point start);
@@ -234,6 +263,17 @@ class TrainerImpl : public Trainer {
   std::vector<bool> cluster_alive_;
   std::vector<size_t> ring_built_for_;
   std::vector<uint32_t> ring_attempts_;
+  // Backups: this worker's backup (until it fails), the state at the start of the
+  // last two steps (what a replay rolls back to), a replay asked for by a neighbour.
+  std::optional<PeerAddress> backup_;
+  struct Snapshot {
+    int64_t step = -1;
+    std::vector<Tensor> tensors;  // parallel to state_tensors()
+  };
+  std::deque<Snapshot> snapshots_;
+  uint64_t states_sent_ = 0;  // worker: states sent to the backup so far
+  int64_t restart_step_ = -1;
+  std::string restart_from_;
   int64_t rounds_ = 0;             // averaging rounds done
   uint64_t bytes_avg_ = 0, bytes_avg_dense_ = 0;     // sent / what dense ring all-reduces send
   int64_t samples_since_average_ = 0;
@@ -329,6 +369,8 @@ Status TrainerImpl::connect() {
     host = l.host;
     port = l.port;
   }
+  // A backup only listens: its worker dials it; the neighbours come at a takeover.
+  if (mf.backup_of) return transport_->listen(host, port);
   // Ring neighbours (other clusters): of each pair, the node with the smaller
   // id connects and the other accepts.
   std::set<std::string> ring_neighbours;
@@ -352,6 +394,11 @@ Status TrainerImpl::connect() {
   // last connects to its next one.
   if (accepts) RN_RETURN_IF_ERROR(transport_->listen(host, port));
   auto deadline = deadline_in(opt_.connect_timeout_s);
+  if (auto b = mf.backups.find(mf.stage); b != mf.backups.end()) {
+    RN_ASSIGN_OR_RETURN(backup_, apply_override(b->second, opt_.peers));
+    Status st = transport_->connect(backup_->id, backup_->host, backup_->port, deadline);
+    if (!st.ok()) return st.with_context(where() + ": connecting to this stage's backup " + backup_->str());
+  }
   for (const auto& id : ring_neighbours) {
     if (id < mf.self.id) continue;
     auto it = std::find_if(mf.ring_peers.begin(), mf.ring_peers.end(), [&](const PeerAddress& p) { return p.id == id; });
@@ -479,6 +526,12 @@ Status TrainerImpl::agree_on_sizes() {
     sizes.data<int64_t>()[1] = test_count_;
     RN_RETURN_IF_ERROR(transport_->send(next_->id, FrameMeta{FrameKind::kControl, kStartStep, 0, 0}, sizes));
   }
+  if (backup_) {
+    Tensor sizes = Tensor::empty(DType::kI64, {2});
+    sizes.data<int64_t>()[0] = train_count_;
+    sizes.data<int64_t>()[1] = test_count_;
+    RN_RETURN_IF_ERROR(transport_->send(backup_->id, FrameMeta{FrameKind::kControl, kStartStep, 0, kBackupSizesId}, sizes));
+  }
   if (train_count_ < m().training.batch)
     return error(Code::kInvalidArgument, "the training set has ", train_count_, " samples, fewer than one batch of ",
                  m().training.batch);
@@ -542,7 +595,7 @@ Status TrainerImpl::run_instr(const Instr& in, int64_t step) {
   switch (in.op) {
     case InstrOp::kRecvAct:
       for (const auto& t : mf.recv) {
-        auto got = transport_->recv(prev_->id, meta(FrameKind::kActivation, t.wire_id), recv_deadline());
+        auto got = recv_watching(prev_->id, meta(FrameKind::kActivation, t.wire_id), recv_deadline());
         if (!got.ok()) return got.status().with_context(where() + ": receiving activation '" + t.name + "'");
         if (got->shape() != t.shape || got->dtype() != t.dtype)
           return error(Code::kCorrupt, where(), ": activation '", t.name, "' from ", prev_->str(), " has shape ",
@@ -599,7 +652,7 @@ Status TrainerImpl::run_instr(const Instr& in, int64_t step) {
       return ok_status();
     case InstrOp::kRecvGrad:
       for (const BoundaryTensor* t : grads_in_) {
-        auto got = transport_->recv(next_->id, meta(FrameKind::kGradient, t->wire_id), recv_deadline());
+        auto got = recv_watching(next_->id, meta(FrameKind::kGradient, t->wire_id), recv_deadline());
         if (!got.ok()) return got.status().with_context(where() + ": receiving the gradient of '" + t->name + "'");
         if (got->shape() != t->shape)
           return error(Code::kCorrupt, where(), ": gradient of '", t->name, "' has shape ", shape_str(got->shape()),
@@ -679,12 +732,227 @@ Status TrainerImpl::sum_tied_gradients(int64_t step) {
 }
 
 Status TrainerImpl::train_step(int64_t step) {
+  if (!m().backups.empty() && (snapshots_.empty() || snapshots_.back().step != step)) {
+    // The state this step starts from, for a replay after a failure.
+    Snapshot snap;
+    snap.step = step;
+    for (auto& [name, t] : state_tensors()) snap.tensors.push_back(t->clone());
+    snapshots_.push_back(std::move(snap));
+    while (snapshots_.size() > 2) snapshots_.pop_front();
+  }
   micro_.clear();
   step_loss_ = 0;
   step_correct_ = step_counted_ = 0;
   for (const Instr& in : b_.schedule.instrs) RN_RETURN_IF_ERROR(run_traced(in, step));
   micro_.clear();
   return ok_status();
+}
+
+std::vector<std::pair<std::string, Tensor*>> TrainerImpl::state_tensors() {
+  const Manifest& mf = m();
+  std::vector<std::pair<std::string, Tensor*>> out;
+  for (const auto& p : mf.params) out.emplace_back(p, &params_.at(p));
+  for (const auto& s : mf.state) out.emplace_back(s, &params_.at(s));
+  std::vector<std::string> opt(opt_state_.size());
+  std::transform(opt_state_.begin(), opt_state_.end(), opt.begin(), [](const auto& e) { return e.first; });
+  std::sort(opt.begin(), opt.end());
+  for (const auto& o : opt) out.emplace_back(o, &opt_state_.at(o));
+  return out;
+}
+
+Status TrainerImpl::send_state(int64_t step) {
+  if (!backup_) return ok_status();
+  const uint64_t at = kStateStepBase + states_sent_++;
+  auto state = state_tensors();
+  Status st;
+  for (size_t i = 0; i < state.size() && st.ok(); ++i)
+    st = transport_->send(backup_->id, FrameMeta{FrameKind::kControl, at, 0, static_cast<uint32_t>(i)},
+                          state[i].second->clone());
+  Tensor after = Tensor::zeros(DType::kI64, {1});
+  after.data<int64_t>()[0] = step;
+  if (st.ok())
+    st = transport_->send(backup_->id, FrameMeta{FrameKind::kControl, at, 0, static_cast<uint32_t>(state.size())}, after);
+  if (st.ok()) st = transport_->recv(backup_->id, FrameMeta{FrameKind::kControl, at, 1, 0}, deadline_in(opt_.recv_timeout_s))
+                        .status();
+  if (!st.ok()) {
+    // Training goes on; only the protection is gone.
+    RN_LOG_WARN(where(), ": backup ", backup_->str(), " is gone (", st.message(), "); this stage has no backup now");
+    backup_.reset();
+  }
+  return ok_status();
+}
+
+Result<int64_t> TrainerImpl::shadow() {
+  const Manifest& mf = m();
+  const PeerAddress worker = *mf.backup_of;
+  RN_RETURN_IF_ERROR(transport_->wait_for_peer(worker.id, deadline_in(opt_.connect_timeout_s))
+                         .with_context(where() + ": waiting for the stage's worker " + worker.str() + " to connect"));
+  auto sizes = transport_->recv(worker.id, FrameMeta{FrameKind::kControl, kStartStep, 0, kBackupSizesId},
+                                deadline_in(opt_.connect_timeout_s));
+  if (!sizes.ok() && sizes.status().code() == Code::kNetwork) {
+    // The worker failed during start-up: take over from the bundle's state (the
+    // neighbours send the dataset sizes at the takeover).
+    RN_LOG_WARN(where(), ": the worker ", worker.str(), " is gone before training (", sizes.status().message(), ")");
+    return int64_t{-1};
+  }
+  if (!sizes.ok()) return sizes.status().with_context(where() + ": waiting for the dataset sizes from the worker");
+  if (sizes->dtype() != DType::kI64 || sizes->numel() != 2)
+    return error(Code::kCorrupt, where(), ": malformed sizes frame from ", worker.str());
+  train_count_ = sizes->data<int64_t>()[0];
+  test_count_ = sizes->data<int64_t>()[1];
+  RN_LOG_INFO(where(), ": backup of ", worker.str(), ", mirroring its state every step");
+  auto state = state_tensors();
+  int64_t committed = -1;
+  for (uint64_t n = 0;; ++n) {
+    const uint64_t at = kStateStepBase + n;
+    std::vector<Tensor> got;
+    for (size_t i = 0; i <= state.size(); ++i) {  // the state, then the step it follows
+      Result<Tensor> t = error(Code::kTimeout, "");
+      // Waits as long as the worker trains; it ends with a done frame, or fails.
+      for (;;) {
+        t = transport_->recv(worker.id, FrameMeta{FrameKind::kControl, at, 0, static_cast<uint32_t>(i)},
+                             Clock::now() + std::chrono::milliseconds(100));
+        if (t.ok() || t.status().code() != Code::kTimeout) break;
+        if (transport_->recv(worker.id, FrameMeta{FrameKind::kControl, kStateStepBase, 2, 0}, Clock::now()).ok())
+          return int64_t{-2};
+      }
+      if (!t.ok()) {
+        if (t.status().code() != Code::kNetwork) return t.status().with_context(where() + ": mirroring the worker");
+        // A worker that finished said so before it closed; one that did not has failed.
+        if (transport_->recv(worker.id, FrameMeta{FrameKind::kControl, kStateStepBase, 2, 0}, Clock::now()).ok())
+          return int64_t{-2};
+        RN_LOG_WARN(where(), ": the worker ", worker.str(), " is gone (", t.status().message(), ")");
+        return committed;
+      }
+      const bool step_frame = i == state.size();
+      const DType want_dtype = step_frame ? DType::kI64 : state[i].second->dtype();
+      const Shape want_shape = step_frame ? Shape{1} : state[i].second->shape();
+      if (t->dtype() != want_dtype || t->shape() != want_shape)
+        return error(Code::kCorrupt, where(), ": state '", step_frame ? "step" : state[i].first, "' from the worker has ",
+                     dtype_name(t->dtype()), "[", shape_str(t->shape()), "], expected ", dtype_name(want_dtype), "[",
+                     shape_str(want_shape), "]");
+      got.push_back(std::move(t).value());
+    }
+    for (size_t i = 0; i < state.size(); ++i) std::memcpy(state[i].second->raw(), got[i].raw(), got[i].bytes());
+    committed = got.back().data<int64_t>()[0];
+    RN_RETURN_IF_ERROR(transport_->send(worker.id, FrameMeta{FrameKind::kControl, at, 1, 0}, got.back()));
+  }
+}
+
+Status TrainerImpl::take_over(int64_t committed, Clock::time_point lost_at) {
+  const Manifest& mf = m();
+  const Deadline deadline = deadline_in(opt_.connect_timeout_s);
+  if (next_) {
+    Status st = transport_->connect(next_->id, next_->host, next_->port, deadline);
+    if (!st.ok()) return st.with_context(where() + ": taking over, connecting to the next stage " + next_->str());
+  }
+  if (prev_) {
+    Status st = transport_->wait_for_peer(prev_->id, deadline);
+    if (!st.ok()) return st.with_context(where() + ": taking over, waiting for the previous stage " + prev_->str());
+  }
+  Tensor j = Tensor::zeros(DType::kI64, {1});
+  j.data<int64_t>()[0] = committed;
+  for (const auto* n : {&prev_, &next_})
+    if (*n) RN_RETURN_IF_ERROR(transport_->send((*n)->id, FrameMeta{FrameKind::kControl, kRecoveryStep, 0, kTakeoverId}, j));
+  if (train_count_ == 0) {  // the worker failed before it passed the dataset sizes on
+    const PeerAddress& n = prev_ ? *prev_ : *next_;
+    auto sizes = transport_->recv(n.id, FrameMeta{FrameKind::kControl, kStartStep, 0, kBackupSizesId}, deadline);
+    if (!sizes.ok()) return sizes.status().with_context(where() + ": taking over, waiting for the dataset sizes");
+    if (sizes->dtype() != DType::kI64 || sizes->numel() != 2)
+      return error(Code::kCorrupt, where(), ": malformed sizes frame from ", n.str());
+    train_count_ = sizes->data<int64_t>()[0];
+    test_count_ = sizes->data<int64_t>()[1];
+  }
+  const double seconds = std::chrono::duration<double>(Clock::now() - lost_at).count();
+  RN_LOG_WARN(where(), ": took over stage ", mf.stage, " from ", mf.backup_of->str(), " in ", seconds,
+              " s; training goes on from step ", committed + 1);
+  char line[256];
+  std::snprintf(line, sizeof line, R"({"event":"takeover","node":"%s","stage":%d,"from":"%s","step":%lld,"seconds":%.3f})",
+                mf.self.id.c_str(), mf.stage, mf.backup_of->id.c_str(), static_cast<long long>(committed + 1), seconds);
+  progress(line);
+  return ok_status();
+}
+
+Result<Tensor> TrainerImpl::recv_watching(const std::string& peer, const FrameMeta& meta, Deadline deadline) {
+  if (m().backups.empty()) return transport_->recv(peer, meta, deadline);
+  for (;;) {
+    auto got = transport_->recv(peer, meta, std::min(deadline, Clock::now() + std::chrono::milliseconds(20)));
+    if (got.ok() || got.status().code() != Code::kTimeout || Clock::now() >= deadline) return got;
+    for (const auto* n : {&prev_, &next_}) {
+      if (!*n) continue;
+      auto restart = transport_->recv((*n)->id, FrameMeta{FrameKind::kControl, kRecoveryStep, 0, kRestartId}, Clock::now());
+      if (!restart.ok()) continue;
+      restart_step_ = restart->data<int64_t>()[0];
+      restart_from_ = (*n)->id;
+      return error(Code::kNetwork, where(), ": ", (*n)->str(), " asks to replay from step ", restart_step_);
+    }
+  }
+}
+
+Result<int64_t> TrainerImpl::recover(const Status& cause) {
+  const Manifest& mf = m();
+  const auto t0 = Clock::now();
+  int64_t k = restart_step_;
+  std::string from = restart_from_;
+  restart_step_ = -1;
+  restart_from_.clear();
+  if (k < 0) {
+    if (cause.code() != Code::kNetwork) return cause;
+    // A neighbour that is gone and has a backup: the backup takes its place.
+    const std::vector<std::string> live = transport_->connected_peers();
+    std::optional<PeerAddress>* failed = nullptr;
+    int failed_stage = -1;
+    for (auto [slot, stage] : {std::pair{&prev_, mf.stage - 1}, std::pair{&next_, mf.stage + 1}}) {
+      if (*slot && std::find(live.begin(), live.end(), (*slot)->id) == live.end() && mf.backups.count(stage)) {
+        failed = slot;
+        failed_stage = stage;
+        break;
+      }
+    }
+    if (!failed) return cause;
+    RN_ASSIGN_OR_RETURN(PeerAddress backup, apply_override(mf.backups.at(failed_stage), opt_.peers));
+    RN_LOG_WARN(where(), ": ", (*failed)->str(), " (stage ", failed_stage, ") is gone (", cause.message(),
+                "); its backup ", backup.str(), " takes over");
+    transport_->forget_lost((*failed)->id);  // what was queued for it is replayed to the backup
+    *failed = backup;
+    const Deadline deadline = deadline_in(opt_.connect_timeout_s);
+    Status st = failed == &next_ ? transport_->connect(backup.id, backup.host, backup.port, deadline)
+                                 : transport_->wait_for_peer(backup.id, deadline);
+    if (!st.ok()) return st.with_context(where() + ": reaching the backup of stage " + std::to_string(failed_stage));
+    Tensor sizes = Tensor::empty(DType::kI64, {2});
+    sizes.data<int64_t>()[0] = train_count_;
+    sizes.data<int64_t>()[1] = test_count_;
+    RN_RETURN_IF_ERROR(transport_->send(backup.id, FrameMeta{FrameKind::kControl, kStartStep, 0, kBackupSizesId}, sizes));
+    auto j = transport_->recv(backup.id, FrameMeta{FrameKind::kControl, kRecoveryStep, 0, kTakeoverId}, deadline);
+    if (!j.ok()) return j.status().with_context(where() + ": waiting for the backup of stage " +
+                                                std::to_string(failed_stage) + " to take over");
+    k = j->data<int64_t>()[0] + 1;
+    from = backup.id;
+  }
+  // The neighbour on the other side replays too, and passes it on.
+  Tensor restart = Tensor::zeros(DType::kI64, {1});
+  restart.data<int64_t>()[0] = k;
+  for (const auto* n : {&prev_, &next_})
+    if (*n && (*n)->id != from)
+      RN_RETURN_IF_ERROR(transport_->send((*n)->id, FrameMeta{FrameKind::kControl, kRecoveryStep, 0, kRestartId}, restart));
+  // Back to the state this stage had at the start of step k.
+  auto snap = std::find_if(snapshots_.begin(), snapshots_.end(), [&](const Snapshot& s) { return s.step == k; });
+  if (snap == snapshots_.end())
+    return error(Code::kInternal, where(), ": cannot replay step ", k, ": this stage holds the state of steps ",
+                 snapshots_.empty() ? -1 : snapshots_.front().step, "..", snapshots_.empty() ? -1 : snapshots_.back().step);
+  auto state = state_tensors();
+  for (size_t i = 0; i < state.size(); ++i)
+    std::memcpy(state[i].second->raw(), snap->tensors[i].raw(), snap->tensors[i].bytes());
+  snapshots_.erase(std::next(snap), snapshots_.end());
+  micro_.clear();
+  for (auto& [p, g] : grads_) g.fill_zero();
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  RN_LOG_WARN(where(), ": replaying from step ", k, " (recovered in ", seconds, " s)");
+  char line[200];
+  std::snprintf(line, sizeof line, R"({"event":"recovered","node":"%s","stage":%d,"step":%lld,"seconds":%.3f})",
+                mf.self.id.c_str(), mf.stage, static_cast<long long>(k), seconds);
+  progress(line);
+  return k;
 }
 
 // One optimizer update with micro-batch g's own gradients. Micro-batches still
@@ -1181,7 +1449,17 @@ Status TrainerImpl::train() {
   const Manifest& mf = m();
   RN_RETURN_IF_ERROR(load_data());
   RN_RETURN_IF_ERROR(connect());
-  RN_RETURN_IF_ERROR(agree_on_sizes());
+  int64_t taken_over_after = -1;  // a backup: the last step whose state it took over
+  if (mf.backup_of) {
+    RN_ASSIGN_OR_RETURN(taken_over_after, shadow());
+    if (taken_over_after == -2) {  // the worker finished
+      RN_LOG_INFO(where(), ": the worker ", mf.backup_of->str(), " finished; nothing to take over");
+      return ok_status();
+    }
+    RN_RETURN_IF_ERROR(take_over(taken_over_after, Clock::now()));
+  } else {
+    RN_RETURN_IF_ERROR(agree_on_sizes());
+  }
   // Every stage derives the same sample order from (seed, epoch); only the
   // first and last stage read the data, but all count the same steps.
   const int64_t count = train_count_;
@@ -1203,7 +1481,12 @@ Status TrainerImpl::train() {
   sampler_.emplace(count, mf.training.seed);
   steps_per_epoch_ = steps_per_epoch;
   auto start = Clock::now();
-  RN_ASSIGN_OR_RETURN(int64_t step, resume_point(total));
+  int64_t step = 0;
+  if (mf.backup_of) {
+    step = taken_over_after + 1;
+  } else {
+    RN_ASSIGN_OR_RETURN(step, resume_point(total));
+  }
   for (int64_t epoch = step / steps_per_epoch; step < total; ++epoch) {
     const int64_t end = std::min(total, (epoch + 1) * steps_per_epoch);
     if (mf.training.mode == "async") {
@@ -1212,8 +1495,16 @@ Status TrainerImpl::train() {
       step = end;
     } else {
       for (; step < end; ++step) {
-        RN_RETURN_IF_ERROR(train_step(step));
+        Status st = train_step(step);
+        if (!st.ok() && !mf.backups.empty()) {
+          // A neighbour failed and its backup took over, or a neighbour asks for a replay.
+          RN_ASSIGN_OR_RETURN(int64_t replay, recover(st));
+          step = replay - 1;
+          continue;
+        }
+        RN_RETURN_IF_ERROR(st);
         RN_RETURN_IF_ERROR(finish_step(step, total, start));
+        RN_RETURN_IF_ERROR(send_state(step));
         if (opt_.checkpoint_every > 0 && (step + 1) % opt_.checkpoint_every == 0 && step + 1 < total)
           RN_RETURN_IF_ERROR(save_checkpoint(step + 1));
       }
@@ -1225,6 +1516,8 @@ Status TrainerImpl::train() {
     }
   }
   if (losses_.is_open()) losses_.flush();
+  if (backup_)  // the backup has nothing to take over any more
+    (void)transport_->send(backup_->id, FrameMeta{FrameKind::kControl, kStateStepBase, 2, 0}, Tensor::zeros(DType::kI64, {1}));
   if (!opt_.checkpoint_dir.empty()) RN_RETURN_IF_ERROR(save_checkpoint(step));
   if (!opt_.save_params_path.empty()) {
     std::vector<std::pair<std::string, Tensor>> list;

@@ -871,6 +871,16 @@ Status Transport::flush(Deadline deadline) {
   return ok_status();
 }
 
+uint64_t Transport::forget_lost(const std::string& peer_id) {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  auto it = d.peers.find(peer_id);
+  if (it == d.peers.end()) return 0;
+  const uint64_t lost = it->second.lost;
+  it->second.lost = 0;
+  return lost;
+}
+
 Result<Tensor> Transport::recv(const std::string& peer_id, const FrameMeta& meta, Deadline deadline) {
   Impl& d = *impl_;
   const Clock::time_point start = Clock::now();

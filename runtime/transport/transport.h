@@ -133,6 +133,9 @@ class Transport {
   // Waits until every queued frame has been written to its socket. Reports frames
   // that were lost because their peer went away.
   Status flush(Deadline deadline);
+  // Forgets the frames lost to `peer_id` so far (flush() will not report them) and
+  // returns how many there were: for a peer that failed and was replaced.
+  uint64_t forget_lost(const std::string& peer_id);
   // Waits for the frame (peer_id, meta) and returns its tensor (decoded if it was encoded).
   Result<Tensor> recv(const std::string& peer_id, const FrameMeta& meta, Deadline deadline);
 

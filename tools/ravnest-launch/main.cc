@@ -63,6 +63,10 @@ struct NodeProc {
   int status = 0;
   int64_t step = 0;
   int cluster = 0;
+  std::string backup_of;  // a backup node: the worker it shadows
+  std::string backup;     // a worker with a backup: the backup's id
+  bool took_over = false;  // a backup that took its stage over
+  bool replaced = false;   // a worker that failed and whose backup took over
   ravnest::cg::StageCost cost;  // mean F/B/W seconds from the "done" event
   bool done = false;
 };
@@ -229,6 +233,13 @@ int main(int argc, char** argv) {
     n.stage = static_cast<int>(*stage);
     auto cluster = json->get_int_or("cluster", 0);
     n.cluster = cluster.ok() ? static_cast<int>(*cluster) : 0;
+    if (auto of = json->get_string_or("backup_of.id", ""); of.ok()) n.backup_of = *of;
+    if (auto backups = json->get_array("backups"); backups.ok())
+      for (const auto& entry : **backups) {
+        auto stage_of = entry.get_int_or("stage", -1);
+        auto backup_id = entry.get_string_or("id", "");
+        if (stage_of.ok() && *stage_of == n.stage && n.backup_of.empty() && backup_id.ok()) n.backup = *backup_id;
+      }
     batch = *b;
     nodes.push_back(std::move(n));
   }
@@ -333,8 +344,9 @@ int main(int argc, char** argv) {
     if (!force && since < (tty ? 0.25 : 10.0)) return;
     last_print = now;
     int64_t done = -1;
-    for (const auto& n : nodes)
-      if (live(n)) done = done < 0 ? n.step : std::min(done, n.step);
+    for (const auto& n : nodes)  // standby backups report no steps; failed workers no more
+      if (live(n) && (n.backup_of.empty() || n.took_over) && !n.replaced)
+        done = done < 0 ? n.step : std::min(done, n.step);
     done = std::max<int64_t>(done, 0);
     double elapsed = std::chrono::duration<double>(now - start).count();
     double rate = elapsed > 0 ? static_cast<double>(last_step * batch) / elapsed : 0;
@@ -384,6 +396,13 @@ int main(int argc, char** argv) {
       std::printf("%s\n", buf);
       std::fflush(stdout);
       eval_lines.push_back(buf);
+    } else if (*event == "takeover") {
+      n.took_over = true;
+      n.step = json->get_int_or("step", 0).value();
+      end_progress_line();
+      std::printf("%s took over stage %d at step %lld in %.3f s\n", n.id.c_str(), n.stage,
+                  static_cast<long long>(n.step), json->get_double_or("seconds", 0).value());
+      std::fflush(stdout);
     } else if (*event == "done") {
       n.cost = {json->get_double_or("f_s", 0).value(), json->get_double_or("b_s", 0).value(),
                 json->get_double_or("w_s", 0).value()};
@@ -430,6 +449,15 @@ int main(int argc, char** argv) {
         n.status = status;
         --running;
         bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        // A worker whose backup is still running: the backup takes its stage over.
+        auto backup = std::find_if(nodes.begin(), nodes.end(), [&](const NodeProc& b) { return b.id == n.backup; });
+        if (!ok && !killed && backup != nodes.end() && !backup->exited) {
+          end_progress_line();
+          std::fprintf(stderr, "ravnest-launch: %s (stage %d) failed: %s; its backup %s takes over\n", n.id.c_str(),
+                       n.stage, exit_description(status).c_str(), backup->id.c_str());
+          n.replaced = true;
+          continue;
+        }
         if (!ok && multi_cluster && !killed && stopped.count(n.cluster) == 0) {
           if (lost.count(n.cluster) == 0) {
             lost[n.cluster] = {n.id, Clock::now()};

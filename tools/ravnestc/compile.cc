@@ -25,7 +25,7 @@ int compile_usage(const char* message) {
                "         [--optimizer sgd|adamw|lamb] [--beta1 X] [--beta2 X] [--eps X] [--clip-norm X]\n"
                "         [--lr-schedule constant|cosine|step] [--warmup-steps N] [--lr-min X] [--step-size N]"
                " [--gamma X]\n"
-               "         [--loss ce|mse]\n"
+               "         [--loss ce|mse] [--backup-stages S1,S2,...]\n"
                "  --devices FILE: balance the stages to the machines of a devices file (docs/devices.md);\n"
                "  clusters and stages are then chosen for them unless --clusters C / --stages K fix the counts,\n"
                "  and each node gets its machine's address.\n"
@@ -35,7 +35,9 @@ int compile_usage(const char* message) {
                "  C is none, fp16, bf16, int8 or topk:FRACTION (docs/compression.md).\n"
                "  Optimizers, schedules and clipping: docs/training.md (\"Optimizers\").\n"
                "  --loss: what is appended to a model that ends in logits: ce (softmax cross-entropy, the default)\n"
-               "  or mse (mean squared error against one-hot labels); a model with its own loss takes only ce.\n");
+               "  or mse (mean squared error against one-hot labels); a model with its own loss takes only ce.\n"
+               "  --backup-stages: a backup node for each listed stage, which receives the stage's state every step\n"
+               "  and takes the stage over if its node fails (docs/faults.md; one cluster, synchronous).\n");
   return 2;
 }
 
@@ -100,6 +102,11 @@ int run_compile(int argc, char** argv) {
     } else if (arg == "--clusters") {
       if (!parse_int(value(), &n) || n < 1 || n > 256) return compile_usage("--clusters needs a number in 1..256");
       clusters = static_cast<int>(n);
+    } else if (arg == "--backup-stages") {
+      // S1,S2,...: a backup node for each of these stages (docs/faults.md).
+      std::vector<long long> items;
+      if (!parse_int_list(value(), 0, 4095, &items)) return compile_usage("--backup-stages needs S1,S2,... (stage numbers)");
+      options.backup_stages.assign(items.begin(), items.end());
     } else if (arg == "--replan-every") {
       if (!parse_int(value(), &n) || n < 0) return compile_usage("--replan-every needs a number of rounds (0: never)");
       options.training.replan_every = n;

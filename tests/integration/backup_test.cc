@@ -1,0 +1,159 @@
+// Backup nodes (docs/faults.md): a 3-stage CNN cluster where every stage has a
+// backup. A random stage's worker is killed with SIGKILL at a random step (the
+// seed is printed and recorded, so a failure can be replayed); its backup takes
+// the stage over, the neighbours replay the unfinished step, and training ends
+// with the parameters of the same run without the failure.
+#include <gtest/gtest.h>
+#include <dirent.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <random>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "common/ports.h"
+#include "runtime/tensor_file.h"
+#include "tests/integration/process.h"
+
+namespace ravnest {
+namespace {
+
+using testing::binary;
+using testing::relative_diff;
+using testing::run_process;
+using testing::source_path;
+
+constexpr int kStages = 3;
+constexpr int kSteps = 80;
+
+std::string compile(const std::string& name) {
+  std::string dir = testing::temp_dir(name);
+  auto r = run_process({binary("ravnestc"), "compile", source_path("models/cnn/cnn.onnx"), "-o", dir, "--stages",
+                        std::to_string(kStages), "--backup-stages", "0,1,2", "--batch", "32", "--microbatches", "4",
+                        "--steps", std::to_string(kSteps), "--no-eval"},
+                       120);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return dir;
+}
+
+std::map<std::string, rt::Tensor> load(const std::string& path) {
+  std::map<std::string, rt::Tensor> out;
+  auto file = rt::read_tensor_file(path);
+  EXPECT_TRUE(file.ok()) << file.status().to_string();
+  if (file.ok())
+    for (auto& [k, v] : *file) out[k] = v;
+  return out;
+}
+
+void expect_same(const std::map<std::string, rt::Tensor>& want, const std::map<std::string, rt::Tensor>& got,
+                 const std::string& what) {
+  ASSERT_FALSE(want.empty()) << what;
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (const auto& [name, t] : want) {
+    ASSERT_TRUE(got.count(name)) << what << ": no " << name;
+    EXPECT_LE(relative_diff(got.at(name), t), 1e-5) << what << ": " << name;
+  }
+}
+
+// Nodes 0..2 are the workers of stages 0..2, nodes 3..5 their backups.
+TEST(Backups, KilledStageIsTakenOverWithNoStepLost) {
+  if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  const std::string dir = compile("backups");
+  const auto base = run_process({binary("ravnest-launch"), dir, "--save-params", dir + "/base", "--timeout", "240"},
+                                300, {"OMP_NUM_THREADS=1"});
+  ASSERT_EQ(base.exit_code, 0) << base.err;
+
+  const unsigned seed = std::random_device{}();
+  std::mt19937 rng(seed);
+  const int victim = static_cast<int>(rng() % kStages);
+  const int kill_at = 5 + static_cast<int>(rng() % (kSteps - 20));
+  RecordProperty("seed", std::to_string(seed));
+  RecordProperty("victim_stage", std::to_string(victim));
+  RecordProperty("kill_at_step", std::to_string(kill_at));
+  std::printf("seed %u: killing stage %d's worker at step %d\n", seed, victim, kill_at);
+
+  std::filesystem::create_directories(dir + "/killed");
+  std::vector<std::string> address;
+  for (int i = 0; i < 2 * kStages; ++i) address.push_back("127.0.0.1:" + std::to_string(free_loopback_port()));
+  std::vector<std::unique_ptr<testing::Process>> nodes(2 * kStages);
+  for (int i : {3, 4, 5, 0, 1, 2}) {
+    std::vector<std::string> argv{binary("ravnest-rt"), "--bundle", dir + "/node" + std::to_string(i), "--listen",
+                                  address[static_cast<size_t>(i)], "--recv-timeout", "30", "--save-params",
+                                  dir + "/killed/node" + std::to_string(i) + ".rvt"};
+    for (int j = 0; j < 2 * kStages; ++j)
+      if (j != i) argv.insert(argv.end(), {"--peer", "node" + std::to_string(j) + "=" + address[static_cast<size_t>(j)]});
+    nodes[static_cast<size_t>(i)] = std::make_unique<testing::Process>(argv, std::vector<std::string>{"OMP_NUM_THREADS=1"});
+  }
+  ASSERT_TRUE(nodes[kStages - 1]->wait_for_output("\"step\":" + std::to_string(kill_at) + ",", 120))
+      << "the last stage did not reach step " << kill_at;
+  nodes[static_cast<size_t>(victim)]->kill_now(SIGKILL);
+  std::map<int, testing::ProcessResult> results;
+  for (int i = 0; i < 2 * kStages; ++i)
+    if (i != victim) results[i] = nodes[static_cast<size_t>(i)]->wait(240);
+  nodes[static_cast<size_t>(victim)]->wait(5);
+  for (const auto& [i, r] : results) {
+    EXPECT_FALSE(r.timed_out) << "node" << i;
+    EXPECT_EQ(r.exit_code, 0) << "node" << i << ": " << r.err;
+  }
+  // The backup logged its takeover and how long it took; the last stage reached the end.
+  const testing::ProcessResult& backup = results[victim + kStages];
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(backup.out, m, std::regex(R"(\{"event":"takeover"[^}]*"seconds":([0-9.]+)\})")))
+      << backup.out << backup.err;
+  RecordProperty("takeover_seconds", m[1].str());
+  std::printf("takeover: %s\n", m[0].str().c_str());
+  const int last = victim == kStages - 1 ? 2 * kStages - 1 : kStages - 1;
+  EXPECT_NE(results[last].out.find("\"step\":" + std::to_string(kSteps) + ","), std::string::npos);
+  // Every stage's final parameters equal the uninterrupted run's.
+  for (int s = 0; s < kStages; ++s) {
+    const int node = s == victim ? s + kStages : s;
+    expect_same(load(dir + "/base/node" + std::to_string(s) + ".rvt"),
+                load(dir + "/killed/node" + std::to_string(node) + ".rvt"), "stage " + std::to_string(s));
+  }
+}
+
+// Pids of the ravnest-rt processes whose command line contains `needle`.
+std::vector<int> pids_with(const std::string& needle) {
+  std::vector<int> pids;
+  DIR* proc = opendir("/proc");
+  if (!proc) return pids;
+  while (dirent* e = readdir(proc)) {
+    const int pid = std::atoi(e->d_name);
+    if (pid <= 0) continue;
+    std::ifstream in(std::string("/proc/") + e->d_name + "/cmdline", std::ios::binary);
+    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
+    if (cmdline.find(needle) != std::string::npos && cmdline.find("ravnest-rt") != std::string::npos)
+      pids.push_back(pid);
+  }
+  closedir(proc);
+  return pids;
+}
+
+// Under ravnest-launch: a worker with a running backup is not the end of the run.
+TEST(Backups, LauncherLetsTheBackupTakeOver) {
+  if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  const std::string dir = compile("backups-launch");
+  testing::Process launch({binary("ravnest-launch"), dir, "--save-params", dir + "/params", "--timeout", "240"},
+                          {"OMP_NUM_THREADS=1"});
+  // The launcher prints its first progress line at the first step: training has begun.
+  ASSERT_TRUE(launch.wait_for_output("step ", 120)) << "no progress";
+  std::vector<int> victim = pids_with(dir + "/node1 ");
+  ASSERT_EQ(victim.size(), 1u) << "stage 1's worker not found";
+  kill(victim[0], SIGKILL);
+  auto r = launch.wait(300);
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_NE(r.err.find("node1 (stage 1) failed: killed by signal"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("its backup node4 takes over"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("node4 took over stage 1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("done: " + std::to_string(kSteps) + " steps"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace ravnest
