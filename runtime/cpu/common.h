@@ -173,6 +173,10 @@ void parallel_for_each_strided(const Shape& shape, const std::array<std::vector<
     dims.push_back(shape[d]);
     for (size_t k = 0; k < K; ++k) dim_strides[k].push_back(strides[k][d]);
   }
+  if (dims.empty()) {  // one index (every dim is 1, or none): one row of length 1
+    for_each_strided<K>(shape, strides, row);
+    return;
+  }
   if (dims.size() == 1) {
     parallel_for(dims[0], unit_work, [&](int64_t begin, int64_t end) {
       std::array<int64_t, K> at, step;

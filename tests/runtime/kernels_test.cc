@@ -12,7 +12,10 @@
 // (~1e-12 with eps 1e-3) and O(eps^2) = 1e-10 for the softmax loss (eps 1e-5).
 #include <gtest/gtest.h>
 
+#include <omp.h>
+
 #include <cmath>
+#include <numeric>
 #include <random>
 
 #include "common/log.h"
@@ -517,6 +520,35 @@ TEST(KernelsTest, ConvAndReluPickTheOneDnnCandidate) {
   Prepared relu{{f32_tensor({4}, {1, -1, 2, -2})}, {f32_out({4})}, {}};
   run_kernel(make_node("Relu"), relu, &impl);
   EXPECT_EQ(impl, "onednn");
+}
+
+// With two OpenMP threads, a transpose big enough to be threaded whose outer
+// dims are all 1 (a 2-D weight: one tile transpose) used to index an empty dim
+// list in parallel_for_each_strided and crash (BERT's full-size FFN weight).
+TEST(KernelsTest, ThreadedTransposeOfAMatrixMatchesTheLoop) {
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(2);
+  for (Shape shape : {Shape{1024, 256}, Shape{1, 300, 700}}) {
+    Node node = make_node("Transpose");
+    std::vector<int64_t> perm(shape.size());
+    std::iota(perm.begin(), perm.end(), 0);
+    std::swap(perm[perm.size() - 1], perm[perm.size() - 2]);
+    node.attrs["perm"] = perm;
+    std::mt19937 rng(3);
+    const Vec x = uniform(rng, shape);
+    Shape out_shape = shape;
+    std::swap(out_shape[out_shape.size() - 1], out_shape[out_shape.size() - 2]);
+    Prepared p{{f32_tensor(shape, x)}, {f32_out(out_shape)}, {}};
+    std::vector<Tensor> out = run_kernel(node, p, nullptr);
+    ASSERT_EQ(out.size(), 1u);
+    const int64_t rows = shape[shape.size() - 2], cols = shape.back();
+    int64_t wrong = 0;
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < cols; ++j)
+        wrong += out[0].data<float>()[j * rows + i] != static_cast<float>(x[static_cast<size_t>(i * cols + j)]);
+    EXPECT_EQ(wrong, 0) << shape_str(shape);
+  }
+  omp_set_num_threads(saved);
 }
 
 TEST(KernelsTest, LossRejectsLabelOutOfRange) {
