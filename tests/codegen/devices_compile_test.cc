@@ -288,3 +288,45 @@ TEST(DevicesCompile, LabelReadersGoToTheLastStageOnEightMachines) {
 
 }  // namespace
 }  // namespace ravnest::cg
+
+namespace ravnest::cg {
+namespace {
+
+// A device of role "backup" shadows the least reliable stage machine: three
+// laptops of speeds 1:2:4 (laptop-mid at reliability 0.5) and a spare backup.
+TEST(DevicesCompile, BackupDeviceShadowsTheLeastReliableStage) {
+  const std::string dir = fresh_dir("backup-device");
+  const std::string text = R"({"devices": [
+    {"id": "laptop-old", "address": "10.0.0.11:29500", "kind": "cpu", "cores": 2, "gemm_gflops": 25.0,
+     "conv_gflops": 18.0, "memory_bandwidth_gbps": 6.0, "memory_bytes": 4294967296},
+    {"id": "laptop-mid", "address": "10.0.0.12:29500", "kind": "cpu", "cores": 4, "gemm_gflops": 50.0,
+     "conv_gflops": 36.0, "memory_bandwidth_gbps": 12.0, "memory_bytes": 8589934592, "reliability": 0.5},
+    {"id": "laptop-new", "address": "10.0.0.13:29500", "kind": "cpu", "cores": 8, "gemm_gflops": 100.0,
+     "conv_gflops": 72.0, "memory_bandwidth_gbps": 24.0, "memory_bytes": 17179869184},
+    {"id": "spare", "address": "10.0.0.20:29500", "kind": "cpu", "cores": 4, "gemm_gflops": 50.0,
+     "conv_gflops": 36.0, "memory_bandwidth_gbps": 12.0, "memory_bytes": 8589934592, "role": "backup"}]})";
+  fs::create_directories(dir);
+  std::ofstream(dir + "/devices.json") << text;
+  CompileOptions o = options_for("models/cnn/cnn.onnx", dir + "/devices.json", dir + "/out");
+  o.device_clusters = 1;
+  o.device_stages = 3;
+  std::ostringstream report;
+  auto summary = compile_model(o, report);
+  ASSERT_TRUE(summary.ok()) << summary.status().to_string();
+  const auto& stages = summary->report.clusters.at(0).stages;
+  int mid_stage = -1;
+  for (const StageReport& s : stages)
+    if (s.machine == "laptop-mid") mid_stage = s.stage;
+  ASSERT_GE(mid_stage, 0);
+  auto backup = read_json_file(dir + "/out/node3/manifest.json");
+  ASSERT_TRUE(backup.ok()) << backup.status().to_string();
+  EXPECT_EQ(backup->get_int("stage").value(), mid_stage);
+  EXPECT_EQ(backup->get_string("node.host").value(), "10.0.0.20");
+  EXPECT_EQ(backup->get_string("backup_of.id").value(), stages[static_cast<size_t>(mid_stage)].node_id);
+  auto worker = read_json_file(dir + "/out/" + stages[static_cast<size_t>(mid_stage)].node_id + "/manifest.json");
+  ASSERT_TRUE(worker.ok());
+  EXPECT_EQ(worker->get_string("backups[0].id").value(), "node3");
+}
+
+}  // namespace
+}  // namespace ravnest::cg
