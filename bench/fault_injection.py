@@ -1,0 +1,199 @@
+#!/usr/bin/python3
+"""Fault-injection benchmark (issue 7): random kill and link-cut scenarios on a 3-stage CNN run with a backup
+for every stage, each checked against the same run without faults.
+
+Scenarios (drawn from --seed, printed so a row can be replayed):
+  * kill: the worker of a random stage is killed with SIGKILL when the last stage reports a random step;
+    its backup takes the stage over and the pipeline replays the unfinished step (docs/faults.md).
+    detection = kill -> the backup's "takeover" event; recovery = kill -> the last survivor's "recovered"
+    event (both as this script sees the lines arrive, so they include the output pipes' latency).
+  * cut: ravnest-launch --links with one node's (worker's or backup's) access link down from second 2 or 3
+    for a random 2-10 s
+    (links.md "changes"); nothing is declared failed: detection is "-", recovery = how much longer the run
+    took than the fault-free run.
+For every scenario: steps lost = steps the final run is short of the configured total (0 when it finished),
+and whether every stage's final parameters equal the fault-free run's (max relative difference <= 1e-5).
+
+Usage (tools built in --build; the dataset installed):
+    /usr/bin/python3 bench/fault_injection.py [--build build] [--scenarios 20] [--seed N] [--steps 150]
+"""
+import argparse
+import json
+import os
+import random
+import re
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+STAGES = 3
+DTYPES = {1: np.float32, 7: np.int64, 11: np.float64, 6: np.int32}
+
+
+def read_rvt(path):
+    """The tensors of a Ravnest tensor file (docs/bundle-format.md)."""
+    out = {}
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:8] != b"RVNTENS1":
+        raise ValueError(f"{path}: not a Ravnest tensor file")
+    (count,), at = struct.unpack_from("<I", data, 8), 12
+    for _ in range(count):
+        (name_len,) = struct.unpack_from("<I", data, at)
+        at += 4
+        name = data[at:at + name_len].decode()
+        at += name_len
+        dtype, rank = struct.unpack_from("<iI", data, at)
+        at += 8
+        dims = struct.unpack_from(f"<{rank}q", data, at)
+        at += 8 * rank
+        (nbytes,) = struct.unpack_from("<Q", data, at)
+        at += 8
+        out[name] = np.frombuffer(data[at:at + nbytes], dtype=DTYPES.get(dtype, np.uint8)).reshape(dims)
+        at += nbytes
+    return out
+
+
+def max_rel_diff(a, b):
+    worst = 0.0
+    for name, x in a.items():
+        y = b[name].astype(np.float64)
+        x = x.astype(np.float64)
+        scale = max(np.abs(x).max(), 1e-30)
+        worst = max(worst, float(np.abs(x - y).max() / scale))
+    return worst
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def compile_bundles(build, out, steps):
+    subprocess.run([os.path.join(build, "tools", "ravnestc"), "compile",
+                    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "cnn",
+                                 "cnn.onnx"),
+                    "-o", out, "--stages", str(STAGES), "--backup-stages", "0,1,2", "--batch", "32", "--microbatches",
+                    "4", "--steps", str(steps), "--no-eval"], check=True, capture_output=True)
+
+
+def launch(build, bundles, params, links=None):
+    """The whole run through ravnest-launch; returns (seconds, exit code)."""
+    cmd = [os.path.join(build, "tools", "ravnest-launch"), bundles, "--save-params", params, "--timeout", "300",
+           "--quiet"]
+    if links:
+        cmd += ["--links", links]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    return time.monotonic() - start, proc.returncode, proc.stderr
+
+
+def kill_run(build, bundles, params, stage, at_step, steps):
+    """Six ravnest-rt processes; the worker of `stage` killed at `at_step`. Returns the scenario's row."""
+    rt = os.path.join(build, "tools", "ravnest-rt")
+    ports = [free_port() for _ in range(2 * STAGES)]
+    peers = []
+    for i, p in enumerate(ports):
+        peers += ["--peer", f"node{i}=127.0.0.1:{p}"]
+    os.makedirs(params, exist_ok=True)
+    procs = {}
+    for i in [3, 4, 5, 0, 1, 2]:
+        procs[i] = subprocess.Popen([rt, "--bundle", os.path.join(bundles, f"node{i}"), "--listen",
+                                     f"127.0.0.1:{ports[i]}", "--recv-timeout", "60", "--save-params",
+                                     os.path.join(params, f"node{i}.rvt")] + peers,
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                    env=dict(os.environ, OMP_NUM_THREADS="1"))
+    lines = {i: [] for i in procs}
+    events = {}
+    t_kill = None
+    deadline = time.monotonic() + 300
+    open_fds = {procs[i].stdout.fileno(): i for i in procs}
+    last = STAGES - 1
+    while open_fds and time.monotonic() < deadline:
+        ready, _, _ = select.select(list(open_fds), [], [], 0.05)
+        for fd in ready:
+            i = open_fds[fd]
+            line = procs[i].stdout.readline()
+            if not line:
+                del open_fds[fd]
+                continue
+            lines[i].append(line)
+            now = time.monotonic()
+            if '"event":"takeover"' in line:
+                events.setdefault("takeover", now)
+            if '"event":"recovered"' in line:
+                events["recovered"] = now
+            if t_kill is None and i == last and f'"step":{at_step},' in line:
+                procs[stage].send_signal(signal.SIGKILL)
+                t_kill = now
+    codes = {i: p.wait(timeout=60) for i, p in procs.items()}
+    final_step = 0
+    for i in (STAGES - 1, 2 * STAGES - 1):
+        for line in lines[i]:
+            m = re.search(r'"event":"step".*"step":(\d+),', line)
+            if m:
+                final_step = max(final_step, int(m.group(1)))
+    ok = all(code == 0 for i, code in codes.items() if i != stage)
+    detect = events.get("takeover", float("nan")) - t_kill if t_kill else float("nan")
+    recover = events.get("recovered", float("nan")) - t_kill if t_kill else float("nan")
+    files = {s: os.path.join(params, f"node{s + STAGES if s == stage else s}.rvt") for s in range(STAGES)}
+    return ok, detect, recover, steps - final_step, files
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default="build")
+    ap.add_argument("--scenarios", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=int(time.time()))
+    ap.add_argument("--steps", type=int, default=150)
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    work = tempfile.mkdtemp(prefix="ravnest-faults-")
+    bundles = os.path.join(work, "bundles")
+    compile_bundles(args.build, bundles, args.steps)
+    base_s, code, err = launch(args.build, bundles, os.path.join(work, "base"))
+    if code != 0:
+        sys.exit(f"the fault-free run failed:\n{err}")
+    base = {s: read_rvt(os.path.join(work, "base", f"node{s}.rvt")) for s in range(STAGES)}
+    print(f"seed {args.seed}; fault-free run {base_s:.1f} s, {args.steps} steps, 3 stages + 3 backups, "
+          f"load average {os.getloadavg()[0]:.2f}")
+    print("| # | scenario | detection (s) | recovery (s) | steps lost | final parameters match | exit |")
+    print("|---|---|---|---|---|---|---|")
+    for n in range(args.scenarios):
+        params = os.path.join(work, f"s{n}")
+        if rng.random() < 0.7:
+            stage = rng.randrange(STAGES)
+            at = rng.randrange(3, args.steps - 5)
+            ok, detect, recover, lost, files = kill_run(args.build, bundles, params, stage, at, args.steps)
+            what = f"kill stage {stage}'s worker at step {at}"
+            det, rec = f"{detect:.3f}", f"{recover:.3f}"
+        else:
+            node = f"node{rng.randrange(2 * STAGES)}"
+            at_s, for_s = rng.randint(2, 3), rng.randint(2, 10)
+            links = os.path.join(work, f"links{n}.json")
+            with open(links, "w") as f:
+                json.dump({"default": {"up_mbit": 1000, "down_mbit": 1000, "delay_ms": 1},
+                           "nodes": {node: {"changes": [{"at_s": at_s, "for_s": for_s, "down": True}]}}}, f)
+            seconds, code, _ = launch(args.build, bundles, params, links)
+            ok, lost = code == 0, 0 if code == 0 else args.steps
+            files = {s: os.path.join(params, f"node{s}.rvt") for s in range(STAGES)}
+            what = f"cut {node}'s link from {at_s} s for {for_s} s"
+            det, rec = "-", f"{seconds - base_s:.1f}"
+        try:
+            diff = max(max_rel_diff(base[s], read_rvt(files[s])) for s in range(STAGES))
+            match = f"yes ({diff:.1e})" if diff <= 1e-5 else f"NO ({diff:.1e})"
+        except (OSError, ValueError, KeyError) as e:
+            match = f"NO ({e.__class__.__name__})"
+        print(f"| {n + 1} | {what} | {det} | {rec} | {lost} | {match} | {'0' if ok else 'FAILED'} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
