@@ -1019,7 +1019,7 @@ Result<double> TrainerImpl::pipeline_sum(int64_t step, double local) {
     return t;
   };
   auto receive = [&](const PeerAddress& peer, uint32_t id, const char* what) -> Result<double> {
-    auto got = transport_->recv(peer.id, meta(id), deadline_in(opt_.recv_timeout_s));
+    auto got = recv_watching(peer.id, meta(id), deadline_in(opt_.recv_timeout_s));
     if (!got.ok())
       return got.status().with_context(where() + ": receiving " + what + " for clipping, step " + std::to_string(step));
     if (got->dtype() != DType::kF64 || got->numel() != 1)

@@ -1,5 +1,6 @@
 // Backup nodes (docs/faults.md): a 3-stage CNN cluster where every stage has a
-// backup. A random stage's worker is killed with SIGKILL at a random step (the
+// backup (and gradient clipping, whose norm exchange along the pipeline a failure
+// can interrupt too). A random stage's worker is killed with SIGKILL at a random step (the
 // seed is printed and recorded, so a failure can be replayed); its backup takes
 // the stage over, the neighbours replay the unfinished step, and training ends
 // with the parameters of the same run without the failure.
@@ -36,7 +37,7 @@ std::string compile(const std::string& name) {
   std::string dir = testing::temp_dir(name);
   auto r = run_process({binary("ravnestc"), "compile", source_path("models/cnn/cnn.onnx"), "-o", dir, "--stages",
                         std::to_string(kStages), "--backup-stages", "0,1,2", "--batch", "32", "--microbatches", "4",
-                        "--steps", std::to_string(kSteps), "--no-eval"},
+                        "--steps", std::to_string(kSteps), "--no-eval", "--clip-norm", "5"},
                        120);
   EXPECT_EQ(r.exit_code, 0) << r.err;
   return dir;
