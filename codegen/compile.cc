@@ -566,6 +566,10 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
         wanted.emplace_back(order[i], rt::PeerAddress{"", hp.first, hp.second});
       }
     } else {
+      const int last_port = options.base_port + total_nodes + static_cast<int>(options.backup_stages.size()) - 1;
+      if (!options.backup_stages.empty() && last_port > 65535)
+        return error(Code::kInvalidArgument, "--base-port ", options.base_port, " leaves no room for ", total_nodes,
+                     " nodes and ", options.backup_stages.size(), " backups");
       for (size_t i = 0; i < options.backup_stages.size(); ++i)
         wanted.emplace_back(options.backup_stages[i],
                             rt::PeerAddress{"", options.host, static_cast<uint16_t>(options.base_port + total_nodes +
@@ -586,8 +590,6 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
                      cluster_stages[0] - 1, ")");
       if (backups.count(stage))
         return error(Code::kInvalidArgument, "--backup-stages: stage ", stage, " is listed twice");
-      if (!with_devices && addr.port == 0)
-        return error(Code::kInvalidArgument, "--base-port ", options.base_port, " leaves no room for the backups");
       addr.id = node_id(total_nodes + static_cast<int>(i));
       backups[stage] = addr;
     }

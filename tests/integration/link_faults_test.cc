@@ -8,6 +8,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -96,8 +97,12 @@ TEST(LinkFaults, FivePercentPacketLoss) {
   const auto lossy = run(bundles, "loss", R"({"default": {"up_mbit": 1000, "down_mbit": 1000, "delay_ms": 1},
                                              "nodes": {"node1": {"loss": 0.05}}})",
                          &out);
-  EXPECT_NE(out.find("chunk(s) delayed by loss"), std::string::npos) << out;
-  EXPECT_EQ(out.find(" 0 chunk(s) delayed by loss\nlink node1"), std::string::npos) << "no chunk was lost: " << out;
+  // The launcher's per-link summary: some chunks were lost (and retransmitted) on the way.
+  int64_t lost = 0;
+  const std::regex counted(R"(([0-9]+) chunk\(s\) delayed by loss)");
+  for (auto it = std::sregex_iterator(out.begin(), out.end(), counted); it != std::sregex_iterator(); ++it)
+    lost += std::stoll((*it)[1]);
+  EXPECT_GT(lost, 0) << out;
   expect_identical(plain, lossy);
 }
 
