@@ -116,10 +116,10 @@ int64_t TraceRecorder::now_us() {
       .count();
 }
 
-int64_t TraceRecorder::thread_cpu_us() {
+int64_t TraceRecorder::thread_cpu_ns() {
   timespec ts{};
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
 void TraceRecorder::record(const TraceEvent& event) {
@@ -165,12 +165,13 @@ TraceSpan::TraceSpan(TraceRecorder& recorder, TraceLane lane, const char* catego
   event_.step = step;
   event_.microbatch = microbatch;
   event_.start_us = TraceRecorder::now_us();
-  if (lane == TraceLane::kCompute && recorder.enabled()) cpu_start_us_ = TraceRecorder::thread_cpu_us();
+  if (lane == TraceLane::kCompute && recorder.enabled()) cpu_start_us_ = TraceRecorder::thread_cpu_ns() / 1000;
 }
 
 TraceSpan::~TraceSpan() {
   event_.dur_us = std::max<int64_t>(0, TraceRecorder::now_us() - event_.start_us);
-  if (cpu_start_us_ >= 0) event_.cpu_us = std::max<int64_t>(0, TraceRecorder::thread_cpu_us() - cpu_start_us_);
+  if (cpu_start_us_ >= 0)
+    event_.cpu_us = std::max<int64_t>(0, TraceRecorder::thread_cpu_ns() / 1000 - cpu_start_us_);
   if (totals_) {
     totals_->seconds += static_cast<double>(event_.dur_us) * 1e-6;
     ++totals_->count;

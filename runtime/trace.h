@@ -78,8 +78,8 @@ class TraceRecorder {
 
   // Microseconds of system_clock since the Unix epoch.
   static int64_t now_us();
-  // Microseconds of CPU time the calling thread has used.
-  static int64_t thread_cpu_us();
+  // Nanoseconds of CPU time the calling thread has used (CLOCK_THREAD_CPUTIME_ID).
+  static int64_t thread_cpu_ns();
 
   void record(const TraceEvent& event);  // no-op when disabled
   std::vector<TraceEvent> events() const;

@@ -196,6 +196,8 @@ class TrainerImpl : public Trainer {
   Result<bool> agree_on_survivors(size_t index, int64_t step, const Status& cause);
   // Ring `index` rebuilt over the members whose cluster is still in the run.
   Status rebuild_ring(size_t index);
+  // Ring `index` now runs over `ordered` (a new order or membership) with fresh frame tags.
+  Status install_ring(size_t index, const std::vector<std::string>& ordered);
   // Which of ring `index`'s members (manifest order: member c is cluster c's) are left.
   std::vector<std::string> live_members(size_t index) const;
   // Sums the gradients of tied weights over the stages that hold them (manifest.tied).
@@ -1089,19 +1091,8 @@ Status TrainerImpl::maybe_replan(int64_t step) {
     RN_ASSIGN_OR_RETURN(RingPlan plan, plan_ring_order(now));
     route.planned = now;
     route.order = plan.order;
-    ++route.generation;
     std::vector<std::string> ordered = ordered_members(ring.members, plan.order);
-    const size_t new_rank = std::find(ordered.begin(), ordered.end(), mf.self.id) - ordered.begin();
-    const uint32_t tag = ring.tag + (route.generation << 20);  // fresh frames for the new order
-    if (!compressed_rings_.empty()) {
-      RN_RETURN_IF_ERROR(compressed_rings_[i].reorder(ordered, new_rank, tag).with_context(where()));
-    } else {
-      RingOptions ro;
-      ro.members = ordered;
-      ro.rank = new_rank;
-      ro.tag = tag;
-      RN_ASSIGN_OR_RETURN(rings_[i], RingAllreduce::create(*transport_, ro));
-    }
+    RN_RETURN_IF_ERROR(install_ring(i, ordered));
     std::string order_text;
     for (const auto& id : ordered) order_text += (order_text.empty() ? "" : " -> ") + id;
     RN_LOG_INFO("ring ", ring.tag, " re-planned after step ", step, " (a hop got 2x slower): ", order_text);
@@ -1202,10 +1193,11 @@ Result<bool> TrainerImpl::agree_on_survivors(size_t index, int64_t step, const S
     RN_LOG_WARN(where(), ": cluster ", c, " is lost (its ring member '", ring.members[c], "' on ring ", ring.tag,
                 " is gone", cause.ok() ? "" : ": " + cause.message(), "); its work since the last averaging round (",
                 rounds_, " done) is dropped; training goes on with cluster(s) ", left);
-    std::printf("{\"event\":\"cluster_lost\",\"node\":\"%s\",\"cluster\":%zu,\"after_step\":%lld,"
-                "\"rounds_done\":%lld}\n",
-                mf.self.id.c_str(), c, static_cast<long long>(step), static_cast<long long>(rounds_));
-    std::fflush(stdout);
+    char line[200];
+    std::snprintf(line, sizeof line, R"({"event":"cluster_lost","node":"%s","cluster":%zu,"after_step":%lld,)"
+                  R"("rounds_done":%lld})",
+                  mf.self.id.c_str(), c, static_cast<long long>(step), static_cast<long long>(rounds_));
+    progress(line);
   }
   return !lost.empty();
 }
@@ -1221,10 +1213,14 @@ Status TrainerImpl::rebuild_ring(size_t index) {
   std::vector<std::string> ordered;
   for (const auto& id : routed)
     if (std::find(members.begin(), members.end(), id) != members.end()) ordered.push_back(id);
-  const size_t rank = std::find(ordered.begin(), ordered.end(), mf.self.id) - ordered.begin();
+  return install_ring(index, ordered);
+}
+
+Status TrainerImpl::install_ring(size_t index, const std::vector<std::string>& ordered) {
+  const size_t rank = std::find(ordered.begin(), ordered.end(), m().self.id) - ordered.begin();
   RingRoute& route = routes_[index];
   ++route.generation;
-  const uint32_t tag = ring.tag + (route.generation << 20);  // fresh frames for the new membership
+  const uint32_t tag = m().rings[index].tag + (route.generation << 20);  // fresh frames for the new ring
   if (!compressed_rings_.empty()) {
     RN_RETURN_IF_ERROR(compressed_rings_[index].reorder(ordered, rank, tag).with_context(where()));
   } else {

@@ -3,7 +3,6 @@
 #include "runtime/profile/profile.h"
 
 #include <omp.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,6 +15,7 @@
 
 #include "runtime/collectives/link_probe.h"
 #include "runtime/executor.h"
+#include "runtime/trace.h"
 #include "runtime/transport/transport.h"
 
 namespace ravnest::rt {
@@ -48,11 +48,26 @@ Result<std::pair<std::string, uint16_t>> split_host_port(const std::string& text
   return std::make_pair(text.substr(0, colon), static_cast<uint16_t>(port));
 }
 
-// Nanoseconds of CPU time the calling thread has used.
-int64_t thread_cpu_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+// Runs `once` at least `min_runs` times and until `budget` has passed (at most 100000
+// times) and returns the median seconds of one run and the runs. One OpenMP thread:
+// the thread's CPU time, which other processes preempting it do not inflate (the
+// runtime's traces report compute the same way, args.cpu_us). Several: wall time.
+template <typename Fn>
+Result<std::pair<double, int64_t>> median_seconds(Millis budget, int min_runs, Fn&& once) {
+  const bool one_thread = omp_get_max_threads() == 1;
+  std::vector<double> samples;
+  const Clock::time_point start = Clock::now();
+  const double budget_s = std::chrono::duration<double>(budget).count();
+  while (static_cast<int>(samples.size()) < min_runs || seconds_since(start) < budget_s) {
+    const Clock::time_point t0 = Clock::now();
+    const int64_t cpu0_ns = one_thread ? TraceRecorder::thread_cpu_ns() : 0;
+    RN_RETURN_IF_ERROR(once());
+    samples.push_back(one_thread ? static_cast<double>(TraceRecorder::thread_cpu_ns() - cpu0_ns) * 1e-9
+                                 : seconds_since(t0));
+    if (samples.size() >= 100000) break;
+  }
+  std::sort(samples.begin(), samples.end());
+  return std::make_pair(samples[samples.size() / 2], static_cast<int64_t>(samples.size()));
 }
 
 Node make_node(const std::string& op, const std::string& name, std::vector<std::string> inputs) {
@@ -97,22 +112,10 @@ Result<KernelTiming> time_kernel(const Node& node, const std::vector<ValueInfo>&
     out_ptrs.push_back(outputs[i].dtype == DType::kUndefined ? nullptr : &out_tensors[i]);
 
   RN_RETURN_IF_ERROR(kernel->run(in_ptrs, out_ptrs, context));  // warm-up: first-touch, primitive caches
-  // One thread: the thread's CPU time, which other processes preempting it do not inflate (the
-  // runtime's traces report compute the same way, args.cpu_us). Several threads: wall time.
-  const bool one_thread = omp_get_max_threads() == 1;
-  std::vector<double> samples;
-  const Clock::time_point start = Clock::now();
-  const double budget_s = std::chrono::duration<double>(budget).count();
-  while (static_cast<int>(samples.size()) < min_runs || seconds_since(start) < budget_s) {
-    const Clock::time_point t0 = Clock::now();
-    const int64_t cpu0_ns = one_thread ? thread_cpu_ns() : 0;
-    RN_RETURN_IF_ERROR(kernel->run(in_ptrs, out_ptrs, context));
-    samples.push_back(one_thread ? static_cast<double>(thread_cpu_ns() - cpu0_ns) * 1e-9 : seconds_since(t0));
-    if (samples.size() >= 100000) break;
-  }
-  std::sort(samples.begin(), samples.end());
-  timing.seconds = samples[samples.size() / 2];
-  timing.runs = static_cast<int64_t>(samples.size());
+  RN_ASSIGN_OR_RETURN(auto median,
+                      median_seconds(budget, min_runs, [&] { return kernel->run(in_ptrs, out_ptrs, context); }));
+  timing.seconds = median.first;
+  timing.runs = median.second;
   return timing;
 }
 
@@ -122,23 +125,13 @@ namespace {
 Result<double> time_program(const Graph& program, Millis budget) {
   RN_ASSIGN_OR_RETURN(std::unique_ptr<Executor> exec, Executor::create(program, KernelRegistry::global()));
   TensorMap feeds{{"x", Tensor::zeros(DType::kF32, {1})}};
-  const bool one_thread = omp_get_max_threads() == 1;
-  std::vector<double> samples;
-  const Clock::time_point start = Clock::now();
-  const double budget_s = std::chrono::duration<double>(budget).count();
-  for (int warm = 0; warm < 3; ++warm) {
+  auto once = [&] {
     TensorMap out;
-    RN_RETURN_IF_ERROR(exec->run(feeds, &out));
-  }
-  while (samples.size() < 20 || (seconds_since(start) < budget_s && samples.size() < 100000)) {
-    TensorMap out;
-    const Clock::time_point t0 = Clock::now();
-    const int64_t cpu0_ns = one_thread ? thread_cpu_ns() : 0;
-    RN_RETURN_IF_ERROR(exec->run(feeds, &out));
-    samples.push_back(one_thread ? static_cast<double>(thread_cpu_ns() - cpu0_ns) * 1e-9 : seconds_since(t0));
-  }
-  std::sort(samples.begin(), samples.end());
-  return samples[samples.size() / 2];
+    return exec->run(feeds, &out);
+  };
+  for (int warm = 0; warm < 3; ++warm) RN_RETURN_IF_ERROR(once());
+  RN_ASSIGN_OR_RETURN(auto median, median_seconds(budget, 20, once));
+  return median.first;
 }
 
 Graph relu_chain(int nodes) {

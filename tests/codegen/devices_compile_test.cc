@@ -262,11 +262,6 @@ TEST(DevicesCompile, StagesPathStillWorksAndWritesHtml) {
   EXPECT_TRUE(fs::exists(dir + "/node1/manifest.json"));
 }
 
-}  // namespace
-}  // namespace ravnest::cg
-
-namespace ravnest::cg {
-namespace {
 
 // A model carrying its own loss reads its labels input in a node (a Reshape) that
 // the split alone may put on any stage; only the last stage is fed the labels, so
@@ -286,11 +281,6 @@ TEST(DevicesCompile, LabelReadersGoToTheLastStageOnEightMachines) {
   EXPECT_EQ(summary->node_dirs.size(), 8u);
 }
 
-}  // namespace
-}  // namespace ravnest::cg
-
-namespace ravnest::cg {
-namespace {
 
 // A device of role "backup" shadows the least reliable stage machine: three
 // laptops of speeds 1:2:4 (laptop-mid at reliability 0.5) and a spare backup.

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "codegen/stages.h"
+#include "frontend/grad_util.h"
 #include "frontend/passes.h"
 #include "runtime/executor.h"
 
@@ -19,14 +20,7 @@ namespace {
 using rt::Tensor;
 using rt::TensorMap;
 
-Node node(const std::string& name, const std::string& op, std::vector<std::string> in, std::vector<std::string> out) {
-  Node n;
-  n.name = name;
-  n.op = op;
-  n.inputs = std::move(in);
-  n.outputs = std::move(out);
-  return n;
-}
+using fe::make_node;
 
 constexpr int64_t kN = 3, kD = 2, kC = 4;
 
@@ -43,7 +37,7 @@ Graph linear() {
   g.initializers["w"] = TensorData::from_floats(w, {kD, kC});
   g.parameters.insert("w");
   g.set_value(ValueInfo::of("w", DType::kF32, {kD, kC}));
-  g.nodes = {node("mm", "MatMul", {"x", "w"}, {"logits"})};
+  g.nodes = {make_node("mm", "MatMul", {"x", "w"}, {"logits"})};
   EXPECT_TRUE(fe::infer_shapes(g).ok());
   return g;
 }
@@ -54,7 +48,7 @@ Graph linear_with_loss() {
   g.inputs = {"x", "labels"};
   g.outputs = {"loss", "logits"};
   g.set_value(ValueInfo::of("labels", DType::kI64, {kN}));
-  Node ce = node("ce", "SoftmaxCrossEntropyLoss", {"logits", "labels"}, {"loss"});
+  Node ce = make_node("ce", "SoftmaxCrossEntropyLoss", {"logits", "labels"}, {"loss"});
   ce.attrs["reduction"] = std::string("mean");
   g.nodes.push_back(ce);
   EXPECT_TRUE(fe::infer_shapes(g).ok());
@@ -145,7 +139,7 @@ TEST(AppendedLoss, LanguageModelLogitsAreFlattenedWithIgnoreIndex) {
   g.initializers["w"] = TensorData::from_floats(std::vector<float>(20, 0.5f), {4, 5});
   g.parameters.insert("w");
   g.set_value(ValueInfo::of("w", DType::kF32, {4, 5}));
-  g.nodes = {node("mm", "MatMul", {"x", "w"}, {"logits"})};
+  g.nodes = {make_node("mm", "MatMul", {"x", "w"}, {"logits"})};
   ASSERT_TRUE(fe::infer_shapes(g).ok());
   auto built = build_stage_programs(g, {0}, 1, with_loss("mse"));
   ASSERT_TRUE(built.ok()) << built.status().to_string();

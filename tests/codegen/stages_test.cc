@@ -11,6 +11,7 @@
 #include <random>
 
 #include "codegen/stages.h"
+#include "frontend/grad_util.h"
 #include "frontend/passes.h"
 #include "runtime/executor.h"
 
@@ -27,14 +28,7 @@ TensorData random_floats(const Shape& shape, std::mt19937& rng) {
   return TensorData::from_floats(v, shape);
 }
 
-Node node(const std::string& name, const std::string& op, std::vector<std::string> in, std::vector<std::string> out) {
-  Node n;
-  n.name = name;
-  n.op = op;
-  n.inputs = std::move(in);
-  n.outputs = std::move(out);
-  return n;
-}
+using fe::make_node;
 
 // X[2,3,6] -MatMul W1[6,5]-> +b1[5] -> Relu -> Reshape[2,15] -MatMul W2[15,4]-> +b2[4] -> logits[2,4]
 Graph mlp() {
@@ -52,9 +46,9 @@ Graph mlp() {
   }
   g.initializers["shape"] = TensorData::from_ints({2, 15}, {2});
   g.set_value(ValueInfo::of("shape", DType::kI64, {2}));
-  g.nodes = {node("mm1", "MatMul", {"x", "w1"}, {"h1"}), node("add1", "Add", {"h1", "b1"}, {"h2"}),
-             node("relu", "Relu", {"h2"}, {"h3"}),       node("flat", "Reshape", {"h3", "shape"}, {"h4"}),
-             node("mm2", "MatMul", {"h4", "w2"}, {"h5"}), node("add2", "Add", {"h5", "b2"}, {"logits"})};
+  g.nodes = {make_node("mm1", "MatMul", {"x", "w1"}, {"h1"}), make_node("add1", "Add", {"h1", "b1"}, {"h2"}),
+             make_node("relu", "Relu", {"h2"}, {"h3"}),       make_node("flat", "Reshape", {"h3", "shape"}, {"h4"}),
+             make_node("mm2", "MatMul", {"h4", "w2"}, {"h5"}), make_node("add2", "Add", {"h5", "b2"}, {"logits"})};
   EXPECT_TRUE(fe::infer_shapes(g).ok());
   return g;
 }

@@ -5,12 +5,9 @@
 // the stage over, the neighbours replay the unfinished step, and training ends
 // with the parameters of the same run without the failure.
 #include <gtest/gtest.h>
-#include <dirent.h>
 #include <signal.h>
 
-#include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <random>
@@ -119,24 +116,6 @@ TEST(Backups, KilledStageIsTakenOverWithNoStepLost) {
   }
 }
 
-// Pids of the ravnest-rt processes whose command line contains `needle`.
-std::vector<int> pids_with(const std::string& needle) {
-  std::vector<int> pids;
-  DIR* proc = opendir("/proc");
-  if (!proc) return pids;
-  while (dirent* e = readdir(proc)) {
-    const int pid = std::atoi(e->d_name);
-    if (pid <= 0) continue;
-    std::ifstream in(std::string("/proc/") + e->d_name + "/cmdline", std::ios::binary);
-    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
-    if (cmdline.find(needle) != std::string::npos && cmdline.find("ravnest-rt") != std::string::npos)
-      pids.push_back(pid);
-  }
-  closedir(proc);
-  return pids;
-}
-
 // Under ravnest-launch: a worker with a running backup is not the end of the run.
 TEST(Backups, LauncherLetsTheBackupTakeOver) {
   if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
@@ -145,7 +124,7 @@ TEST(Backups, LauncherLetsTheBackupTakeOver) {
                           {"OMP_NUM_THREADS=1"});
   // The launcher prints its first progress line at the first step: training has begun.
   ASSERT_TRUE(launch.wait_for_output("step ", 120)) << "no progress";
-  std::vector<int> victim = pids_with(dir + "/node1 ");
+  std::vector<int> victim = testing::ravnest_rt_pids(dir + "/node1 ");
   ASSERT_EQ(victim.size(), 1u) << "stage 1's worker not found";
   kill(victim[0], SIGKILL);
   auto r = launch.wait(300);

@@ -6,10 +6,6 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
-#include <dirent.h>
-
-#include <algorithm>
-#include <fstream>
 #include <random>
 #include <regex>
 #include <string>
@@ -99,24 +95,6 @@ TEST(ClusterLoss, SurvivorsFinishAndMatchOneCluster) {
   EXPECT_NEAR(survived, alone, 0.02);
 }
 
-// Pids of the processes whose command line contains `needle` (scanning /proc).
-std::vector<int> pids_with(const std::string& needle) {
-  std::vector<int> pids;
-  DIR* proc = opendir("/proc");
-  if (!proc) return pids;
-  while (dirent* e = readdir(proc)) {
-    const int pid = std::atoi(e->d_name);
-    if (pid <= 0) continue;
-    std::ifstream in(std::string("/proc/") + e->d_name + "/cmdline", std::ios::binary);
-    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
-    if (cmdline.find(needle) != std::string::npos && cmdline.find("ravnest-rt") != std::string::npos)
-      pids.push_back(pid);
-  }
-  closedir(proc);
-  return pids;
-}
-
 // The same through ravnest-launch: a killed cluster ends only itself; the launcher names it and
 // succeeds with the other cluster's result.
 TEST(ClusterLoss, LauncherKeepsTheOtherCluster) {
@@ -131,7 +109,7 @@ TEST(ClusterLoss, LauncherKeepsTheOtherCluster) {
   for (int tries = 0; tries < 600 && victims.size() < 2; ++tries) {
     victims.clear();
     for (const char* node : {"/node2", "/node3"})
-      for (int pid : pids_with(two + node)) victims.push_back(pid);
+      for (int pid : testing::ravnest_rt_pids(two + node)) victims.push_back(pid);
     launch.wait_for_output("\n", 0.1);
   }
   ASSERT_EQ(victims.size(), 2u) << "cluster 1's two processes not found";

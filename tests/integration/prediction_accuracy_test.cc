@@ -41,7 +41,7 @@ constexpr int kSteps = 8;
 // Measured within this factor of predicted: loose, as the profile and the run share a loaded machine
 // (2.6x was seen at a load average of 8 on 2 cores, in wall time, before CPU time was used).
 constexpr double kBound = 3;
-// Stages predicted under this many seconds are only recorded: per pass the trainer spends 15-30 us
+// Stages predicted under this many seconds are only recorded: per pass the trainer spends 15-50 us
 // beside its kernels (feeds, stash, output maps) that the cost model does not see, so a stage of one
 // small Gemm (16 us predicted) measures 50-70 us.
 constexpr double kSmallStage = 1e-4;

@@ -1,5 +1,6 @@
 #include "tests/integration/process.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -122,6 +123,23 @@ std::string temp_dir(const std::string& name) {
 
 bool have_fashion_mnist() {
   return fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz");
+}
+
+std::vector<int> ravnest_rt_pids(const std::string& needle) {
+  std::vector<int> pids;
+  DIR* proc = opendir("/proc");
+  if (!proc) return pids;
+  while (dirent* e = readdir(proc)) {
+    const int pid = std::atoi(e->d_name);
+    if (pid <= 0) continue;
+    std::ifstream in(std::string("/proc/") + e->d_name + "/cmdline", std::ios::binary);
+    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
+    if (cmdline.find(needle) != std::string::npos && cmdline.find("ravnest-rt") != std::string::npos)
+      pids.push_back(pid);
+  }
+  closedir(proc);
+  return pids;
 }
 
 std::vector<double> read_losses(const std::string& path) {

@@ -50,5 +50,8 @@ bool have_fashion_mnist();
 std::vector<double> read_losses(const std::string& path);
 // max |a - b| / max |b| over two float32 tensors of equal size (b all zero: max |a - b|).
 double relative_diff(const rt::Tensor& a, const rt::Tensor& b);
+// Pids of the ravnest-rt processes whose command line contains `needle` (from /proc):
+// the nodes a test's ravnest-launch started, found by their bundle path.
+std::vector<int> ravnest_rt_pids(const std::string& needle);
 
 }  // namespace ravnest::testing

@@ -106,12 +106,14 @@ LinkDirection dir(double mbit, int delay_ms, double loss = 0) {
   return LinkDirection{mbit * 1e6, std::chrono::milliseconds(delay_ms), loss};
 }
 
-std::unique_ptr<LinkRelay> relay_to(const Server& server, LinkDirection forward, LinkDirection backward) {
+std::unique_ptr<LinkRelay> relay_to(const Server& server, LinkDirection forward, LinkDirection backward,
+                                    std::vector<LinkChange> changes = {}) {
   LinkRelayOptions options;
   options.name = "test link";
   options.target_port = server.port();
   options.forward = forward;
   options.backward = backward;
+  options.changes = std::move(changes);
   auto relay = LinkRelay::start(options);
   EXPECT_TRUE(relay.ok()) << relay.status().to_string();
   return relay.ok() ? std::move(relay).value() : nullptr;
@@ -201,16 +203,10 @@ TEST(LinkRelay, BulkTransferRunsAtTheRate) {
 // (lower bounds only: a loaded host can add delay, never remove it).
 TEST(LinkRelay, OutageHoldsDataUntilTheLinkIsBack) {
   Server server;
-  LinkRelayOptions options;
-  options.name = "test link";
-  options.target_port = server.port();
-  options.forward = dir(100, 1);
-  options.backward = dir(100, 1);
-  options.changes = {LinkChange{400ms, 1500ms, 0}};
   const auto start = Clock::now();
-  auto relay = LinkRelay::start(options);
-  ASSERT_TRUE(relay.ok()) << relay.status().to_string();
-  int client = dial((*relay)->port());
+  auto relay = relay_to(server, dir(100, 1), dir(100, 1), {LinkChange{400ms, 1500ms, 0}});
+  ASSERT_TRUE(relay);
+  int client = dial(relay->port());
   int peer = server.accept_one();
   ASSERT_GE(peer, 0);
   char msg[64] = "before";
@@ -227,7 +223,7 @@ TEST(LinkRelay, OutageHoldsDataUntilTheLinkIsBack) {
   // Back up: the same connection carries the reply.
   ASSERT_TRUE(send_all(peer, msg, sizeof msg));
   ASSERT_TRUE(recv_all(client, msg, sizeof msg));
-  EXPECT_EQ((*relay)->stats().connections, 1u);
+  EXPECT_EQ(relay->stats().connections, 1u);
   close(client);
   close(peer);
 }
@@ -235,15 +231,9 @@ TEST(LinkRelay, OutageHoldsDataUntilTheLinkIsBack) {
 // A rate change in force scales the rate: 2 MiB at 100 Mbit/s x 0.1 take at least ~1.6 s.
 TEST(LinkRelay, RateChangeScalesTheRate) {
   Server server;
-  LinkRelayOptions options;
-  options.name = "test link";
-  options.target_port = server.port();
-  options.forward = dir(100, 1);
-  options.backward = dir(100, 1);
-  options.changes = {LinkChange{0ms, 0ms, 0.1}};
-  auto relay = LinkRelay::start(options);
-  ASSERT_TRUE(relay.ok()) << relay.status().to_string();
-  int client = dial((*relay)->port());
+  auto relay = relay_to(server, dir(100, 1), dir(100, 1), {LinkChange{0ms, 0ms, 0.1}});
+  ASSERT_TRUE(relay);
+  int client = dial(relay->port());
   int peer = server.accept_one();
   ASSERT_GE(peer, 0);
   double mbit = transfer_mbit(client, peer, 2 << 20);
@@ -251,7 +241,8 @@ TEST(LinkRelay, RateChangeScalesTheRate) {
   EXPECT_LE(mbit, 11.0);
   close(client);
   close(peer);
-  LinkRelayOptions bad = options;
+  LinkRelayOptions bad;
+  bad.target_port = server.port();
   bad.changes = {LinkChange{0ms, 0ms, -1}};
   auto refused = LinkRelay::start(bad);
   ASSERT_FALSE(refused.ok());
