@@ -7,7 +7,20 @@
 // The peer table, the mailbox, the refusal list and the connection count are shared
 // with caller threads and guarded by Impl::mu; callers wait on Impl::cv, which is
 // notified whenever any of them changes (`queued` only when it reaches 0). Lock order:
-// a Connection's direct_mu before Impl::mu, never the other way.
+// a Connection's direct_mu before Impl::mu, never the other way. The run id is written
+// only by the I/O thread (when a joining node adopts one), under mu; the I/O thread reads
+// it without the lock, callers (run_id()) with it.
+//
+// Liveness: one timer on the I/O thread ticks every heartbeat_interval. Each tick, per
+// registered connection: fail it if nothing arrived for longer than its deadline, else
+// queue a HEARTBEAT if nothing was written to it since the last tick. An arrival is any
+// read system call that returned bytes (the completion condition of every async_read
+// sees each one), so a long frame keeps its connection alive while it trickles in. The
+// deadline is max(heartbeat_min_timeout, heartbeat_gap_factor x max_gap), where max_gap
+// is the largest gap between arrivals, decayed with a half-life of 60 s (kGapHalfLifeMs)
+// of connection time: per arrival, max_gap = max(gap, max_gap x 2^(-gap / half-life)).
+// Decaying by the gap, not per event, makes the memory a matter of time, whether the
+// arrivals were a few heartbeats or thousands of reads of one large frame.
 #include "runtime/transport/transport.h"
 
 #include <netinet/in.h>
@@ -16,6 +29,7 @@
 #include <sys/uio.h>
 
 #include <asio.hpp>
+#include <cmath>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -25,6 +39,7 @@
 #include <set>
 #include <thread>
 #include <tuple>
+#include <utility>
 
 #include "common/json.h"
 #include "common/log.h"
@@ -42,6 +57,8 @@ constexpr size_t kMaxBytesPerWrite = size_t{8} << 20;
 // HELLO payloads are small JSON objects; refuse anything larger before allocating.
 constexpr uint64_t kMaxHelloBytes = 64 * 1024;
 constexpr size_t kMaxRefusalsKept = 64;
+// A slow gap between arrivals weighs on the heartbeat deadline for about this long.
+constexpr double kGapHalfLifeMs = 60000;
 
 int64_t ms_between(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count();
@@ -75,13 +92,6 @@ void tune_socket(tcp::socket& socket) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
-}
-
-// Completion condition for async_read/async_write of `total` bytes: ask for all that is
-// left in each system call. (asio's transfer_all() caps every call at 64 KiB, which turns a
-// 256 KiB frame into five sendmsg/recvfrom calls with an epoll wait between them.)
-auto transfer_exactly_in_one_go(size_t total) {
-  return [total](const asio::error_code& ec, size_t done) -> size_t { return ec ? 0 : total - done; };
 }
 
 // How a socket error reads to the user, for a peer described as "peer 'x' (addr)".
@@ -159,7 +169,36 @@ struct Connection : std::enable_shared_from_this<Connection> {
   bool direct_ok = false;  // registered and not closing; the socket stays open while this is true
   int fd = -1;             // the socket's descriptor, valid while direct_ok
   uint64_t io_frames = 0;  // frames handed to the I/O thread and not yet written or dropped
+  // send() wrote to the socket since the last heartbeat tick (the tick clears it).
+  bool direct_wrote = false;
+
+  // Liveness (I/O thread only; meaningful once registered, reset then).
+  Clock::time_point last_arrival{};  // the last read system call that returned bytes
+  double max_gap_ms = 0;             // the largest gap between arrivals, decayed (see the file comment)
+  bool wrote = false;                // the I/O thread started a write since the last heartbeat tick
+
+  // Bytes arrived: the peer is alive.
+  void note_arrival() {
+    const Clock::time_point now = Clock::now();
+    const double gap_ms = std::chrono::duration<double, std::milli>(now - last_arrival).count();
+    max_gap_ms = std::max(gap_ms, max_gap_ms * std::exp2(-gap_ms / kGapHalfLifeMs));
+    last_arrival = now;
+  }
 };
+
+// Completion condition for async_read/async_write of `total` bytes: ask for all that is
+// left in each system call. (asio's transfer_all() caps every call at 64 KiB, which turns a
+// 256 KiB frame into five sendmsg/recvfrom calls with an epoll wait between them.)
+// `reading`: the connection read from, told of every call that returned bytes but the last
+// (asio does not consult the condition after the call that completes the transfer; the
+// completion handler notes that one).
+auto transfer_exactly_in_one_go(size_t total, Connection* reading = nullptr) {
+  return [total, reading](const asio::error_code& ec, size_t done) -> size_t {
+    if (ec) return 0;
+    if (reading && done > 0) reading->note_arrival();
+    return total - done;
+  };
+}
 
 struct Peer {
   std::string address;
@@ -182,16 +221,22 @@ std::string FrameMeta::describe() const {
 }
 
 struct Transport::Impl {
-  explicit Impl(TransportOptions o) : options(std::move(o)), work(asio::make_work_guard(io)) {}
+  explicit Impl(TransportOptions o)
+      : options(std::move(o)), run_id(options.run_id), work(asio::make_work_guard(io)), heartbeat_timer(io) {}
 
   TransportOptions options;
+  std::string run_id;  // options.run_id or, for a joining node, the adopted one; see the file comment
   asio::io_context io;
   asio::executor_work_guard<asio::io_context::executor_type> work;
+  asio::steady_timer heartbeat_timer;  // I/O thread only
   std::thread thread;
   std::unique_ptr<tcp::acceptor> acceptor;
   std::atomic<uint16_t> bound_port{0};
   std::set<std::shared_ptr<Connection>> connections;  // I/O thread only: every open connection
   bool shutting_down = false;                         // I/O thread only
+  // Every HEARTBEAT is this frame: built once, so a heartbeat allocates no tensor.
+  const FrameHeader heartbeat_header = *make_header(FrameKind::kHeartbeat, 0, 0, 0, DType::kU8, {0});
+  const Tensor heartbeat_payload = bytes_tensor("");
 
   mutable std::mutex mu;
   std::condition_variable cv;
@@ -200,6 +245,7 @@ struct Transport::Impl {
   std::map<TrafficKey, TrafficStats> traffic;      // guarded by mu
   ErrorFeedback feedback;                          // send(): residuals of lossy streams
   std::deque<Status> refusals;                    // guarded by mu
+  std::vector<std::string> joiners;               // guarded by mu: accepted joining nodes not yet taken
   size_t open_connections = 0;                    // guarded by mu
 
   // ------------------------------------------------------------ connection lifecycle (I/O thread)
@@ -270,10 +316,13 @@ struct Transport::Impl {
     cv.notify_all();
   }
 
-  void register_peer(const std::shared_ptr<Connection>& c) {
+  // `joiner`: a joining node this node accepted; take_joiners() reports it.
+  void register_peer(const std::shared_ptr<Connection>& c, bool joiner = false) {
     c->registered = true;
     c->on_handshake_failure = nullptr;
     c->timer.cancel();
+    c->last_arrival = Clock::now();  // the first deadline is the floor
+    c->max_gap_ms = 0;
     {
       std::lock_guard<std::mutex> lock(c->direct_mu);
       c->fd = c->socket.native_handle();
@@ -284,7 +333,64 @@ struct Transport::Impl {
     if (peer.conns.empty()) peer.failure = Status();  // a peer that came back
     peer.address = c->address;
     peer.conns.push_back(c);
+    if (joiner) joiners.push_back(c->peer_id);
     cv.notify_all();
+  }
+
+  // ------------------------------------------------------------ liveness (I/O thread)
+
+  void start_heartbeats() {
+    if (options.heartbeat_interval.count() <= 0 || shutting_down) return;
+    heartbeat_timer.expires_after(options.heartbeat_interval);
+    heartbeat_timer.async_wait([this](const asio::error_code& ec) {
+      if (ec || shutting_down) return;
+      heartbeat_tick();
+      start_heartbeats();
+    });
+  }
+
+  void heartbeat_tick() {
+    const Clock::time_point now = Clock::now();
+    for (auto it = connections.begin(); it != connections.end();) {
+      std::shared_ptr<Connection> c = *it++;  // advanced first: failing `c` erases it
+      if (!c->registered || !c->open) continue;
+      // Deadline of silence: the floor, or the slowest gap seen on this connection times the factor.
+      const double floor_ms = static_cast<double>(options.heartbeat_min_timeout.count());
+      const double gap_deadline_ms = options.heartbeat_gap_factor * c->max_gap_ms;
+      const double deadline_ms = std::max(floor_ms, gap_deadline_ms);
+      const double silent_ms = std::chrono::duration<double, std::milli>(now - c->last_arrival).count();
+      if (silent_ms > deadline_ms) {
+        // Bytes waiting unread mean this process, not the peer, was stalled (suspended, swapped out).
+        asio::error_code ec;
+        if (c->socket.available(ec) > 0 && !ec) {
+          c->last_arrival = now;
+        } else {
+          const std::string derived =
+              gap_deadline_ms > floor_ms
+                  ? str_cat(options.heartbeat_gap_factor, " x the slowest gap seen on this connection, ",
+                            static_cast<int64_t>(c->max_gap_ms), " ms")
+                  : std::string("the floor heartbeat_min_timeout");
+          const auto silent = static_cast<int64_t>(std::ceil(silent_ms));
+          fail_connection(c, error(Code::kNetwork, c->who(), " sent nothing for ", silent,
+                                   " ms, past its heartbeat deadline of ", static_cast<int64_t>(deadline_ms), " ms (",
+                                   derived, "): the process is frozen or overloaded, or its link is down"));
+          continue;
+        }
+      }
+      if (c->close_after_write) continue;  // BYE or a refusal is the last frame
+      // A heartbeat only where nothing was written since the last tick: data frames prove liveness too.
+      bool wrote = c->writing || c->wrote;
+      c->wrote = false;
+      {
+        std::lock_guard<std::mutex> lock(c->direct_mu);
+        wrote = wrote || c->direct_wrote || c->io_frames > 0;
+        c->direct_wrote = false;
+      }
+      if (!wrote) {
+        io_enqueue(c, Connection::OutFrame{heartbeat_header, heartbeat_payload, false});
+        c->wrote = false;  // the heartbeat's own write does not count as traffic at the next tick
+      }
+    }
   }
 
   // ------------------------------------------------------------ writing (I/O thread)
@@ -346,6 +452,7 @@ struct Transport::Impl {
       return;
     }
     c->writing = true;
+    c->wrote = true;
     // Frames queued meanwhile go out together in one gathered write (one system call
     // for a burst of chunks), up to kMaxFramesPerWrite frames or kMaxBytesPerWrite bytes.
     // With on_frame_written, one frame per write, so that each frame's reported write
@@ -413,10 +520,11 @@ struct Transport::Impl {
 
   // Reads one frame: header, validation against `limits`, payload, payload checksum.
   void read_frame(const std::shared_ptr<Connection>& c, const FrameLimits& limits, FrameHandler done) {
-    asio::async_read(c->socket, asio::buffer(c->in_header),
+    asio::async_read(c->socket, asio::buffer(c->in_header), transfer_exactly_in_one_go(kFrameHeaderBytes, c.get()),
                      [this, c, limits, done = std::move(done)](const asio::error_code& ec, size_t) mutable {
                        if (!c->open) return;
                        if (ec) return done(socket_failure(c->who(), ec), {}, {});
+                       c->note_arrival();
                        Result<FrameHeader> h = decode_header(c->in_header, limits);
                        if (!h.ok()) return done(h.status().with_context("bad frame from " + c->who()), {}, {});
                        // An encoded payload is read as bytes; recv() decodes it.
@@ -426,11 +534,12 @@ struct Transport::Impl {
                        if (h->payload_bytes == 0) return check_payload(c, std::move(*h), std::move(payload), done);
                        void* dst = payload.raw();
                        asio::async_read(c->socket, asio::buffer(dst, h->payload_bytes),
-                                        transfer_exactly_in_one_go(h->payload_bytes),
+                                        transfer_exactly_in_one_go(h->payload_bytes, c.get()),
                                         [this, c, h = std::move(*h), payload = std::move(payload),
                                          done = std::move(done)](const asio::error_code& ec2, size_t) mutable {
                                           if (!c->open) return;
                                           if (ec2) return done(socket_failure(c->who(), ec2), {}, {});
+                                          c->note_arrival();
                                           check_payload(c, std::move(h), std::move(payload), done);
                                         });
                      });
@@ -481,7 +590,8 @@ struct Transport::Impl {
   Json hello_body(bool accepted, const std::string& refusal) const {
     Json body = Json::object();
     body.set("node", options.node_id);
-    body.set("run", options.run_id);
+    body.set("run", run_id);
+    if (run_id.empty()) body.set("join", true);  // a joining node, not yet in a run
     body.set("protocol", static_cast<int>(kProtocolVersion));
     if (!accepted) body.set("error", refusal);
     body.set("accepted", accepted);
@@ -509,18 +619,32 @@ struct Transport::Impl {
       Result<Json> body = parse_json(tensor_bytes(payload));
       Result<std::string> node = body.ok() ? body->get_string("node") : Result<std::string>(body.status());
       Result<std::string> run = body.ok() ? body->get_string("run") : Result<std::string>(body.status());
-      if (!node.ok() || !run.ok() || node->empty()) {
-        Status why = !node.ok() ? node.status() : !run.ok() ? run.status() : error(Code::kCorrupt, "empty node id");
+      Result<bool> join = body.ok() ? body->get_bool_or("join", false) : Result<bool>(body.status());
+      if (!node.ok() || !run.ok() || !join.ok() || node->empty()) {
+        Status why = !node.ok()   ? node.status()
+                     : !run.ok()  ? run.status()
+                     : !join.ok() ? join.status()
+                                  : error(Code::kCorrupt, "empty node id");
         return fail_connection(c, error(Code::kCorrupt, "bad HELLO from ", c->who(), ": ", why.message()));
       }
       c->peer_id = *node;
-      if (*run != options.run_id) {
+      if (run_id.empty()) {
+        return refuse(c, error(Code::kInvalidArgument, c->who(), " connected, but node '", options.node_id,
+                               "' has not joined a run yet; it accepts connections once it has joined one"));
+      }
+      const bool joiner = *join && run->empty();
+      if (joiner && !options.accept_joiners) {
+        return refuse(c, error(Code::kInvalidArgument, c->who(), " asked to join run '", run_id, "', but node '",
+                               options.node_id, "' does not accept joining nodes"));
+      }
+      if (!joiner && *run != run_id) {
         return refuse(c, error(Code::kInvalidArgument, "run id mismatch: ", c->who(), " announced run '", *run,
-                               "' but node '", options.node_id, "' belongs to run '", options.run_id,
+                               "' but node '", options.node_id, "' belongs to run '", run_id,
                                "'; start every node of a run from the same compiled bundles"));
       }
       send_hello(c, hello_body(true, ""));
-      register_peer(c);
+      register_peer(c, joiner);
+      if (joiner) RN_LOG_INFO("transport ", options.node_id, ": ", c->who(), " joined run '", run_id, "'");
       read_loop(c);
     });
   }
@@ -611,6 +735,10 @@ struct Transport::Impl {
                  false);
           return fail_connection(c, Status());
         }
+        if (Status run = adopt_or_check_run(*body, *c); !run.ok()) {
+          finish(run, false);
+          return fail_connection(c, Status());
+        }
         register_peer(c);
         read_loop(c);
         finish(Status(), false);
@@ -618,10 +746,34 @@ struct Transport::Impl {
     });
   }
 
+  // Connecting side, on an accepting answer: a joining node (no run id yet) adopts the run id
+  // the answer names; any other node checks it (an answer without one is taken on trust: the
+  // listener compared the run ids already).
+  Status adopt_or_check_run(const Json& answer, const Connection& c) {
+    Result<std::string> run = answer.get_string("run");
+    if (run_id.empty()) {
+      if (!run.ok() || run->empty()) {
+        return error(Code::kCorrupt, c.who(), " accepted this joining node but its answer names no run");
+      }
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        run_id = *run;
+      }
+      RN_LOG_INFO("transport ", options.node_id, ": joined run '", run_id, "' through ", c.who());
+      return ok_status();
+    }
+    if (run.ok() && *run != run_id) {
+      return error(Code::kInvalidArgument, c.who(), " belongs to run '", *run, "' but node '", options.node_id,
+                   "' belongs to run '", run_id, "' (it joined that run through another peer meanwhile)");
+    }
+    return ok_status();
+  }
+
   // ------------------------------------------------------------ shutdown
 
   void begin_close() {
     shutting_down = true;
+    heartbeat_timer.cancel();
     asio::error_code ignored;
     if (acceptor) acceptor->close(ignored);
     std::vector<std::shared_ptr<Connection>> all(connections.begin(), connections.end());
@@ -642,6 +794,7 @@ struct Transport::Impl {
   }
 
   void force_close() {
+    heartbeat_timer.cancel();
     std::vector<std::shared_ptr<Connection>> all(connections.begin(), connections.end());
     for (const auto& c : all) fail_connection(c, error(Code::kNetwork, "transport shut down"));
     acceptor.reset();
@@ -657,6 +810,7 @@ struct Transport::Impl {
 // ================================================================ Transport
 
 Transport::Transport(TransportOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {
+  asio::post(impl_->io, [impl = impl_.get()] { impl->start_heartbeats(); });
   impl_->thread = std::thread([impl = impl_.get()] { impl->io.run(); });
 }
 
@@ -703,6 +857,16 @@ uint16_t Transport::port() const {
 
 const std::string& Transport::node_id() const {
   return impl_->options.node_id;
+}
+
+std::string Transport::run_id() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->run_id;
+}
+
+std::vector<std::string> Transport::take_joiners() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return std::exchange(impl_->joiners, {});
 }
 
 Status Transport::connect(const std::string& peer_id, const std::string& host, uint16_t port, Deadline deadline) {
@@ -831,6 +995,7 @@ Status Transport::send(const std::string& peer_id, const FrameMeta& meta, const 
     const ssize_t n = ::sendmsg(c->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
     // A full socket or an error: the I/O thread writes the rest, or finds and reports the error.
     frame.skip = n > 0 ? static_cast<uint64_t>(n) : 0;
+    c->direct_wrote = c->direct_wrote || n > 0;
     if (frame.skip == total) {
       std::lock_guard<std::mutex> lock(d.mu);
       d.count_written(c->peer_id, frame);

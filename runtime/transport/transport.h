@@ -17,6 +17,19 @@
 //    frame, pending and later recv()/send() for that peer fail promptly with
 //    kNetwork (closed, reset, crashed) or kCorrupt (bad frame), naming the peer id,
 //    its address and the reason (the bad field for a bad frame).
+//  * Heartbeats (TransportOptions::heartbeat_interval > 0): the I/O thread sends a
+//    HEARTBEAT on every connection it wrote nothing to during the last interval, so a
+//    live peer is never silent for long even while its caller computes. A connection
+//    on which no byte arrived for longer than its deadline — max(heartbeat_min_timeout,
+//    heartbeat_gap_factor x the slowest gap between arrivals seen on it, decayed) — is
+//    failed with kNetwork naming the peer, the silence and the deadline, exactly like a
+//    crashed peer: a frozen process (SIGSTOP, swapped out) whose kernel still ACKs is
+//    detected. Every read of part of a frame counts as an arrival, so a large frame on
+//    a slow link never trips the deadline.
+//  * Joining (docs/wire-protocol.md, "Joining a run"): a Transport made with an empty
+//    run_id announces "join" in its HELLO and adopts the run id of the first node that
+//    accepts it (run_id()); until then it refuses incoming connections. A node accepts
+//    joiners only with accept_joiners and reports them once each through take_joiners().
 //  * Every frame length is validated against FrameLimits before allocation.
 //  * send() may encode a float32 tensor with a codec (runtime/compress/codec.h, on the
 //    caller's thread, with optional error feedback per (peer, kind, tensor id)); recv()
@@ -60,7 +73,7 @@ struct FrameWritten {
 
 struct TransportOptions {
   std::string node_id;  // this node's id, sent in HELLO; peers know us by it
-  std::string run_id;   // peers announcing another run id are refused
+  std::string run_id;   // peers announcing another run id are refused; empty: join the run of the first accepting peer
   FrameLimits limits;
   // An accepted socket must complete its HELLO within this time.
   std::chrono::milliseconds handshake_timeout{5000};
@@ -68,6 +81,15 @@ struct TransportOptions {
   std::chrono::milliseconds connect_retry_interval{20};
   // The destructor waits at most this long for queued frames and BYE to be written.
   std::chrono::milliseconds close_timeout{2000};
+  // Liveness: a HEARTBEAT every interval on each connection written nothing meanwhile; 0 disables
+  // heartbeats and the deadline. Deadline of silence per connection: max(heartbeat_min_timeout,
+  // heartbeat_gap_factor x slowest gap observed between arrivals on it). The floor must exceed the
+  // link outages a run should survive.
+  std::chrono::milliseconds heartbeat_interval{1000};
+  std::chrono::milliseconds heartbeat_min_timeout{15000};
+  double heartbeat_gap_factor = 4.0;
+  // Accept HELLOs of joining nodes (empty run id, "join": true); see take_joiners().
+  bool accept_joiners = false;
   // Optional: called on the I/O thread for every frame of send() once written (traces use it). Must be quick.
   std::function<void(const FrameWritten&)> on_frame_written;
 };
@@ -140,6 +162,10 @@ class Transport {
   Result<Tensor> recv(const std::string& peer_id, const FrameMeta& meta, Deadline deadline);
 
   const std::string& node_id() const;
+  // The run id: as configured, or adopted from the first peer that accepted this joining node ("" until then).
+  std::string run_id() const;
+  // Ids of the joining nodes registered since the last call, in arrival order; each is returned once.
+  std::vector<std::string> take_joiners();
   // Peers with a live connection.
   std::vector<std::string> connected_peers() const;
   // Why incoming connections were refused (bad frame, wrong run id, ...), oldest first, at most 64.
