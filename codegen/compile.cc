@@ -543,6 +543,19 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
   }
   auto address = [&](int i) { return node_address[static_cast<size_t>(i)]; };
 
+  // The stages of cluster 0 in the order backups go to them: least reliable machine
+  // first, then slowest (stage order without a devices file).
+  std::vector<int> backup_preference(static_cast<size_t>(cluster_stages[0]));
+  for (size_t s = 0; s < backup_preference.size(); ++s) backup_preference[s] = static_cast<int>(s);
+  if (with_devices) {
+    const Cluster& cl0 = clusters[0];
+    std::stable_sort(backup_preference.begin(), backup_preference.end(), [&](int a, int b) {
+      const part::DeviceProfile& da = devices.set.devices[cl0.device_of_stage[static_cast<size_t>(a)]];
+      const part::DeviceProfile& db = devices.set.devices[cl0.device_of_stage[static_cast<size_t>(b)]];
+      if (da.reliability != db.reliability) return da.reliability < db.reliability;
+      return da.gemm_gflops < db.gemm_gflops;
+    });
+  }
   // Backup nodes: stage -> its backup's address (one cluster only).
   std::map<int, rt::PeerAddress> backups;
   {
@@ -551,16 +564,7 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
       std::vector<size_t> backup_devices;
       for (size_t d = 0; d < devices.set.devices.size(); ++d)
         if (devices.set.devices[d].role == part::DeviceRole::kBackup) backup_devices.push_back(d);
-      // Least reliable first, then slowest.
-      std::vector<int> order(static_cast<size_t>(cluster_stages[0]));
-      for (size_t s = 0; s < order.size(); ++s) order[s] = static_cast<int>(s);
-      const Cluster& cl0 = clusters[0];
-      std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
-        const part::DeviceProfile& da = devices.set.devices[cl0.device_of_stage[static_cast<size_t>(a)]];
-        const part::DeviceProfile& db = devices.set.devices[cl0.device_of_stage[static_cast<size_t>(b)]];
-        if (da.reliability != db.reliability) return da.reliability < db.reliability;
-        return da.gemm_gflops < db.gemm_gflops;
-      });
+      const std::vector<int>& order = backup_preference;
       for (size_t i = 0; i < backup_devices.size() && i < order.size(); ++i) {
         RN_ASSIGN_OR_RETURN(auto hp, split_address(devices.set.devices[backup_devices[i]]));
         wanted.emplace_back(order[i], rt::PeerAddress{"", hp.first, hp.second});
@@ -738,6 +742,9 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
         return error(Code::kUnsupported, "backup nodes with tied weights (parameter '", m.tied[0].pieces[0].param,
                      "' shared by two stages) are not supported yet; drop --backup-stages or untie the weights");
       m.backups = backups;
+      // Nodes joining during the run become backups (docs/faults.md), under the same conditions as compiled ones.
+      if (num_clusters == 1 && options.training.mode != "async" && tied_params(cl.stages).empty())
+        for (int stage : backup_preference) m.join_targets.emplace_back(stage, address(cl.first_node + stage));
       m.training = options.training;
       m.training.data = data;
       if (!local_steps.empty()) {

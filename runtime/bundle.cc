@@ -220,6 +220,16 @@ Json manifest_to_json(const Manifest& m) {
     j.set("backups", std::move(backups));
   }
   if (m.backup_of) j.set("backup_of", peer_to_json(*m.backup_of));
+  if (m.joined) j.set("joined", true);
+  if (!m.join_targets.empty()) {
+    Json targets = Json::array();
+    for (const auto& [stage, p] : m.join_targets) {
+      Json t = peer_to_json(p);
+      t.set("stage", stage);
+      targets.push_back(std::move(t));
+    }
+    j.set("join_targets", std::move(targets));
+  }
 
   const TrainingConfig& t = m.training;
   Json training = Json::object();
@@ -336,6 +346,18 @@ Result<Manifest> manifest_from_json(const Json& j) {
     }
   }
   if (j.has("backup_of")) { RN_ASSIGN_OR_RETURN(m.backup_of, peer_from_json(j, "backup_of")); }
+  if (j.has("joined")) { RN_ASSIGN_OR_RETURN(m.joined, j.get_bool("joined")); }
+  if (j.has("join_targets")) {
+    RN_ASSIGN_OR_RETURN(const Json::Array* targets, j.get_array("join_targets"));
+    for (size_t i = 0; i < targets->size(); ++i) {
+      const std::string at = "join_targets[" + std::to_string(i) + "]";
+      RN_ASSIGN_OR_RETURN(PeerAddress p, peer_from_json(j, at));
+      RN_ASSIGN_OR_RETURN(int64_t stage, j.get_int(at + ".stage"));
+      if (stage < 0 || stage >= m.num_stages)
+        return error(Code::kInvalidArgument, at, ".stage ", stage, " is out of range (stages 0..", m.num_stages - 1, ")");
+      m.join_targets.emplace_back(static_cast<int>(stage), std::move(p));
+    }
+  }
 
   TrainingConfig& t = m.training;
   RN_ASSIGN_OR_RETURN(t.batch, j.get_int("training.batch"));

@@ -153,6 +153,14 @@ struct Manifest {
   // Set in a backup's own bundle: the node it shadows (its stage's worker); the
   // rest of the manifest is that stage's.
   std::optional<PeerAddress> backup_of;
+  // A backup that joined a running job (`ravnest-rt join`, docs/faults.md): it dials
+  // its worker, and its first state may follow any step.
+  bool joined = false;
+  // Where a node joining the run during training becomes a backup (`ravnest-rt
+  // join`): this cluster's workers by stage, in order of preference (least reliable
+  // machine first, then slowest). Empty: this cluster takes no joining nodes (several
+  // clusters, asynchronous training or tied weights).
+  std::vector<std::pair<int, PeerAddress>> join_targets;
   // Parameters this node shares with other stages of its own cluster (a tied
   // embedding read by the first and the last stage): every synchronous step the
   // members sum their gradients of the pieces over this ring before the

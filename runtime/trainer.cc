@@ -8,10 +8,12 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <set>
 
+#include "common/json.h"
 #include "common/log.h"
 #include "runtime/checkpoint.h"
 #include "runtime/collectives/compressed_average.h"
@@ -21,6 +23,7 @@
 #include "runtime/data/dataset.h"
 #include "runtime/data/mnist_idx.h"
 #include "runtime/executor.h"
+#include "runtime/join.h"
 #include "runtime/tensor_file.h"
 #include "runtime/trace.h"
 #include "runtime/transport/transport.h"
@@ -58,6 +61,7 @@ constexpr uint64_t kRecoveryStep = uint64_t{1} << 59;
 constexpr uint32_t kTakeoverId = 0;
 constexpr uint32_t kRestartId = 1;
 constexpr uint32_t kBackupSizesId = 5;
+// Joining nodes: runtime/join.h.
 
 Deadline deadline_in(double seconds) {
   return deadline_after(std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
@@ -167,6 +171,13 @@ class TrainerImpl : public Trainer {
   // Survivor: a failed neighbour with a backup is replaced by it, or a neighbour
   // asked for a replay; rolls back to the start of the step to replay and returns it.
   Result<int64_t> recover(const Status& cause);
+  // Joining nodes (docs/faults.md), at the end of every synchronous step: answers
+  // joiners' requests, moves a joiner that is becoming this stage's backup along,
+  // and passes offers of backups along the pipeline.
+  Status serve_joins(int64_t step);
+  Status answer_join(const std::string& joiner, const Tensor& request);
+  // Whether stages replay failed steps: some stage has a backup.
+  bool protected_run() const { return !backups_.empty(); }
   // A pipeline receive that also notices a neighbour's RESTART (with backups).
   Result<Tensor> recv_watching(const std::string& peer, const FrameMeta& meta, Deadline deadline);
   // Asynchronous mode: streams micro-batches [first, end) through the stage
@@ -274,6 +285,28 @@ class TrainerImpl : public Trainer {
   };
   std::deque<Snapshot> snapshots_;
   uint64_t states_sent_ = 0;  // worker: states sent to the backup so far
+  // Backups of this cluster's stages (compiled or joined), addresses as reachable from here.
+  std::map<int, PeerAddress> backups_;
+  // Joining nodes: where they may become backups (manifest join_targets, reachable
+  // addresses), this node's own listening address, joiners whose request is
+  // awaited, the joiner becoming this stage's backup, and offers of other stages'
+  // backups passed on and awaiting the accept from beyond (by stage: the side it
+  // came from, the first step this node keeps).
+  std::vector<std::pair<int, PeerAddress>> join_targets_;
+  PeerAddress listen_at_;
+  std::vector<std::string> join_requests_;
+  struct Joining {
+    PeerAddress node;
+    Clock::time_point since;
+    bool offered = false;
+    std::map<std::string, int64_t> accepts;  // neighbour id -> first step it keeps
+  };
+  std::optional<Joining> joining_;
+  struct Relayed {
+    std::string from, to;
+    int64_t keeps_from = 0;
+  };
+  std::map<int, Relayed> relayed_offers_;
   int64_t restart_step_ = -1;
   std::string restart_from_;
   int64_t rounds_ = 0;             // averaging rounds done
@@ -350,6 +383,16 @@ Status TrainerImpl::init() {
 
   if (mf.prev) { RN_ASSIGN_OR_RETURN(prev_, apply_override(*mf.prev, opt_.peers)); }
   if (mf.next) { RN_ASSIGN_OR_RETURN(next_, apply_override(*mf.next, opt_.peers)); }
+  for (const auto& [stage, p] : mf.backups) { RN_ASSIGN_OR_RETURN(backups_[stage], apply_override(p, opt_.peers)); }
+  for (const auto& [stage, p] : mf.join_targets) {
+    RN_ASSIGN_OR_RETURN(PeerAddress at, apply_override(p, opt_.peers));
+    join_targets_.emplace_back(stage, std::move(at));
+  }
+  listen_at_ = mf.self;
+  if (!opt_.listen.empty()) {
+    RN_ASSIGN_OR_RETURN(PeerAddress l, apply_override(PeerAddress{mf.self.id, "", 0}, {{mf.self.id, opt_.listen}}));
+    listen_at_ = l;
+  }
   if (!opt_.losses_path.empty() && mf.last() && mf.cluster == 0) {
     losses_.open(opt_.losses_path, std::ios::trunc);
     if (!losses_) return error(Code::kInvalidArgument, "cannot write losses to '", opt_.losses_path, "'");
@@ -362,17 +405,21 @@ Status TrainerImpl::connect() {
   TransportOptions to;
   to.node_id = mf.self.id;
   to.run_id = mf.run_id;
+  to.heartbeat_min_timeout = std::chrono::milliseconds(static_cast<int64_t>(opt_.heartbeat_timeout_s * 1000));
+  to.accept_joiners = !join_targets_.empty();
   if (trace_.enabled()) to.on_frame_written = [this](const FrameWritten& w) { trace_wire(w); };
   transport_ = std::make_unique<Transport>(to);
-  std::string host = mf.self.host;
-  uint16_t port = mf.self.port;
-  if (!opt_.listen.empty()) {
-    RN_ASSIGN_OR_RETURN(PeerAddress l, apply_override(PeerAddress{mf.self.id, "", 0}, {{mf.self.id, opt_.listen}}));
-    host = l.host;
-    port = l.port;
+  const std::string host = listen_at_.host;
+  const uint16_t port = listen_at_.port;
+  // A backup listens: the neighbours come at a takeover. Its worker dials it, or, when
+  // it joined during the run, it dials its worker.
+  if (mf.backup_of) {
+    RN_RETURN_IF_ERROR(transport_->listen(host, port));
+    if (!mf.joined) return ok_status();
+    return transport_->connect(mf.backup_of->id, mf.backup_of->host, mf.backup_of->port,
+                               deadline_in(opt_.connect_timeout_s))
+        .with_context(where() + ": connecting to the worker it joined as a backup, " + mf.backup_of->str());
   }
-  // A backup only listens: its worker dials it; the neighbours come at a takeover.
-  if (mf.backup_of) return transport_->listen(host, port);
   // Ring neighbours (other clusters): of each pair, the node with the smaller
   // id connects and the other accepts.
   std::set<std::string> ring_neighbours;
@@ -389,15 +436,15 @@ Status TrainerImpl::connect() {
   if (next_) ring_neighbours.erase(next_->id);
   // Rings of 3 or more are ordered by measured links, which needs every pair
   // of their members connected: such nodes accept too.
-  bool accepts = prev_.has_value();
+  bool accepts = prev_.has_value() || !join_targets_.empty();
   for (const auto& id : ring_neighbours) accepts |= id < mf.self.id;
   for (const RingSpec& ring : mf.rings) accepts |= ring.members.size() > 2;
   // Every stage but the first accepts its previous stage; every stage but the
   // last connects to its next one.
   if (accepts) RN_RETURN_IF_ERROR(transport_->listen(host, port));
   auto deadline = deadline_in(opt_.connect_timeout_s);
-  if (auto b = mf.backups.find(mf.stage); b != mf.backups.end()) {
-    RN_ASSIGN_OR_RETURN(backup_, apply_override(b->second, opt_.peers));
+  if (auto b = backups_.find(mf.stage); b != backups_.end()) {
+    backup_ = b->second;
     Status st = transport_->connect(backup_->id, backup_->host, backup_->port, deadline);
     if (!st.ok()) return st.with_context(where() + ": connecting to this stage's backup " + backup_->str());
   }
@@ -734,7 +781,7 @@ Status TrainerImpl::sum_tied_gradients(int64_t step) {
 }
 
 Status TrainerImpl::train_step(int64_t step) {
-  if (!m().backups.empty() && (snapshots_.empty() || snapshots_.back().step != step)) {
+  if (protected_run() && (snapshots_.empty() || snapshots_.back().step != step)) {
     // The state this step starts from, for a replay after a failure.
     Snapshot snap;
     snap.step = step;
@@ -789,8 +836,14 @@ Result<int64_t> TrainerImpl::shadow() {
   const PeerAddress worker = *mf.backup_of;
   RN_RETURN_IF_ERROR(transport_->wait_for_peer(worker.id, deadline_in(opt_.connect_timeout_s))
                          .with_context(where() + ": waiting for the stage's worker " + worker.str() + " to connect"));
+  // A joined backup's sizes come once the stages keep what a replay from its first state needs (a step or two).
   auto sizes = transport_->recv(worker.id, FrameMeta{FrameKind::kControl, kStartStep, 0, kBackupSizesId},
-                                deadline_in(opt_.connect_timeout_s));
+                                deadline_in(mf.joined ? opt_.connect_timeout_s + opt_.recv_timeout_s
+                                                      : opt_.connect_timeout_s));
+  if (!sizes.ok() && sizes.status().code() == Code::kNetwork && mf.joined)
+    return sizes.status().with_context(where() + ": the worker " + worker.str() +
+                                       " failed before this joined backup received its state; it cannot take the "
+                                       "stage over");
   if (!sizes.ok() && sizes.status().code() == Code::kNetwork) {
     // The worker failed during start-up: take over from the bundle's state (the
     // neighbours send the dataset sizes at the takeover).
@@ -824,6 +877,9 @@ Result<int64_t> TrainerImpl::shadow() {
         if (transport_->recv(worker.id, FrameMeta{FrameKind::kControl, kStateStepBase, 2, 0}, Clock::now()).ok())
           return int64_t{-2};
         RN_LOG_WARN(where(), ": the worker ", worker.str(), " is gone (", t.status().message(), ")");
+        if (committed < 0 && mf.joined)
+          return t.status().with_context(where() + ": the worker failed before this joined backup received its "
+                                                   "first state; it cannot take the stage over");
         return committed;
       }
       const bool step_frame = i == state.size();
@@ -865,6 +921,10 @@ Status TrainerImpl::take_over(int64_t committed, Clock::time_point lost_at) {
     train_count_ = sizes->data<int64_t>()[0];
     test_count_ = sizes->data<int64_t>()[1];
   }
+  // This node is the stage's worker now: without a backup, and where joining nodes go.
+  backups_.erase(mf.stage);
+  for (auto& [stage, at] : join_targets_)
+    if (stage == mf.stage) at = listen_at_;
   const double seconds = std::chrono::duration<double>(Clock::now() - lost_at).count();
   RN_LOG_WARN(where(), ": took over stage ", mf.stage, " from ", mf.backup_of->str(), " in ", seconds,
               " s; training goes on from step ", committed + 1);
@@ -876,7 +936,7 @@ Status TrainerImpl::take_over(int64_t committed, Clock::time_point lost_at) {
 }
 
 Result<Tensor> TrainerImpl::recv_watching(const std::string& peer, const FrameMeta& meta, Deadline deadline) {
-  if (m().backups.empty()) return transport_->recv(peer, meta, deadline);
+  if (!protected_run()) return transport_->recv(peer, meta, deadline);
   for (;;) {
     auto got = transport_->recv(peer, meta, std::min(deadline, Clock::now() + std::chrono::milliseconds(20)));
     if (got.ok() || got.status().code() != Code::kTimeout || Clock::now() >= deadline) return got;
@@ -905,14 +965,18 @@ Result<int64_t> TrainerImpl::recover(const Status& cause) {
     std::optional<PeerAddress>* failed = nullptr;
     int failed_stage = -1;
     for (auto [slot, stage] : {std::pair{&prev_, mf.stage - 1}, std::pair{&next_, mf.stage + 1}}) {
-      if (*slot && std::find(live.begin(), live.end(), (*slot)->id) == live.end() && mf.backups.count(stage)) {
+      if (*slot && std::find(live.begin(), live.end(), (*slot)->id) == live.end() && backups_.count(stage)) {
         failed = slot;
         failed_stage = stage;
         break;
       }
     }
     if (!failed) return cause;
-    RN_ASSIGN_OR_RETURN(PeerAddress backup, apply_override(mf.backups.at(failed_stage), opt_.peers));
+    // The backup is now the stage's worker, without a backup of its own; joining nodes go to it.
+    const PeerAddress backup = backups_.at(failed_stage);
+    backups_.erase(failed_stage);
+    for (auto& [stage, at] : join_targets_)
+      if (stage == failed_stage) at = backup;
     RN_LOG_WARN(where(), ": ", (*failed)->str(), " (stage ", failed_stage, ") is gone (", cause.message(),
                 "); its backup ", backup.str(), " takes over");
     transport_->forget_lost((*failed)->id);  // what was queued for it is replayed to the backup
@@ -955,6 +1019,183 @@ Result<int64_t> TrainerImpl::recover(const Status& cause) {
                 mf.self.id.c_str(), mf.stage, static_cast<long long>(k), seconds);
   progress(line);
   return k;
+}
+
+Result<Tensor> read_file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) return error(Code::kNotFound, "cannot read '", path, "'");
+  const std::streamsize size = in.tellg();
+  in.seekg(0);
+  Tensor t = Tensor::empty(DType::kU8, {static_cast<int64_t>(size)});
+  if (size > 0 && !in.read(static_cast<char*>(t.raw()), size)) return error(Code::kNetwork, "cannot read '", path, "'");
+  return t;
+}
+
+Status TrainerImpl::serve_joins(int64_t step) {
+  const Manifest& mf = m();
+  if (join_targets_.empty()) return ok_status();
+  // Requests from joining nodes; a join that fails never stops training.
+  for (std::string& id : transport_->take_joiners()) join_requests_.push_back(std::move(id));
+  for (auto it = join_requests_.begin(); it != join_requests_.end();) {
+    auto request = transport_->recv(*it, FrameMeta{FrameKind::kControl, kJoinStep, kJoinRequest, 0}, Clock::now());
+    if (!request.ok() && request.status().code() == Code::kTimeout) {  // not here yet
+      ++it;
+      continue;
+    }
+    Status st = request.ok() ? answer_join(*it, *request) : request.status();
+    if (!st.ok()) RN_LOG_WARN(where(), ": joining node '", *it, "': ", st.message());
+    it = join_requests_.erase(it);
+  }
+  std::vector<std::pair<int, const std::optional<PeerAddress>*>> sides;
+  if (prev_) sides.emplace_back(mf.stage - 1, &prev_);
+  if (next_) sides.emplace_back(mf.stage + 1, &next_);
+  // Offers of another stage's new backup: this node keeps the state of every step from the next on (a replay
+  // needs it), passes the offer on away from its sender, and accepts once the stages beyond have.
+  auto send_accept = [&](const std::string& to, int stage, int64_t keeps_from) {
+    Tensor a = Tensor::empty(DType::kI64, {1});
+    a.data<int64_t>()[0] = keeps_from;
+    return transport_->send(to, FrameMeta{FrameKind::kControl, kJoinStep, kJoinAccept, static_cast<uint32_t>(stage)}, a);
+  };
+  for (const auto& [side_stage, side] : sides) {
+    const std::string from = (**side).id;
+    for (int stage = 0; stage < mf.num_stages; ++stage) {
+      if (stage == mf.stage) continue;
+      auto offer = transport_->recv(from, FrameMeta{FrameKind::kControl, kJoinStep, kJoinOffer, static_cast<uint32_t>(stage)},
+                                    Clock::now());
+      if (!offer.ok()) continue;
+      RN_ASSIGN_OR_RETURN(Json j, frame_json(*offer, where() + ": offer of a backup from " + from));
+      RN_ASSIGN_OR_RETURN(PeerAddress backup, join_peer_of(j, where() + ": offer of a backup from " + from));
+      backups_[stage] = backup;
+      RN_LOG_INFO(where(), ": stage ", stage, " has a backup now: ", backup.str());
+      const std::optional<PeerAddress>& beyond = side_stage < mf.stage ? next_ : prev_;
+      if (!beyond) {
+        RN_RETURN_IF_ERROR(send_accept(from, stage, step + 1));
+        continue;
+      }
+      RN_RETURN_IF_ERROR(transport_->send(beyond->id, FrameMeta{FrameKind::kControl, kJoinStep, kJoinOffer,
+                                                                 static_cast<uint32_t>(stage)}, *offer));
+      relayed_offers_[stage] = Relayed{from, beyond->id, step + 1};
+    }
+  }
+  for (auto it = relayed_offers_.begin(); it != relayed_offers_.end();) {
+    auto accept = transport_->recv(it->second.to, FrameMeta{FrameKind::kControl, kJoinStep, kJoinAccept,
+                                                            static_cast<uint32_t>(it->first)}, Clock::now());
+    if (!accept.ok()) {
+      ++it;
+      continue;
+    }
+    RN_RETURN_IF_ERROR(send_accept(it->second.from, it->first, std::max(it->second.keeps_from, accept->data<int64_t>()[0])));
+    it = relayed_offers_.erase(it);
+  }
+  // The joiner becoming this stage's backup: once it is connected, every other stage is offered it; once all
+  // keep the state of the step after this one, it gets the dataset sizes and, after this step, its first state.
+  if (!joining_) return ok_status();
+  Joining& j = *joining_;
+  const auto live = transport_->connected_peers();
+  if (std::find(live.begin(), live.end(), j.node.id) == live.end()) {
+    if (j.offered || Clock::now() - j.since > std::chrono::milliseconds(static_cast<int64_t>(opt_.connect_timeout_s * 1000))) {
+      RN_LOG_WARN(where(), ": the joining node ", j.node.str(), " did not ", j.offered ? "stay" : "get", " connected; ",
+                  "this stage has no backup");
+      joining_.reset();
+    }
+    return ok_status();
+  }
+  if (!j.offered) {
+    const Tensor offer = json_frame(join_peer_json(j.node, mf.stage));
+    for (const auto& [side_stage, side] : sides)
+      RN_RETURN_IF_ERROR(transport_->send((**side).id, FrameMeta{FrameKind::kControl, kJoinStep, kJoinOffer,
+                                                                  static_cast<uint32_t>(mf.stage)}, offer));
+    j.offered = true;
+  }
+  int64_t keeps_from = 0;
+  for (const auto& [side_stage, side] : sides) {
+    const std::string& id = (**side).id;
+    if (!j.accepts.count(id)) {
+      auto accept = transport_->recv(id, FrameMeta{FrameKind::kControl, kJoinStep, kJoinAccept,
+                                                   static_cast<uint32_t>(mf.stage)}, Clock::now());
+      if (!accept.ok()) return ok_status();
+      j.accepts[id] = accept->data<int64_t>()[0];
+    }
+    keeps_from = std::max(keeps_from, j.accepts[id]);
+  }
+  if (step + 1 < keeps_from) return ok_status();
+  backup_ = j.node;
+  states_sent_ = 0;
+  Tensor sizes = Tensor::empty(DType::kI64, {2});
+  sizes.data<int64_t>()[0] = train_count_;
+  sizes.data<int64_t>()[1] = test_count_;
+  RN_RETURN_IF_ERROR(transport_->send(backup_->id, FrameMeta{FrameKind::kControl, kStartStep, 0, kBackupSizesId}, sizes));
+  const double seconds = std::chrono::duration<double>(Clock::now() - j.since).count();
+  RN_LOG_INFO(where(), ": ", backup_->str(), " joined as this stage's backup after step ", step, " (", seconds, " s)");
+  char line[256];
+  std::snprintf(line, sizeof line, R"({"event":"backup_joined","node":"%s","stage":%d,"backup":"%s","step":%lld,"seconds":%.3f})",
+                mf.self.id.c_str(), mf.stage, backup_->id.c_str(), static_cast<long long>(step), seconds);
+  progress(line);
+  joining_.reset();
+  return ok_status();
+}
+
+Status TrainerImpl::answer_join(const std::string& joiner, const Tensor& request) {
+  const Manifest& mf = m();
+  RN_ASSIGN_OR_RETURN(Json req, frame_json(request, "its request"));
+  RN_ASSIGN_OR_RETURN(PeerAddress node, join_peer_of(req, "its request"));
+  Json answer = Json::object();
+  std::string refusal;
+  // The stage a joiner should back up: the first in the run's order of preference without a backup.
+  auto preferred = std::find_if(join_targets_.begin(), join_targets_.end(), [&](const auto& t) {
+    return t.first == mf.stage ? !backup_ && !joining_ : !backups_.count(t.first);
+  });
+  if (preferred == join_targets_.end())
+    refusal = "every stage has a backup" + std::string(joining_ ? " or is being joined" : "");
+  else if (preferred->first != mf.stage)
+    refusal = "stage " + std::to_string(preferred->first) + " comes first (least reliable or slowest machine)" +
+              (backup_ ? "; stage " + std::to_string(mf.stage) + " has a backup (" + backup_->id + ")" : "");
+  const auto live = transport_->connected_peers();
+  if (refusal.empty() && (node.id == mf.self.id || std::find(live.begin(), live.end(), node.id) != live.end()))
+    refusal = "node id '" + node.id + "' is taken; join with another --id";
+  if (!refusal.empty()) {
+    // Where else to go: the other stages, in order of preference.
+    Json targets = Json::array();
+    for (auto t = preferred; t != join_targets_.end(); ++t)
+      if (t->first != mf.stage) targets.push_back(join_peer_json(t->second, t->first));
+    answer.set("accept", false);
+    answer.set("reason", refusal);
+    answer.set("targets", std::move(targets));
+    RN_LOG_INFO(where(), ": joining node ", node.str(), " sent on: ", refusal);
+    return transport_->send(joiner, FrameMeta{FrameKind::kControl, kJoinStep, kJoinAnswer, 0}, json_frame(answer));
+  }
+  // The joiner's bundle: this stage's files, and a manifest of a backup of this node whose addresses are
+  // the ones this node reaches its peers at (the joiner has no --peer overrides).
+  Manifest jm = mf;
+  jm.self = node;
+  jm.backup_of = PeerAddress{mf.self.id, listen_at_.host, listen_at_.port};
+  jm.joined = true;
+  jm.prev = prev_;
+  jm.next = next_;
+  jm.backups = backups_;
+  jm.backups[mf.stage] = node;
+  jm.join_targets = join_targets_;
+  std::vector<std::string> files{mf.weights_file, mf.schedule_file};
+  for (const auto& [role, file] : mf.programs) files.push_back(file);
+  Json names = Json::array();
+  names.push_back(std::string("manifest.json"));
+  for (const auto& f : files) names.push_back(f);
+  answer.set("accept", true);
+  answer.set("stage", static_cast<int64_t>(mf.stage));
+  answer.set("files", std::move(names));
+  RN_RETURN_IF_ERROR(transport_->send(joiner, FrameMeta{FrameKind::kControl, kJoinStep, kJoinAnswer, 0}, json_frame(answer)));
+  RN_RETURN_IF_ERROR(transport_->send(joiner, FrameMeta{FrameKind::kControl, kJoinStep, kJoinFile, 0},
+                                      json_frame(manifest_to_json(jm))));
+  for (size_t i = 0; i < files.size(); ++i) {
+    RN_ASSIGN_OR_RETURN(Tensor bytes, read_file_bytes((std::filesystem::path(b_.dir) / files[i]).string()));
+    RN_RETURN_IF_ERROR(transport_->send(joiner, FrameMeta{FrameKind::kControl, kJoinStep, kJoinFile,
+                                                          static_cast<uint32_t>(i + 1)}, bytes));
+  }
+  RN_LOG_INFO(where(), ": ", node.str(), " joins as this stage's backup; its bundle is on the way");
+  joining_.emplace();
+  joining_->node = node;
+  joining_->since = Clock::now();
+  return ok_status();
 }
 
 // One optimizer update with micro-batch g's own gradients. Micro-batches still
@@ -1492,7 +1733,7 @@ Status TrainerImpl::train() {
     } else {
       for (; step < end; ++step) {
         Status st = train_step(step);
-        if (!st.ok() && !mf.backups.empty()) {
+        if (!st.ok() && protected_run()) {
           // A neighbour failed and its backup took over, or a neighbour asks for a replay.
           RN_ASSIGN_OR_RETURN(int64_t replay, recover(st));
           step = replay - 1;
@@ -1500,6 +1741,7 @@ Status TrainerImpl::train() {
         }
         RN_RETURN_IF_ERROR(st);
         RN_RETURN_IF_ERROR(finish_step(step, total, start));
+        RN_RETURN_IF_ERROR(serve_joins(step));
         RN_RETURN_IF_ERROR(send_state(step));
         if (opt_.checkpoint_every > 0 && (step + 1) % opt_.checkpoint_every == 0 && step + 1 < total)
           RN_RETURN_IF_ERROR(save_checkpoint(step + 1));

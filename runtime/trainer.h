@@ -23,6 +23,10 @@ struct TrainerOptions {
   std::map<std::string, std::string> peers;
   double connect_timeout_s = 60;  // waiting for neighbours to come up
   double recv_timeout_s = 120;    // waiting for one activation or gradient
+  // Floor of the heartbeat deadline (runtime/transport/transport.h): a peer silent
+  // for longer than max(this, 4x its slowest observed gap) is declared failed. Link
+  // cuts shorter than this are survived.
+  double heartbeat_timeout_s = 15;
   int64_t max_steps = -1;         // overrides the bundle's when >= 0
   bool evaluate = true;
   std::string losses_path;        // last stage: one line per step "step loss"

@@ -6,6 +6,7 @@
 // with the parameters of the same run without the failure.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <string.h>
 
 #include <filesystem>
 #include <map>
@@ -59,10 +60,12 @@ void expect_same(const std::map<std::string, rt::Tensor>& want, const std::map<s
   }
 }
 
-// Nodes 0..2 are the workers of stages 0..2, nodes 3..5 their backups.
-TEST(Backups, KilledStageIsTakenOverWithNoStepLost) {
-  if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
-  const std::string dir = compile("backups");
+// Nodes 0..2 are the workers of stages 0..2, nodes 3..5 their backups. A random
+// worker gets `signal` at a random step: SIGKILL (its sockets close) or SIGSTOP (a
+// frozen process: its sockets stay open and only the missed heartbeats tell, with
+// the deadline's floor set to `heartbeat_timeout`).
+void fail_a_stage(const std::string& name, int signal, const std::string& heartbeat_timeout) {
+  const std::string dir = compile(name);
   const auto base = run_process({binary("ravnest-launch"), dir, "--save-params", dir + "/base", "--timeout", "240"},
                                 300, {"OMP_NUM_THREADS=1"});
   ASSERT_EQ(base.exit_code, 0) << base.err;
@@ -71,10 +74,10 @@ TEST(Backups, KilledStageIsTakenOverWithNoStepLost) {
   std::mt19937 rng(seed);
   const int victim = static_cast<int>(rng() % kStages);
   const int kill_at = 5 + static_cast<int>(rng() % (kSteps - 20));
-  RecordProperty("seed", std::to_string(seed));
-  RecordProperty("victim_stage", std::to_string(victim));
-  RecordProperty("kill_at_step", std::to_string(kill_at));
-  std::printf("seed %u: killing stage %d's worker at step %d\n", seed, victim, kill_at);
+  ::testing::Test::RecordProperty("seed", std::to_string(seed));
+  ::testing::Test::RecordProperty("victim_stage", std::to_string(victim));
+  ::testing::Test::RecordProperty("kill_at_step", std::to_string(kill_at));
+  std::printf("seed %u: %s to stage %d's worker at step %d\n", seed, strsignal(signal), victim, kill_at);
 
   std::filesystem::create_directories(dir + "/killed");
   std::vector<std::string> address;
@@ -82,7 +85,8 @@ TEST(Backups, KilledStageIsTakenOverWithNoStepLost) {
   std::vector<std::unique_ptr<testing::Process>> nodes(2 * kStages);
   for (int i : {3, 4, 5, 0, 1, 2}) {
     std::vector<std::string> argv{binary("ravnest-rt"), "--bundle", dir + "/node" + std::to_string(i), "--listen",
-                                  address[static_cast<size_t>(i)], "--recv-timeout", "30", "--save-params",
+                                  address[static_cast<size_t>(i)], "--recv-timeout", "30", "--heartbeat-timeout",
+                                  heartbeat_timeout, "--save-params",
                                   dir + "/killed/node" + std::to_string(i) + ".rvt"};
     for (int j = 0; j < 2 * kStages; ++j)
       if (j != i) argv.insert(argv.end(), {"--peer", "node" + std::to_string(j) + "=" + address[static_cast<size_t>(j)]});
@@ -90,10 +94,11 @@ TEST(Backups, KilledStageIsTakenOverWithNoStepLost) {
   }
   ASSERT_TRUE(nodes[kStages - 1]->wait_for_output("\"step\":" + std::to_string(kill_at) + ",", 120))
       << "the last stage did not reach step " << kill_at;
-  nodes[static_cast<size_t>(victim)]->kill_now(SIGKILL);
+  nodes[static_cast<size_t>(victim)]->kill_now(signal);
   std::map<int, testing::ProcessResult> results;
   for (int i = 0; i < 2 * kStages; ++i)
     if (i != victim) results[i] = nodes[static_cast<size_t>(i)]->wait(240);
+  nodes[static_cast<size_t>(victim)]->kill_now(SIGKILL);  // a frozen one never ends by itself
   nodes[static_cast<size_t>(victim)]->wait(5);
   for (const auto& [i, r] : results) {
     EXPECT_FALSE(r.timed_out) << "node" << i;
@@ -104,7 +109,7 @@ TEST(Backups, KilledStageIsTakenOverWithNoStepLost) {
   std::smatch m;
   ASSERT_TRUE(std::regex_search(backup.out, m, std::regex(R"(\{"event":"takeover"[^}]*"seconds":([0-9.]+)\})")))
       << backup.out << backup.err;
-  RecordProperty("takeover_seconds", m[1].str());
+  ::testing::Test::RecordProperty("takeover_seconds", m[1].str());
   std::printf("takeover: %s\n", m[0].str().c_str());
   const int last = victim == kStages - 1 ? 2 * kStages - 1 : kStages - 1;
   EXPECT_NE(results[last].out.find("\"step\":" + std::to_string(kSteps) + ","), std::string::npos);
@@ -114,6 +119,18 @@ TEST(Backups, KilledStageIsTakenOverWithNoStepLost) {
     expect_same(load(dir + "/base/node" + std::to_string(s) + ".rvt"),
                 load(dir + "/killed/node" + std::to_string(node) + ".rvt"), "stage " + std::to_string(s));
   }
+}
+
+TEST(Backups, KilledStageIsTakenOverWithNoStepLost) {
+  if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  fail_a_stage("backups", SIGKILL, "15");
+}
+
+// A frozen worker (SIGSTOP) keeps its connections open, and its kernel keeps acknowledging
+// what is sent to it: without heartbeats nothing would notice it before the receive timeout.
+TEST(Backups, FrozenStageIsDeclaredFailedAndTakenOver) {
+  if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  fail_a_stage("backups-frozen", SIGSTOP, "3");
 }
 
 // Under ravnest-launch: a worker with a running backup is not the end of the run.

@@ -29,6 +29,8 @@ class Process {
   int pid() const { return pid_; }
   // Reads available output for up to `timeout_s`, until `needle` appears in stdout.
   bool wait_for_output(const std::string& needle, double timeout_s);
+  // Standard output read so far (by wait_for_output).
+  const std::string& output() const { return result_.out; }
   // Waits for exit (killing at the deadline) and returns the result.
   ProcessResult wait(double timeout_s);
   void kill_now(int signal);

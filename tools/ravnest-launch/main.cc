@@ -67,6 +67,7 @@ struct NodeProc {
   std::string backup;     // a worker with a backup: the backup's id
   bool took_over = false;  // a backup that took its stage over
   bool replaced = false;   // a worker that failed and whose backup took over
+  std::string joined_backup;  // a backup that joined during the run (`ravnest-rt join`), not started here
   ravnest::cg::StageCost cost;  // mean F/B/W seconds from the "done" event
   bool done = false;
 };
@@ -275,6 +276,11 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (!quiet) for (const auto& line : (*links)->describe()) std::printf("%s\n", line.c_str());
+  // Where each node listens: what `ravnest-rt join --via ID=HOST:PORT` needs (docs/faults.md).
+  if (!quiet)
+    for (const auto& n : nodes)
+      std::printf("%s (cluster %d, stage %d%s) listens at 127.0.0.1:%d\n", n.id.c_str(), n.cluster, n.stage,
+                  n.backup_of.empty() ? "" : ", backup", n.port);
 
   for (auto& n : nodes) {
     std::vector<std::string> args{rt_path, "--bundle", n.dir, "--listen", "127.0.0.1:" + std::to_string(n.port)};
@@ -403,6 +409,12 @@ int main(int argc, char** argv) {
       std::printf("%s took over stage %d at step %lld in %.3f s\n", n.id.c_str(), n.stage,
                   static_cast<long long>(n.step), json->get_double_or("seconds", 0).value());
       std::fflush(stdout);
+    } else if (*event == "backup_joined") {
+      n.joined_backup = json->get_string_or("backup", "").value();
+      end_progress_line();
+      std::printf("%s joined as the backup of stage %d (%s) after step %lld\n", n.joined_backup.c_str(), n.stage,
+                  n.id.c_str(), static_cast<long long>(json->get_int_or("step", 0).value()));
+      std::fflush(stdout);
     } else if (*event == "done") {
       n.cost = {json->get_double_or("f_s", 0).value(), json->get_double_or("b_s", 0).value(),
                 json->get_double_or("w_s", 0).value()};
@@ -455,6 +467,13 @@ int main(int argc, char** argv) {
           end_progress_line();
           std::fprintf(stderr, "ravnest-launch: %s (stage %d) failed: %s; its backup %s takes over\n", n.id.c_str(),
                        n.stage, exit_description(status).c_str(), backup->id.c_str());
+          n.replaced = true;
+          continue;
+        }
+        if (!ok && !killed && !n.joined_backup.empty()) {  // a backup that joined runs elsewhere: the run goes on
+          end_progress_line();
+          std::fprintf(stderr, "ravnest-launch: %s (stage %d) failed: %s; its joined backup %s takes over\n",
+                       n.id.c_str(), n.stage, exit_description(status).c_str(), n.joined_backup.c_str());
           n.replaced = true;
           continue;
         }

@@ -1,0 +1,55 @@
+// Joining a running job (`ravnest-rt join`, docs/faults.md): a new node asks any
+// node of the run for a place, receives the bundle of the stage it will back up,
+// and then runs as that stage's backup (Trainer with a manifest marked `joined`).
+//
+// Guarantees: fetch_join_bundle asks `via`, then every stage it is sent on to, in
+// the run's order of preference, until a stage's worker accepts; it writes the
+// bundle the worker sends into options.dir and checks it loads (file digests
+// included). Every wait is bounded; a run that takes no joiners, or whose stages
+// all have backups, is an error saying so. The node asked answers at the end of its
+// current step, so a join never stops training.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "common/json.h"
+#include "common/status.h"
+#include "runtime/bundle.h"
+#include "runtime/tensor.h"
+
+namespace ravnest::rt {
+
+// The join protocol's frames: CONTROL frames at step kJoinStep, the message by
+// micro-batch. Joiner and node: the request (JSON {id, host, port, stage: -1}: the
+// address the joiner's trainer listens at) and the answer (JSON {accept, reason,
+// targets} or {accept, stage, files}), then the bundle's files (tensor id = position
+// in `files`). Along the pipeline: a worker's offer of its new backup (JSON) and the
+// accepts coming back (int64: the first step whose state the sender keeps for a
+// replay), tensor id = the backup's stage.
+inline constexpr uint64_t kJoinStep = uint64_t{1} << 57;
+inline constexpr uint32_t kJoinRequest = 0;
+inline constexpr uint32_t kJoinAnswer = 1;
+inline constexpr uint32_t kJoinOffer = 2;
+inline constexpr uint32_t kJoinAccept = 3;
+inline constexpr uint32_t kJoinFile = 4;
+
+struct JoinOptions {
+  PeerAddress via;       // any node of the run
+  PeerAddress self;      // the joiner's node id and the address its trainer will listen at
+  std::string dir;       // where the received bundle is written (created)
+  double connect_timeout_s = 60;
+  double answer_timeout_s = 180;  // a node answers at the end of its current step
+};
+
+// The protocol's JSON messages as byte frames and back (`what` names the message in errors).
+Tensor json_frame(const Json& json);
+Result<Json> frame_json(const Tensor& frame, const std::string& what);
+// A node's address in a message: {id, host, port, stage}; read back with its checks.
+Json join_peer_json(const PeerAddress& peer, int stage);
+Result<PeerAddress> join_peer_of(const Json& json, const std::string& what);
+
+// Returns the bundle folder (options.dir), ready for load_bundle.
+Result<std::string> fetch_join_bundle(const JoinOptions& options);
+
+}  // namespace ravnest::rt

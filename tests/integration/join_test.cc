@@ -1,0 +1,165 @@
+// Hot join (docs/faults.md): a node started with `ravnest-rt join` during a run
+// becomes the backup of the stage the run prefers (least reliable or slowest
+// machine; stage order without a devices file), asking any node first. Then that
+// stage's worker is killed with SIGKILL at a random step (seed printed and
+// recorded): the joined backup takes the stage over and training ends with the
+// parameters of the run without the failure. A run whose stages all have backups
+// refuses a joiner with a clear error.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <random>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "common/ports.h"
+#include "runtime/tensor_file.h"
+#include "tests/integration/process.h"
+
+namespace ravnest {
+namespace {
+
+using testing::binary;
+using testing::relative_diff;
+using testing::run_process;
+using testing::source_path;
+
+constexpr int kStages = 3;
+constexpr int kSteps = 300;
+
+std::string compile(const std::string& name, int steps, const std::vector<std::string>& extra) {
+  std::string dir = testing::temp_dir(name);
+  std::vector<std::string> argv{binary("ravnestc"), "compile", source_path("models/cnn/cnn.onnx"), "-o", dir,
+                                "--batch", "32", "--microbatches", "4", "--steps", std::to_string(steps), "--no-eval"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  auto r = run_process(argv, 120);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return dir;
+}
+
+std::map<std::string, rt::Tensor> load(const std::string& path) {
+  std::map<std::string, rt::Tensor> out;
+  auto file = rt::read_tensor_file(path);
+  EXPECT_TRUE(file.ok()) << file.status().to_string();
+  if (file.ok())
+    for (auto& [k, v] : *file) out[k] = v;
+  return out;
+}
+
+std::string loopback() { return "127.0.0.1:" + std::to_string(free_loopback_port()); }
+
+// Starts node `i` of `dir` at address[i], every other node's address given with --peer.
+std::unique_ptr<testing::Process> start_node(const std::string& dir, int i, const std::vector<std::string>& address,
+                                             const std::string& save_dir) {
+  std::vector<std::string> argv{binary("ravnest-rt"), "--bundle", dir + "/node" + std::to_string(i), "--listen",
+                                address[static_cast<size_t>(i)], "--recv-timeout", "30", "--save-params",
+                                save_dir + "/node" + std::to_string(i) + ".rvt"};
+  for (size_t j = 0; j < address.size(); ++j)
+    if (static_cast<int>(j) != i) argv.insert(argv.end(), {"--peer", "node" + std::to_string(j) + "=" + address[j]});
+  return std::make_unique<testing::Process>(argv, std::vector<std::string>{"OMP_NUM_THREADS=1"});
+}
+
+TEST(Join, JoinedBackupTakesOverWithNoStepLost) {
+  if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  const std::string dir = compile("join", kSteps, {"--stages", std::to_string(kStages), "--clip-norm", "5"});
+  const auto base = run_process({binary("ravnest-launch"), dir, "--save-params", dir + "/base", "--timeout", "240"},
+                                300, {"OMP_NUM_THREADS=1"});
+  ASSERT_EQ(base.exit_code, 0) << base.err;
+
+  const unsigned seed = std::random_device{}();
+  std::mt19937 rng(seed);
+  const int join_at = 3 + static_cast<int>(rng() % 10);
+  const int kill_after_join = 1 + static_cast<int>(rng() % 30);
+  RecordProperty("seed", std::to_string(seed));
+  std::printf("seed %u: joining at step %d, killing stage 0's worker %d steps after the join\n", seed, join_at,
+              kill_after_join);
+
+  const std::string out = dir + "/joined";
+  std::filesystem::create_directories(out);
+  std::vector<std::string> address;
+  for (int i = 0; i < kStages; ++i) address.push_back(loopback());
+  std::vector<std::unique_ptr<testing::Process>> nodes;
+  for (int i = 0; i < kStages; ++i) nodes.push_back(start_node(dir, i, address, out));
+  ASSERT_TRUE(nodes[kStages - 1]->wait_for_output("\"step\":" + std::to_string(join_at) + ",", 120))
+      << "the last stage did not reach step " << join_at;
+  // Asked at the last stage, which sends it on to stage 0 (first in the order without a devices file).
+  testing::Process joiner({binary("ravnest-rt"), "join", "--via", "node2=" + address[2], "--listen", loopback(), "--id",
+                           "newcomer", "--dir", dir + "/newcomer", "--recv-timeout", "30", "--save-params",
+                           out + "/newcomer.rvt"},
+                          {"OMP_NUM_THREADS=1"});
+  if (!nodes[0]->wait_for_output("\"event\":\"backup_joined\"", 120)) {
+    const auto j = joiner.wait(5);
+    const auto w = nodes[0]->wait(5);
+    FAIL() << "the joiner did not become a backup; joiner: " << j.err << "\nnode0: " << w.err;
+  }
+  // The step after which it joined, from node0's event; the worker is killed a few steps later.
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(nodes[0]->output(), m, std::regex(R"("event":"backup_joined"[^}]*"step":([0-9]+))")));
+  const int joined_after = std::stoi(m[1].str());
+  RecordProperty("joined_after_step", std::to_string(joined_after));
+  ASSERT_LT(joined_after, kSteps - 10) << "the join took most of the run";
+  const int kill_at = std::min(kSteps - 5, joined_after + kill_after_join);
+  ASSERT_TRUE(nodes[kStages - 1]->wait_for_output("\"step\":" + std::to_string(kill_at) + ",", 120));
+  nodes[0]->kill_now(SIGKILL);
+  RecordProperty("kill_at_step", std::to_string(kill_at));
+  std::map<int, testing::ProcessResult> results;
+  for (int i = 1; i < kStages; ++i) results[i] = nodes[static_cast<size_t>(i)]->wait(240);
+  const testing::ProcessResult killed = nodes[0]->wait(5);
+  const testing::ProcessResult backup = joiner.wait(240);
+  for (const auto& [i, r] : results) {
+    EXPECT_FALSE(r.timed_out) << "node" << i;
+    EXPECT_EQ(r.exit_code, 0) << "node" << i << ": " << r.err;
+  }
+  ASSERT_EQ(backup.exit_code, 0) << backup.err;
+  EXPECT_NE(backup.err.find("sends us on"), std::string::npos) << "node2 should have sent the joiner to stage 0: "
+                                                                << backup.err;
+  EXPECT_NE(killed.out.find("\"event\":\"backup_joined\",\"node\":\"node0\",\"stage\":0,\"backup\":\"newcomer\""),
+            std::string::npos)
+      << killed.out;
+  ASSERT_TRUE(std::regex_search(backup.out, m, std::regex(R"(\{"event":"takeover"[^}]*"seconds":([0-9.]+)\})")))
+      << backup.out << backup.err;
+  RecordProperty("takeover_seconds", m[1].str());
+  std::printf("takeover: %s\n", m[0].str().c_str());
+  EXPECT_NE(results[kStages - 1].out.find("\"step\":" + std::to_string(kSteps) + ","), std::string::npos);
+  // Every stage's final parameters equal the uninterrupted run's.
+  for (int s = 0; s < kStages; ++s) {
+    const std::string got = s == 0 ? out + "/newcomer.rvt" : out + "/node" + std::to_string(s) + ".rvt";
+    const auto want = load(dir + "/base/node" + std::to_string(s) + ".rvt");
+    const auto have = load(got);
+    ASSERT_FALSE(want.empty());
+    ASSERT_EQ(have.size(), want.size()) << "stage " << s;
+    for (const auto& [name, t] : want) {
+      ASSERT_TRUE(have.count(name)) << "stage " << s << ": no " << name;
+      EXPECT_LE(relative_diff(have.at(name), t), 1e-5) << "stage " << s << ": " << name;
+    }
+  }
+}
+
+TEST(Join, RunWhoseStagesAllHaveBackupsRefusesAJoiner) {
+  if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  // Long enough not to end before the joiner is answered; stopped once it is.
+  const std::string dir = compile("join-full", 1500, {"--stages", "1", "--backup-stages", "0"});
+  const std::vector<std::string> address{loopback(), loopback()};
+  const std::string out = dir + "/params";
+  std::filesystem::create_directories(out);
+  auto backup = start_node(dir, 1, address, out);
+  auto worker = start_node(dir, 0, address, out);
+  ASSERT_TRUE(worker->wait_for_output("\"step\":2,", 120));
+  auto r = run_process({binary("ravnest-rt"), "join", "--via", "node0=" + address[0], "--listen", loopback(), "--id",
+                        "late", "--dir", dir + "/late"},
+                       120, {"OMP_NUM_THREADS=1"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("no stage of the run accepts late as a backup"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("every stage has a backup"), std::string::npos) << r.err;
+  // Training went on meanwhile.
+  EXPECT_TRUE(worker->wait_for_output("\"step\":", 30));
+  worker->kill_now(SIGKILL);
+  backup->kill_now(SIGKILL);
+}
+
+}  // namespace
+}  // namespace ravnest
