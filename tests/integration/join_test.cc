@@ -139,6 +139,32 @@ TEST(Join, JoinedBackupTakesOverWithNoStepLost) {
   }
 }
 
+// Under ravnest-launch: the launcher says where its nodes listen, and a worker whose joined backup
+// announced itself may fail without ending the run.
+TEST(Join, LauncherLetsAJoinedBackupTakeOver) {
+  if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  const std::string dir = compile("join-launch", kSteps, {"--stages", std::to_string(kStages)});
+  testing::Process launch({binary("ravnest-launch"), dir, "--timeout", "240"}, {"OMP_NUM_THREADS=1"});
+  ASSERT_TRUE(launch.wait_for_output("step ", 120)) << "no progress";
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(launch.output(), m, std::regex(R"(node1 \(cluster 0, stage 1\) listens at (\S+))")))
+      << launch.output();
+  testing::Process joiner({binary("ravnest-rt"), "join", "--via", "node1=" + m[1].str(), "--listen", loopback(), "--id",
+                           "newcomer", "--dir", dir + "/newcomer", "--recv-timeout", "30"},
+                          {"OMP_NUM_THREADS=1"});
+  ASSERT_TRUE(launch.wait_for_output("newcomer joined as the backup of stage 0 (node0)", 120)) << launch.output();
+  std::vector<int> victim = testing::ravnest_rt_pids(dir + "/node0 ");
+  ASSERT_EQ(victim.size(), 1u) << "stage 0's worker not found";
+  kill(victim[0], SIGKILL);
+  const auto r = launch.wait(300);
+  const auto j = joiner.wait(240);
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_NE(r.err.find("node0 (stage 0) failed: killed by signal"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("its joined backup newcomer takes over"), std::string::npos) << r.err;
+  EXPECT_EQ(j.exit_code, 0) << j.err;
+  EXPECT_NE(j.out.find("\"event\":\"takeover\""), std::string::npos) << j.out;
+}
+
 TEST(Join, RunWhoseStagesAllHaveBackupsRefusesAJoiner) {
   if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
   // Long enough not to end before the joiner is answered; stopped once it is.

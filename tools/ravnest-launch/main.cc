@@ -18,6 +18,9 @@
 // --predict, after a successful traced run the simulator's timeline of one step
 // (from each node's schedule.json and measured mean F/B/W times) is added to
 // OUT.json as "predicted <node>" processes (codegen/prediction.h).
+// It prints where each node listens, which `ravnest-rt join --via ID=HOST:PORT`
+// needs; a worker whose joined backup announced itself (docs/faults.md) may fail
+// without ending the run, as one with a compiled backup.
 // With --checkpoint-dir each node writes its checkpoints under DIR/<node id>
 // (docs/checkpoints.md); --resume restarts every node from the newest step all
 // of them hold a checkpoint of.
