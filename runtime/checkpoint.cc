@@ -28,7 +28,12 @@ constexpr int64_t kPositionFields = 6;  // step, epoch, step_in_epoch, updates, 
 
 constexpr uint64_t kStartStep = uint64_t{1} << 63;  // the start-up step range (docs/wire-protocol.md)
 constexpr uint32_t kStepsDownId = 2;                // steps held by every stage so far, stage s to s+1
-constexpr uint32_t kDecisionUpId = 3;               // the chosen step, stage s+1 to s
+constexpr uint32_t kCommonUpId = 3;                 // the steps every stage holds, stage s+1 to s
+// Several clusters (kBackupSizesId = 5 is the trainer's): one cluster's steps to the other clusters' ring
+// members, then the run's steps down the pipeline and back up.
+constexpr uint32_t kClustersId = 6;
+constexpr uint32_t kGlobalDownId = 7;
+constexpr uint32_t kGlobalUpId = 8;
 
 Tensor bytes_tensor(const std::string& text) {
   Tensor t = Tensor::empty(DType::kU8, {static_cast<int64_t>(text.size())});
@@ -238,45 +243,81 @@ Status check_checkpoint(const Checkpoint& ckpt, const std::string& path, const s
 
 Result<int64_t> agree_on_checkpoint(Transport& transport, const std::optional<PeerAddress>& prev,
                                     const std::optional<PeerAddress>& next, const std::vector<int64_t>& own,
+                                    const std::vector<std::string>& other_clusters, bool several_clusters,
                                     Deadline deadline) {
-  auto receive = [&](const PeerAddress& peer, uint32_t id, const char* what) -> Result<Tensor> {
-    auto got = transport.recv(peer.id, FrameMeta{FrameKind::kControl, kStartStep, 0, id}, deadline);
+  auto receive = [&](const std::string& peer, uint32_t id, const char* what) -> Result<std::vector<int64_t>> {
+    auto got = transport.recv(peer, FrameMeta{FrameKind::kControl, kStartStep, 0, id}, deadline);
     if (!got.ok())
-      return got.status().with_context(transport.node_id() + ": waiting for " + what + " from " + peer.str() +
-                                       " (start every node with --resume)");
+      return got.status().with_context(transport.node_id() + ": waiting for " + what + " from '" + peer +
+                                       "' (start every node with --resume)");
     if (got->dtype() != DType::kI64 || got->rank() != 1 || got->numel() < 1)
-      return error(Code::kCorrupt, transport.node_id(), ": malformed ", what, " from ", peer.str());
-    return std::move(got).value();
+      return error(Code::kCorrupt, transport.node_id(), ": malformed ", what, " from '", peer, "'");
+    const int64_t* v = got->data<int64_t>();
+    if (v[0] == -1 && got->numel() == 1) return std::vector<int64_t>{-1};  // "not known here"
+    if (v[0] < 0 || v[0] != got->numel() - 1)
+      return error(Code::kCorrupt, transport.node_id(), ": malformed ", what, " from '", peer, "'");
+    return std::vector<int64_t>(v + 1, v + got->numel());
   };
-  // Wait for the steps every stage before this one holds; keep the ones held here too.
+  auto counted = [](const std::vector<int64_t>& steps) {
+    std::vector<int64_t> out{static_cast<int64_t>(steps.size())};
+    out.insert(out.end(), steps.begin(), steps.end());
+    return i64_tensor(out);
+  };
+  auto send = [&](const std::string& peer, uint32_t id, const Tensor& t) {
+    return transport.send(peer, FrameMeta{FrameKind::kControl, kStartStep, 0, id}, t);
+  };
+  auto intersect = [](const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
+    std::set<int64_t> in_b(b.begin(), b.end());
+    std::vector<int64_t> out;
+    for (int64_t s : a)
+      if (in_b.count(s)) out.push_back(s);
+    return out;
+  };
+  // 1. The pipeline: the steps every stage holds, down to the last stage, and that set back up to every stage.
   std::vector<int64_t> common = own;
   if (prev) {
-    RN_ASSIGN_OR_RETURN(Tensor got, receive(*prev, kStepsDownId, "the checkpoint steps of the previous stages"));
-    const int64_t* v = got.data<int64_t>();
-    if (v[0] < 0 || v[0] != got.numel() - 1)
-      return error(Code::kCorrupt, transport.node_id(), ": malformed checkpoint steps from ", prev->str());
-    std::set<int64_t> before(v + 1, v + got.numel());
-    common.clear();
-    for (int64_t s : own)
-      if (before.count(s)) common.push_back(s);
+    RN_ASSIGN_OR_RETURN(std::vector<int64_t> before, receive(prev->id, kStepsDownId, "the checkpoint steps of the previous stages"));
+    common = intersect(own, before);
   }
-  int64_t decision = -1;
-  if (next) {  // pass the common steps on, then wait for the last stage's decision
-    std::vector<int64_t> down{static_cast<int64_t>(common.size())};
-    down.insert(down.end(), common.begin(), common.end());
-    RN_RETURN_IF_ERROR(transport.send(next->id, FrameMeta{FrameKind::kControl, kStartStep, 0, kStepsDownId},
-                                      i64_tensor(down)));
-    RN_ASSIGN_OR_RETURN(Tensor got, receive(*next, kDecisionUpId, "the resume step chosen by the last stage"));
-    decision = got.data<int64_t>()[0];
-  } else if (!common.empty()) {
-    decision = *std::max_element(common.begin(), common.end());
+  if (next) {
+    RN_RETURN_IF_ERROR(send(next->id, kStepsDownId, counted(common)));
+    RN_ASSIGN_OR_RETURN(common, receive(next->id, kCommonUpId, "the checkpoint steps every stage holds"));
   }
+  if (prev) RN_RETURN_IF_ERROR(send(prev->id, kCommonUpId, counted(common)));
+  // 2. Several clusters: each node with averaging rings trades its cluster's set with one node of every other
+  // cluster (the other members of one of its rings), so it holds what every node of the run holds; then the
+  // pipeline passes that down and back up, for stages without rings.
+  if (several_clusters) {
+    std::optional<std::vector<int64_t>> global;
+    if (!other_clusters.empty()) {
+      for (const auto& peer : other_clusters) RN_RETURN_IF_ERROR(send(peer, kClustersId, counted(common)));
+      std::vector<int64_t> all = common;
+      for (const auto& peer : other_clusters) {
+        RN_ASSIGN_OR_RETURN(std::vector<int64_t> theirs, receive(peer, kClustersId, "the checkpoint steps of its cluster"));
+        all = intersect(all, theirs);
+      }
+      global = all;
+    }
+    const Tensor unknown = i64_tensor({-1});
+    if (prev) {
+      RN_ASSIGN_OR_RETURN(std::vector<int64_t> got, receive(prev->id, kGlobalDownId, "the checkpoint steps of every cluster"));
+      if (!global && !(got.size() == 1 && got[0] == -1)) global = got;
+    }
+    if (next) {
+      RN_RETURN_IF_ERROR(send(next->id, kGlobalDownId, global ? counted(*global) : unknown));
+      RN_ASSIGN_OR_RETURN(std::vector<int64_t> got, receive(next->id, kGlobalUpId, "the checkpoint steps of every cluster"));
+      if (got.size() == 1 && got[0] == -1)
+        return error(Code::kInternal, transport.node_id(), ": no stage of this cluster takes part in averaging");
+      global = got;
+    }
+    if (!global) return error(Code::kInternal, transport.node_id(), ": no stage of this cluster takes part in averaging");
+    if (prev) RN_RETURN_IF_ERROR(send(prev->id, kGlobalUpId, counted(*global)));
+    common = *global;
+  }
+  const int64_t decision = common.empty() ? -1 : *std::max_element(common.begin(), common.end());
   if (decision >= 0 && std::find(own.begin(), own.end(), decision) == own.end())
-    return error(Code::kCorrupt, transport.node_id(), ": the pipeline chose to resume from step ", decision,
+    return error(Code::kCorrupt, transport.node_id(), ": the run chose to resume from step ", decision,
                  ", of which this node has no checkpoint");
-  if (prev)  // the decision travels on toward stage 0
-    RN_RETURN_IF_ERROR(transport.send(prev->id, FrameMeta{FrameKind::kControl, kStartStep, 0, kDecisionUpId},
-                                      i64_tensor({decision})));
   return decision;
 }
 

@@ -68,15 +68,20 @@ Result<Checkpoint> read_checkpoint(const std::string& path);
 Status check_checkpoint(const Checkpoint& ckpt, const std::string& path, const std::string& run_id,
                         const std::string& node_id, const TensorMap& params, const TensorMap& opt_state);
 
-// The newest step that every stage of a pipeline holds a checkpoint of, the
-// same on every stage, or -1 when they share none. `own` is this stage's list.
-// Protocol (CONTROL frames at the start-up step 2^63): stage 0 sends its steps
-// to stage 1 (tensor_id 2, int64 [count, steps...]); each stage keeps the ones
-// it holds too and passes them on; the last stage picks the newest and sends it
-// back (tensor_id 3, int64 scalar), each stage forwarding it toward stage 0.
-// Every wait ends at `deadline`.
+// The newest step that every node of the run holds a checkpoint of, the same on
+// every node, or -1 when they share none. `own` is this node's list.
+// Protocol (CONTROL frames at the start-up step 2^63, int64 [count, steps...]):
+// stage 0 sends its steps to stage 1 (tensor_id 2); each stage keeps the ones it
+// holds too and passes them on; the last stage sends the common set back (tensor_id
+// 3), each stage forwarding it toward stage 0. With several clusters
+// (`several_clusters`), each node sends its cluster's set to `other_clusters` (the
+// other members of one of its averaging rings: one node of every other cluster;
+// tensor_id 6) and keeps what all hold; that set goes down the pipeline (tensor_id
+// 7, [-1] from a stage without rings) and back up (tensor_id 8), so every node of
+// every cluster ends with the same set. Every wait ends at `deadline`.
 Result<int64_t> agree_on_checkpoint(Transport& transport, const std::optional<PeerAddress>& prev,
                                     const std::optional<PeerAddress>& next, const std::vector<int64_t>& own,
+                                    const std::vector<std::string>& other_clusters, bool several_clusters,
                                     Deadline deadline);
 
 }  // namespace ravnest::rt

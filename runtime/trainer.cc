@@ -1796,10 +1796,14 @@ Status TrainerImpl::check_checkpoint_options() const {
     return error(Code::kUnsupported, where(), ": checkpoints need synchronous training (an asynchronous stage has "
                  "micro-batches of several steps in flight at any moment, so no state is a committed step); compile "
                  "without --async or run without --checkpoint-dir");
-  if (opt_.resume && mf.num_clusters > 1)
-    return error(Code::kUnsupported, where(), ": --resume of a compile with ", mf.num_clusters,
-                 " clusters is not supported yet (the clusters would have to agree on the step too); resume "
-                 "single-cluster runs");
+  if (opt_.resume && mf.num_clusters > 1 && mf.training.local_steps_max > 0)
+    return error(Code::kUnsupported, where(), ": --resume of a compile with --local-steps is not supported yet (its ",
+                 "clusters count their steps differently, so no step number is common to their checkpoints); resume "
+                 "runs whose clusters average every --average-every steps");
+  if (opt_.resume && mf.num_clusters > 1 && mf.training.compression.averaging.codec != Codec::kRaw)
+    return error(Code::kUnsupported, where(), ": --resume with compressed averaging is not supported yet (the ",
+                 "averaging's error feedback and reference copy are not in the checkpoints); resume runs with dense "
+                 "averaging");
   if (opt_.resume) return ok_status();
   RN_ASSIGN_OR_RETURN(std::vector<int64_t> held, list_checkpoints(checkpoint_dir()));
   if (!held.empty())
@@ -1814,8 +1818,13 @@ Result<int64_t> TrainerImpl::resume_point(int64_t total) {
   const Manifest& mf = m();
   const std::string dir = checkpoint_dir();
   RN_ASSIGN_OR_RETURN(std::vector<int64_t> own, list_checkpoints(dir));
-  RN_ASSIGN_OR_RETURN(int64_t step,
-                      agree_on_checkpoint(*transport_, prev_, next_, own, deadline_in(opt_.connect_timeout_s)));
+  // With several clusters, the other members of one ring are one node of every other cluster (connected to this one).
+  std::vector<std::string> other_clusters;
+  if (!mf.rings.empty())
+    for (const auto& id : mf.rings[0].members)
+      if (id != mf.self.id) other_clusters.push_back(id);
+  RN_ASSIGN_OR_RETURN(int64_t step, agree_on_checkpoint(*transport_, prev_, next_, own, other_clusters,
+                                                        mf.num_clusters > 1, deadline_in(opt_.connect_timeout_s)));
   if (step < 0) {
     RN_LOG_WARN(where(), ": --resume: the stages hold no common checkpoint in '", opt_.checkpoint_dir,
                 "'; training from step 0");

@@ -34,23 +34,25 @@ using testing::run_process;
 using testing::source_path;
 using testing::relative_diff;
 
-constexpr int kStages = 3;
+// The run: 3 stages, or with `--clusters`, several clusters averaging every few steps.
+const std::vector<std::string> kOneCluster{"--stages", "3"};
 constexpr int64_t kSteps = 30;
 constexpr int64_t kEvery = 5;
 const std::vector<std::string> kEnv{"OMP_NUM_THREADS=1"};
 
 struct TrainedRun {
-  std::map<std::string, rt::Tensor> params;  // every parameter and running statistic of every node
+  std::map<std::string, rt::Tensor> params;  // "node/name": every parameter and running statistic of every node
   std::map<int64_t, double> losses;          // by step
 };
 
-TrainedRun read_run(const std::string& params_dir, const std::string& losses_path) {
+TrainedRun read_run(const std::string& params_dir, const std::string& losses_path, int nodes) {
   TrainedRun run;
-  for (int s = 0; s < kStages; ++s) {
-    auto file = rt::read_tensor_file(params_dir + "/node" + std::to_string(s) + ".rvt");
+  for (int s = 0; s < nodes; ++s) {
+    const std::string node = "node" + std::to_string(s);
+    auto file = rt::read_tensor_file(params_dir + "/" + node + ".rvt");
     EXPECT_TRUE(file.ok()) << file.status().to_string();
     if (!file.ok()) continue;
-    for (auto& [k, v] : *file) run.params[k] = v;
+    for (auto& [k, v] : *file) run.params[node + "/" + k] = v;
   }
   std::ifstream in(losses_path);
   long long step;
@@ -68,7 +70,7 @@ std::vector<int64_t> held(const std::string& ckpt_dir, int s) {
 std::string compile(const std::string& name, const std::vector<std::string>& flags) {
   std::string dir = testing::temp_dir(name);
   std::vector<std::string> args{binary("ravnestc"), "compile", source_path("models/cnn/cnn.onnx"), "-o", dir,
-                                "--stages", std::to_string(kStages), "--batch", "32", "--microbatches", "4",
+                                "--batch", "32", "--microbatches", "4",
                                 "--steps", std::to_string(kSteps), "--no-eval", "--seed", "7"};
   args.insert(args.end(), flags.begin(), flags.end());
   auto c = run_process(args, 120);
@@ -81,9 +83,9 @@ uint64_t test_seed() {
   return std::random_device{}();
 }
 
-// Kills every process of a run at a random point after its first checkpoints,
-// resumes it, and compares with the uninterrupted run. Returns the bundle folder.
-std::string kill_resume_and_compare(const std::string& name, const std::vector<std::string>& flags) {
+// Kills every process of a run of `nodes` nodes (compiled with `flags`) at a random point after its first
+// checkpoints, resumes it, and compares with the uninterrupted run. Returns the bundle folder.
+std::string kill_resume_and_compare(const std::string& name, const std::vector<std::string>& flags, int nodes_count = 3) {
   const std::string dir = compile(name, flags);
   if (::testing::Test::HasFailure()) return dir;
 
@@ -92,7 +94,7 @@ std::string kill_resume_and_compare(const std::string& name, const std::vector<s
                            dir + "/full-losses.txt", "--timeout", "300"},
                           330, kEnv);
   EXPECT_EQ(full.exit_code, 0) << full.err << full.out;
-  const TrainedRun want = read_run(dir + "/full", dir + "/full-losses.txt");
+  const TrainedRun want = read_run(dir + "/full", dir + "/full-losses.txt", nodes_count);
   EXPECT_EQ(static_cast<int64_t>(want.losses.size()), kSteps);
 
   // The same run with checkpoints, every process killed with SIGKILL at a random point.
@@ -102,7 +104,7 @@ std::string kill_resume_and_compare(const std::string& name, const std::vector<s
   // kill lands anywhere in a step, sometimes while a checkpoint is written or while the stages hold different ones.
   const int64_t target = 6 + static_cast<int64_t>(rng() % 17);  // the last stage has reported step 6..22
   const int delay_ms = static_cast<int>(rng() % 50);
-  std::vector<int> order(kStages);
+  std::vector<int> order(nodes_count);
   std::iota(order.begin(), order.end(), 0);
   std::shuffle(order.begin(), order.end(), rng);
   std::printf("[%s] kill seed %llu (RAVNEST_TEST_SEED to replay): SIGKILL every node %d ms after the last stage "
@@ -114,12 +116,12 @@ std::string kill_resume_and_compare(const std::string& name, const std::vector<s
     // The nodes as separate processes (ravnest-launch's command line for each), so that the test sees the last
     // stage's progress lines; ports as the launcher chooses them.
     std::vector<std::string> addr;
-    for (int s = 0; s < kStages; ++s) addr.push_back("127.0.0.1:" + std::to_string(free_loopback_port()));
+    for (int s = 0; s < nodes_count; ++s) addr.push_back("127.0.0.1:" + std::to_string(free_loopback_port()));
     std::vector<std::unique_ptr<testing::Process>> nodes;
-    for (int s = 0; s < kStages; ++s) {
+    for (int s = 0; s < nodes_count; ++s) {
       std::vector<std::string> args{binary("ravnest-rt"), "--bundle", dir + "/node" + std::to_string(s), "--listen",
                                     addr[s], "--checkpoint-dir", ckpt, "--checkpoint-every", std::to_string(kEvery)};
-      for (int o = 0; o < kStages; ++o)
+      for (int o = 0; o < nodes_count; ++o)
         if (o != s) args.insert(args.end(), {"--peer", "node" + std::to_string(o) + "=" + addr[o]});
       nodes.push_back(std::make_unique<testing::Process>(args, kEnv));
     }
@@ -134,7 +136,7 @@ std::string kill_resume_and_compare(const std::string& name, const std::vector<s
     }
   }
   std::string left;
-  for (int s = 0; s < kStages; ++s) {
+  for (int s = 0; s < nodes_count; ++s) {
     left += " node" + std::to_string(s) + ":";
     for (int64_t step : held(ckpt, s)) left += " " + std::to_string(step);
   }
@@ -157,7 +159,7 @@ std::string kill_resume_and_compare(const std::string& name, const std::vector<s
   EXPECT_GE(start, kEvery) << "a checkpoint of step " << kEvery << " existed before the kill";
   EXPECT_LT(start, kSteps) << "the kill should land before the run's end (seed " << seed << ")";
 
-  const TrainedRun got = read_run(dir + "/resumed", dir + "/resumed-losses.txt");
+  const TrainedRun got = read_run(dir + "/resumed", dir + "/resumed-losses.txt", nodes_count);
   EXPECT_GE(want.params.size(), 8u);
   EXPECT_EQ(got.params.size(), want.params.size());
   for (const auto& [pname, tensor] : want.params) {
@@ -188,7 +190,9 @@ std::string kill_resume_and_compare(const std::string& name, const std::vector<s
 
 TEST(Resume, KilledMomentumSgdRunResumesToTheUninterruptedParameters) {
   if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
-  const std::string dir = kill_resume_and_compare("resume-sgd", {"--optimizer", "sgd", "--momentum", "0.9"});
+  std::vector<std::string> flags = kOneCluster;
+  flags.insert(flags.end(), {"--optimizer", "sgd", "--momentum", "0.9"});
+  const std::string dir = kill_resume_and_compare("resume-sgd", flags);
   if (HasFailure()) return;
 
   // A checkpoint of another node is refused, naming the file.
@@ -213,8 +217,19 @@ TEST(Resume, KilledMomentumSgdRunResumesToTheUninterruptedParameters) {
 
 TEST(Resume, KilledAdamWRunResumesToTheUninterruptedParameters) {
   if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
-  kill_resume_and_compare("resume-adamw", {"--optimizer", "adamw", "--lr", "0.002", "--warmup-steps", "5",
-                                           "--lr-schedule", "cosine"});
+  std::vector<std::string> flags = kOneCluster;
+  flags.insert(flags.end(), {"--optimizer", "adamw", "--lr", "0.002", "--warmup-steps", "5", "--lr-schedule", "cosine"});
+  kill_resume_and_compare("resume-adamw", flags);
+}
+
+// Two clusters of two stages averaging every 3 steps (checkpoints every 5, so some fall between rounds and carry
+// samples not yet averaged): every node of both clusters resumes from the same step, with the uninterrupted run's
+// parameters in every copy.
+TEST(Resume, KilledTwoClusterRunResumesToTheUninterruptedParameters) {
+  if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  kill_resume_and_compare("resume-clusters", {"--clusters", "2", "--stages", "2", "--average-every", "3", "--optimizer",
+                                              "sgd", "--momentum", "0.9"},
+                          4);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <set>
 #include <thread>
 
 namespace ravnest::rt {
@@ -184,9 +185,14 @@ TEST(Checkpoint, MismatchedRunNodeOrShapesAreRefusedNamingTheFile) {
   refused(check_checkpoint(c, path, "run-abc", "node1", c.params, opt), "'step/conv.w'");
 }
 
-// Three stages agree over real loopback connections: the newest step all hold, or -1.
-std::vector<int64_t> agree(const std::vector<std::vector<int64_t>>& held) {
+// Nodes agree over real loopback connections: the newest step all hold, or -1. `stages` nodes per cluster
+// (node c * stages + s is cluster c's stage s); with several clusters, the stages listed in `ringed` are
+// averaging-ring members, each connected to its counterparts in the other clusters.
+std::vector<int64_t> agree(const std::vector<std::vector<int64_t>>& held, size_t stages = 0,
+                           const std::set<size_t>& ringed = {}) {
   const size_t n = held.size();
+  if (stages == 0) stages = n;
+  const size_t clusters = n / stages;
   std::vector<std::unique_ptr<Transport>> nodes;
   std::vector<PeerAddress> addr;
   for (size_t i = 0; i < n; ++i) {
@@ -197,17 +203,30 @@ std::vector<int64_t> agree(const std::vector<std::vector<int64_t>>& held) {
     EXPECT_TRUE(nodes[i]->listen("127.0.0.1", 0).ok());
     addr.push_back({o.node_id, "127.0.0.1", nodes[i]->port()});
   }
-  for (size_t i = 0; i + 1 < n; ++i)
-    EXPECT_TRUE(nodes[i]->connect(addr[i + 1].id, "127.0.0.1", addr[i + 1].port, deadline_after(10s)).ok());
-  for (size_t i = 1; i < n; ++i) EXPECT_TRUE(nodes[i]->wait_for_peer(addr[i - 1].id, deadline_after(10s)).ok());
+  auto link = [&](size_t a, size_t b) {  // a dials b
+    EXPECT_TRUE(nodes[a]->connect(addr[b].id, "127.0.0.1", addr[b].port, deadline_after(10s)).ok());
+    EXPECT_TRUE(nodes[b]->wait_for_peer(addr[a].id, deadline_after(10s)).ok());
+  };
+  std::vector<std::vector<std::string>> others(n);
+  for (size_t c = 0; c < clusters; ++c)
+    for (size_t s = 0; s < stages; ++s) {
+      const size_t i = c * stages + s;
+      if (s + 1 < stages) link(i, i + 1);
+      if (clusters < 2 || !ringed.count(s)) continue;
+      for (size_t d = 0; d < clusters; ++d) {
+        if (d == c) continue;
+        others[i].push_back(addr[d * stages + s].id);
+        if (d > c) link(i, d * stages + s);
+      }
+    }
   std::vector<int64_t> chosen(n, -2);
   std::vector<std::thread> threads;
   for (size_t i = 0; i < n; ++i)
     threads.emplace_back([&, i] {
       std::optional<PeerAddress> prev, next;
-      if (i > 0) prev = addr[i - 1];
-      if (i + 1 < n) next = addr[i + 1];
-      auto r = agree_on_checkpoint(*nodes[i], prev, next, held[i], deadline_after(10s));
+      if (i % stages > 0) prev = addr[i - 1];
+      if (i % stages + 1 < stages) next = addr[i + 1];
+      auto r = agree_on_checkpoint(*nodes[i], prev, next, held[i], others[i], clusters > 1, deadline_after(10s));
       EXPECT_TRUE(r.ok()) << r.status().to_string();
       if (r.ok()) chosen[i] = *r;
     });
@@ -221,6 +240,18 @@ TEST(Checkpoint, StagesAgreeOnTheNewestCommonStep) {
   EXPECT_EQ(agree({{5, 10}, {5, 10}, {5, 10}}), (std::vector<int64_t>{10, 10, 10}));
   EXPECT_EQ(agree({{5}, {}, {5}}), (std::vector<int64_t>{-1, -1, -1}));
   EXPECT_EQ(agree({{20}}), std::vector<int64_t>{20});
+}
+
+TEST(Checkpoint, ClustersAgreeOnTheNewestStepEveryNodeHolds) {
+  // Two clusters of two stages, both stages in rings: cluster 1's second stage lags.
+  EXPECT_EQ(agree({{8, 16}, {8, 16}, {8, 16}, {8}}, 2, {0, 1}), (std::vector<int64_t>(4, 8)));
+  // Only stage 1 averages (stage 0 holds no parameters): stage 0 learns the run's choice through the pipeline.
+  EXPECT_EQ(agree({{8, 16}, {8, 16}, {16}, {8, 16}}, 2, {1}), (std::vector<int64_t>(4, 16)));
+  // Three clusters of three stages, rings at stages 0 and 2; cluster 2's middle stage holds none in common.
+  EXPECT_EQ(agree({{4, 8}, {4, 8}, {4, 8}, {4, 8}, {8}, {4, 8}, {4, 8}, {4}, {4, 8}}, 3, {0, 2}),
+            (std::vector<int64_t>(9, -1)));
+  EXPECT_EQ(agree({{4, 8}, {4, 8}, {4, 8}, {4, 8}, {4}, {4, 8}, {4, 8}, {4, 8}, {4, 8}}, 3, {0, 2}),
+            (std::vector<int64_t>(9, 4)));
 }
 
 }  // namespace
