@@ -313,9 +313,9 @@ std::pair<std::vector<double>, ClusterMachines> cluster_machines(const DevicesPl
 
 // Predicted seconds of one run of a stage program on `device`: every kernel it
 // runs (the loss and the gradient ops included) under the cost model, plus the
-// executor's fixed cost of a run.
+// fixed cost of a pass (the executor's run and the trainer's work around it).
 double program_seconds(const Graph& program, const part::DeviceProfile& device) {
-  double seconds = program.nodes.empty() ? 0.0 : part::program_overhead(device);
+  double seconds = program.nodes.empty() ? 0.0 : part::stage_pass_overhead(device);
   for (const part::PassTimes& t : part::graph_times(program, device)) seconds += t.f;
   return seconds;
 }

@@ -60,6 +60,14 @@ double program_overhead(const DeviceProfile& device, const CostModelOptions& opt
   return device.program_overhead_s > 0 ? device.program_overhead_s : options.program_overhead_s;
 }
 
+double pass_overhead(const DeviceProfile& device, const CostModelOptions& options) {
+  return device.pass_overhead_s > 0 ? device.pass_overhead_s : options.pass_overhead_s;
+}
+
+double stage_pass_overhead(const DeviceProfile& device, const CostModelOptions& options) {
+  return program_overhead(device, options) + pass_overhead(device, options);
+}
+
 double kernel_seconds(double flops, double bytes, OpClass c, const DeviceProfile& device,
                       const CostModelOptions& options) {
   if (flops <= 0 && bytes <= 0) return 0;

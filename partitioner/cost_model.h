@@ -8,6 +8,10 @@
 //    other (everything else: gemm_gflops scaled by other_efficiency); the overhead
 //    is the profile's measured kernel_overhead_s where it has one. A pass with
 //    no work (0 FLOPs, e.g. W of ReLU) takes 0 s; F always moves the forward bytes.
+//  * A stage program's pass (F, B or W) adds once, beside its kernels,
+//    stage_pass_overhead = the executor's program_overhead_s + the trainer's
+//    pass_overhead_s (each the profile's where measured); the three overheads
+//    are measured apart (runtime/profile/profile.h) and none holds another.
 //  * B and W move the forward bytes again (they read the forward's inputs and
 //    the output gradient, and write a gradient of the same size); graph_times and
 //    model_totals add to W 3x the bytes of the node's parameters: the runtime sums
@@ -36,12 +40,19 @@ struct CostModelOptions {
   // ops are bound by memory; their FLOPs run far below the GEMM peak).
   double other_efficiency = 0.05;
   double kernel_overhead_s = 2e-6;   // per kernel launch, every pass that runs
-  double program_overhead_s = 5e-6;  // per run of a stage program (F, B or W)
+  double program_overhead_s = 5e-6;  // per run of a stage program (F, B or W) by the executor
+  // Per pass (F, B or W) of the trainer in a pipeline, beyond a warm executor run: 30 us, as measured by
+  // `ravnest-rt profile` on this project's machines (34-37 us) and seen in the traces (14-40 us per pass).
+  double pass_overhead_s = 3e-5;
 };
 
 // The device's measured overheads where its profile has them, else the options'.
 double kernel_overhead(const DeviceProfile& device, const CostModelOptions& options = {});
 double program_overhead(const DeviceProfile& device, const CostModelOptions& options = {});
+double pass_overhead(const DeviceProfile& device, const CostModelOptions& options = {});
+// The fixed seconds of one pass (F, B or W) of a stage program beside its kernels:
+// program_overhead + pass_overhead (the executor's run and the trainer's work around it).
+double stage_pass_overhead(const DeviceProfile& device, const CostModelOptions& options = {});
 
 struct PassTimes {
   double f = 0, b = 0, w = 0;

@@ -221,6 +221,7 @@ Result<DeviceProfile> parse_device(const Json& json, const std::string& where) {
   RN_ASSIGN_OR_RETURN(d.memory_bytes, named.integer("memory_bytes", 1));
   RN_ASSIGN_OR_RETURN(d.kernel_overhead_s, named.number("kernel_overhead_s", false, 0.0, 0, false, 1.0));
   RN_ASSIGN_OR_RETURN(d.program_overhead_s, named.number("program_overhead_s", false, 0.0, 0, false, 1.0));
+  RN_ASSIGN_OR_RETURN(d.pass_overhead_s, named.number("pass_overhead_s", false, 0.0, 0, false, 1.0));
   RN_ASSIGN_OR_RETURN(d.reliability, named.number("reliability", false, 1.0, 0, false, 1.0));
   RN_ASSIGN_OR_RETURN(const Json* role, named.field("role", false));
   if (role) {
@@ -278,6 +279,7 @@ Json device_to_json(const DeviceProfile& d) {
   j.set("memory_bytes", d.memory_bytes);
   if (d.kernel_overhead_s > 0) j.set("kernel_overhead_s", d.kernel_overhead_s);
   if (d.program_overhead_s > 0) j.set("program_overhead_s", d.program_overhead_s);
+  if (d.pass_overhead_s > 0) j.set("pass_overhead_s", d.pass_overhead_s);
   Json links = Json::array();
   for (const LinkProfile& l : d.links) links.push_back(link_json(l.peer, l.bandwidth_bps, l.latency_s));
   j.set("links", std::move(links));

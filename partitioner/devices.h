@@ -53,10 +53,12 @@ struct DeviceProfile {
   double conv_gflops = 0;            // measured fp32 convolution, GFLOP/s (> 0)
   double memory_bandwidth_gbps = 0;  // measured copy bandwidth, GB/s = 1e9 bytes/s (> 0)
   int64_t memory_bytes = 0;          // memory available for training, bytes (> 0)
-  // Measured run-time overheads of the runtime's executor (0: not measured, the
-  // cost model's defaults apply): per kernel run, and per program run (F, B or W).
+  // Measured run-time overheads (0: not measured, the cost model's defaults apply):
+  // the executor's per kernel run and per program run (F, B or W), and the
+  // trainer's per pass (F, B or W) beside its program's executor run.
   double kernel_overhead_s = 0;
   double program_overhead_s = 0;
+  double pass_overhead_s = 0;
   std::vector<LinkProfile> links;
   double reliability = 1;  // 0..1: the fraction of time the machine is expected to stay
   DeviceRole role = DeviceRole::kWorker;

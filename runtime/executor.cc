@@ -297,4 +297,21 @@ Result<std::unique_ptr<Executor>> Executor::create(Graph program, const KernelRe
   return std::unique_ptr<Executor>(std::move(executor));
 }
 
+Result<TensorMap> gather_feeds(const Graph& program, std::initializer_list<const TensorMap*> sources) {
+  TensorMap feeds;
+  for (const std::string& name : program.inputs) {
+    const Tensor* found = nullptr;
+    for (const TensorMap* src : sources) {
+      auto it = src->find(name);
+      if (it != src->end()) {
+        found = &it->second;
+        break;
+      }
+    }
+    if (!found) return error(Code::kInternal, "program '", program.name, "' needs '", name, "', which this node does not hold");
+    feeds[name] = *found;
+  }
+  return feeds;
+}
+
 }  // namespace ravnest::rt

@@ -8,6 +8,7 @@
 // (optimizers) mutate the caller's tensors.
 #pragma once
 
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -24,6 +25,11 @@ struct ExecutorOptions {
 };
 
 using TensorMap = std::unordered_map<std::string, Tensor>;
+
+// The feeds of `program`: each graph input looked up in `sources`, in order (the
+// first map that holds it wins). An input none holds is an error naming the program
+// and the input.
+Result<TensorMap> gather_feeds(const Graph& program, std::initializer_list<const TensorMap*> sources);
 
 class Executor {
  public:

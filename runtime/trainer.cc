@@ -80,24 +80,6 @@ Result<PeerAddress> apply_override(PeerAddress p, const std::map<std::string, st
   return p;
 }
 
-// The feeds of `program`: each graph input looked up in `sources`, in order.
-Result<TensorMap> gather_feeds(const Graph& program, std::initializer_list<const TensorMap*> sources) {
-  TensorMap feeds;
-  for (const std::string& name : program.inputs) {
-    const Tensor* found = nullptr;
-    for (const TensorMap* src : sources) {
-      auto it = src->find(name);
-      if (it != src->end()) {
-        found = &it->second;
-        break;
-      }
-    }
-    if (!found) return error(Code::kInternal, "program '", program.name, "' needs '", name, "', which this node does not hold");
-    feeds[name] = *found;
-  }
-  return feeds;
-}
-
 // The configured codec for a tensor sent by the trainer (docs/compression.md):
 // codecs encode float32 only, so other dtypes go raw.
 WireCodec wire_codec(const CodecSpec& spec, const Tensor& tensor, bool error_feedback) {

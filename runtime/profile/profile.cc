@@ -1,5 +1,5 @@
-// Machine profiling: kernels through the registry, a copy loop, /proc/meminfo and
-// the link probe (see profile.h).
+// Machine profiling: kernels through the registry, a copy loop, a stage's passes
+// driven as the trainer drives them, /proc/meminfo and the link probe (see profile.h).
 #include "runtime/profile/profile.h"
 
 #include <omp.h>
@@ -48,26 +48,52 @@ Result<std::pair<std::string, uint16_t>> split_host_port(const std::string& text
   return std::make_pair(text.substr(0, colon), static_cast<uint16_t>(port));
 }
 
+// The clock the profile times runs with: the thread's CPU time with one OpenMP thread, else wall time.
+class RunClock {
+ public:
+  RunClock() : one_thread_(omp_get_max_threads() == 1) {}
+  double now_s() const {
+    return one_thread_ ? static_cast<double>(TraceRecorder::thread_cpu_ns()) * 1e-9
+                       : std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
+  }
+
+ private:
+  bool one_thread_;
+};
+
+double median_of(std::vector<double> samples) {
+  std::sort(samples.begin(), samples.end());
+  return samples[samples.size() / 2];
+}
+
+// Calls `once` (which returns the seconds of a sample, or an error) at least `min_runs` times and until `budget`
+// has passed (at most 100000 times); the median sample and the runs.
+template <typename Fn>
+Result<std::pair<double, int64_t>> median_samples(Millis budget, int min_runs, Fn&& once) {
+  std::vector<double> samples;
+  const Clock::time_point start = Clock::now();
+  const double budget_s = std::chrono::duration<double>(budget).count();
+  while (static_cast<int>(samples.size()) < min_runs || seconds_since(start) < budget_s) {
+    RN_ASSIGN_OR_RETURN(double sample, once());
+    samples.push_back(sample);
+    if (samples.size() >= 100000) break;
+  }
+  const int64_t runs = static_cast<int64_t>(samples.size());
+  return std::make_pair(median_of(std::move(samples)), runs);
+}
+
 // Runs `once` at least `min_runs` times and until `budget` has passed (at most 100000
 // times) and returns the median seconds of one run and the runs. One OpenMP thread:
 // the thread's CPU time, which other processes preempting it do not inflate (the
 // runtime's traces report compute the same way, args.cpu_us). Several: wall time.
 template <typename Fn>
 Result<std::pair<double, int64_t>> median_seconds(Millis budget, int min_runs, Fn&& once) {
-  const bool one_thread = omp_get_max_threads() == 1;
-  std::vector<double> samples;
-  const Clock::time_point start = Clock::now();
-  const double budget_s = std::chrono::duration<double>(budget).count();
-  while (static_cast<int>(samples.size()) < min_runs || seconds_since(start) < budget_s) {
-    const Clock::time_point t0 = Clock::now();
-    const int64_t cpu0_ns = one_thread ? TraceRecorder::thread_cpu_ns() : 0;
+  const RunClock clock;
+  return median_samples(budget, min_runs, [&]() -> Result<double> {
+    const double t0 = clock.now_s();
     RN_RETURN_IF_ERROR(once());
-    samples.push_back(one_thread ? static_cast<double>(TraceRecorder::thread_cpu_ns() - cpu0_ns) * 1e-9
-                                 : seconds_since(t0));
-    if (samples.size() >= 100000) break;
-  }
-  std::sort(samples.begin(), samples.end());
-  return std::make_pair(samples[samples.size() / 2], static_cast<int64_t>(samples.size()));
+    return clock.now_s() - t0;
+  });
 }
 
 Node make_node(const std::string& op, const std::string& name, std::vector<std::string> inputs) {
@@ -153,7 +179,166 @@ Graph relu_chain(int nodes) {
   return g;
 }
 
+// A stage of one fully connected layer, y = x w^T + b with x [16, 128] and y [16, 10] (the CNN's last layer at a
+// micro-batch of 16), as autodiff splits it: F computes y, B the input gradient, W the weight and bias gradients.
+// The programs read what the trainer feeds them: parameters, F's stash (x) and the received gradient (seed/y).
+struct TinyStage {
+  Graph forward, backward, weight;
+  std::vector<std::string> stash = {"x"};         // F's stash for B and W (a forward input, as the trainer allows)
+  std::vector<std::string> wstash = {"seed/y"};   // B's stash for W (the received gradient)
+  std::vector<std::string> params = {"w", "b"};
+};
+
+Graph tiny_program(const std::string& name, std::vector<std::string> inputs, std::vector<Node> nodes,
+                   const std::vector<ValueInfo>& values) {
+  Graph g;
+  g.name = name;
+  g.opset = 17;
+  g.inputs = std::move(inputs);
+  for (const ValueInfo& v : values) g.set_value(v);
+  for (const Node& n : nodes)
+    for (const std::string& out : n.outputs) g.outputs.push_back(out);
+  g.nodes = std::move(nodes);
+  return g;
+}
+
+TinyStage tiny_stage() {
+  constexpr int64_t kRows = 16, kIn = 128, kOut = 10;
+  const std::vector<ValueInfo> values = {
+      ValueInfo::of("x", DType::kF32, {kRows, kIn}),         ValueInfo::of("w", DType::kF32, {kOut, kIn}),
+      ValueInfo::of("b", DType::kF32, {kOut}),               ValueInfo::of("y", DType::kF32, {kRows, kOut}),
+      ValueInfo::of("seed/y", DType::kF32, {kRows, kOut}),   ValueInfo::of("grad/x", DType::kF32, {kRows, kIn}),
+      ValueInfo::of("grad/w", DType::kF32, {kOut, kIn}),     ValueInfo::of("grad/b", DType::kF32, {kOut}),
+      ValueInfo::of("axes", DType::kI64, {1})};
+  TinyStage s;
+  Node f = make_node("Gemm", "fc", {"x", "w", "b"});
+  f.attrs["transB"] = int64_t{1};
+  s.forward = tiny_program("profile_stage.forward", {"x", "w", "b"}, {f}, values);
+  Node dx = make_node("Gemm", "fc/grad_a", {"seed/y", "w"});
+  dx.outputs = {"grad/x"};
+  s.backward = tiny_program("profile_stage.backward", {"seed/y", "w"}, {dx}, values);
+  Node dw = make_node("Gemm", "fc/grad_b", {"seed/y", "x"});
+  dw.attrs["transA"] = int64_t{1};
+  dw.outputs = {"grad/w"};
+  Node db = make_node("ReduceSum", "fc/grad_c", {"seed/y", "axes"});
+  db.attrs["keepdims"] = int64_t{0};
+  db.outputs = {"grad/b"};
+  s.weight = tiny_program("profile_stage.weight", {"x", "seed/y"}, {dw, db}, values);
+  s.weight.initializers["axes"] = TensorData::from_ints({0}, {1});
+  return s;
+}
+
+Tensor filled(const Graph& g, const std::string& name) {
+  Tensor t = Tensor::zeros(DType::kF32, g.find_value(name)->static_shape());
+  float* p = t.data<float>();
+  for (int64_t k = 0; k < t.numel(); ++k) p[k] = 0.01f * static_cast<float>(k % 13 - 6);
+  return t;
+}
+
 }  // namespace
+
+Result<PassOverhead> measure_pass_overhead(Millis budget, size_t evict_bytes) {
+  const TinyStage stage = tiny_stage();
+  // What runs between two passes of a stage (receives, sends, the other stages' processes) leaves the caches cold:
+  // writing `evict_bytes` before each pass, outside its time, does the same.
+  std::vector<char> other_work(evict_bytes, 0);
+  auto between_passes = [&] {
+    for (size_t i = 0; i < other_work.size(); i += 64) ++other_work[i];
+  };
+  RN_ASSIGN_OR_RETURN(std::unique_ptr<Executor> fwd, Executor::create(stage.forward, KernelRegistry::global()));
+  RN_ASSIGN_OR_RETURN(std::unique_ptr<Executor> bwd, Executor::create(stage.backward, KernelRegistry::global()));
+  RN_ASSIGN_OR_RETURN(std::unique_ptr<Executor> wgt, Executor::create(stage.weight, KernelRegistry::global()));
+  TensorMap params;
+  for (const std::string& p : stage.params) params[p] = filled(stage.forward, p);
+  const Tensor x = filled(stage.forward, "x"), dy = filled(stage.forward, "seed/y");
+  const RunClock clock;
+
+  // One micro-batch through F, B and W as TrainerImpl::run_instr drives them (the receives, which the trainer
+  // times as communication, and the summing of the parameter gradients, which the cost model counts by bytes, are
+  // left out of the time): seconds of the three passes.
+  struct Micro {
+    TensorMap acts_in, stash, grads_recv, wstash, outputs;
+  };
+  auto trainer_passes = [&]() -> Result<double> {
+    Micro u;
+    u.acts_in["x"] = x;  // RECV_ACT
+    between_passes();
+    double t0 = clock.now_s();
+    {
+      TensorMap data;
+      RN_ASSIGN_OR_RETURN(TensorMap feeds, gather_feeds(stage.forward, {&data, &u.acts_in, &params}));
+      TensorMap out;
+      RN_RETURN_IF_ERROR(fwd->run(feeds, &out));
+      for (const std::string& name : stage.stash) {
+        auto it = out.find(name);
+        u.stash[name] = it != out.end() ? it->second : feeds.at(name);
+      }
+      u.outputs = std::move(out);
+      u.acts_in.clear();
+    }
+    double seconds = clock.now_s() - t0;
+    u.outputs.clear();            // SEND_ACT
+    u.grads_recv["seed/y"] = dy;  // RECV_GRAD
+    between_passes();
+    t0 = clock.now_s();
+    {
+      TensorMap seed;
+      RN_ASSIGN_OR_RETURN(TensorMap feeds, gather_feeds(stage.backward, {&u.stash, &u.grads_recv, &seed, &params}));
+      TensorMap out;
+      RN_RETURN_IF_ERROR(bwd->run(feeds, &out));
+      for (const std::string& name : stage.wstash) {
+        auto it = out.find(name);
+        u.wstash[name] = it != out.end() ? it->second : u.grads_recv.at(name);
+      }
+      u.outputs = std::move(out);
+      u.grads_recv.clear();
+    }
+    seconds += clock.now_s() - t0;
+    between_passes();
+    t0 = clock.now_s();
+    {
+      RN_ASSIGN_OR_RETURN(TensorMap feeds, gather_feeds(stage.weight, {&u.stash, &u.wstash, &params}));
+      TensorMap out;
+      RN_RETURN_IF_ERROR(wgt->run(feeds, &out));
+      u.stash.clear();
+      u.wstash.clear();
+    }
+    return seconds + clock.now_s() - t0;
+  };
+  // The same three programs run bare, on feeds built once.
+  const TensorMap fwd_feeds{{"x", x}, {"w", params.at("w")}, {"b", params.at("b")}};
+  const TensorMap bwd_feeds{{"seed/y", dy}, {"w", params.at("w")}};
+  const TensorMap wgt_feeds{{"x", x}, {"seed/y", dy}};
+  auto executor_runs = [&]() -> Result<double> {
+    double seconds = 0;
+    for (auto [exec, feeds] : {std::make_pair(fwd.get(), &fwd_feeds), std::make_pair(bwd.get(), &bwd_feeds),
+                               std::make_pair(wgt.get(), &wgt_feeds)}) {
+      TensorMap out;
+      const double t0 = clock.now_s();
+      RN_RETURN_IF_ERROR(exec->run(*feeds, &out));
+      seconds += clock.now_s() - t0;
+    }
+    return seconds;
+  };
+  for (int warm = 0; warm < 3; ++warm) {
+    RN_RETURN_IF_ERROR(trainer_passes().status());
+    RN_RETURN_IF_ERROR(executor_runs().status());
+  }
+  // Alternate the two in slices so that a change of load on the machine hits both alike.
+  std::vector<double> passes, bare;
+  constexpr int kSlices = 5;
+  const Millis slice = std::max(Millis(1), budget / (2 * kSlices));
+  for (int i = 0; i < kSlices; ++i) {
+    RN_ASSIGN_OR_RETURN(auto p, median_samples(slice, 3, trainer_passes));
+    RN_ASSIGN_OR_RETURN(auto e, median_samples(slice, 3, executor_runs));
+    passes.push_back(p.first / 3);
+    bare.push_back(e.first / 3);
+  }
+  PassOverhead result;
+  result.pass_s = median_of(passes);
+  result.executor_s = median_of(bare);
+  return result;
+}
 
 Status measure_executor_overheads(Millis budget, double* kernel_s, double* program_s) {
   RN_ASSIGN_OR_RETURN(double one, time_program(relu_chain(1), budget / 2));
@@ -209,14 +394,21 @@ double measure_memory_bandwidth_gbps(int threads, Millis budget) {
   std::vector<double> rates;
   const Clock::time_point start = Clock::now();
   const double budget_s = std::chrono::duration<double>(budget).count();
+  // One thread copies in the calling thread, timed like the kernels (CPU time with one OpenMP thread).
+  const RunClock clock;
   while (rates.size() < 3 || seconds_since(start) < budget_s) {
     const Clock::time_point t0 = Clock::now();
-    copy_all();
-    rates.push_back(2.0 * static_cast<double>(chunk * static_cast<size_t>(threads)) / seconds_since(t0) / 1e9);
+    const double c0 = clock.now_s();
+    if (threads == 1) {
+      std::memcpy(dst.data(), src.data(), kBytes);
+    } else {
+      copy_all();
+    }
+    const double seconds = threads == 1 ? clock.now_s() - c0 : seconds_since(t0);
+    rates.push_back(2.0 * static_cast<double>(chunk * static_cast<size_t>(threads)) / seconds / 1e9);
     if (rates.size() >= 1000) break;
   }
-  std::sort(rates.begin(), rates.end());
-  return rates[rates.size() / 2];
+  return median_of(std::move(rates));
 }
 
 Result<int64_t> memory_available_bytes() {
@@ -291,13 +483,18 @@ Result<MachineMeasurement> measure_machine(const MeasureOptions& options) {
   // Kernels and memory take 70% of the budget; links share the rest.
   const double kernel_share = options.peers.empty() ? 0.9 : 0.7;
   Status st;
-  m.gemm_gflops = measure_gemm_gflops(fraction(options.seconds, kernel_share * 0.35), &st);
+  m.gemm_gflops = measure_gemm_gflops(fraction(options.seconds, kernel_share * 0.3), &st);
   RN_RETURN_IF_ERROR(st);
-  m.conv_gflops = measure_conv_gflops(fraction(options.seconds, kernel_share * 0.35), &st);
+  m.conv_gflops = measure_conv_gflops(fraction(options.seconds, kernel_share * 0.3), &st);
   RN_RETURN_IF_ERROR(st);
-  m.memory_bandwidth_gbps = measure_memory_bandwidth_gbps(static_cast<int>(m.cores), fraction(options.seconds, kernel_share * 0.25));
+  // The kernels' threads copy: with one OpenMP thread (one stage per core) that thread alone, else one per core.
+  const int copy_threads = omp_get_max_threads() == 1 ? 1 : static_cast<int>(m.cores);
+  m.memory_bandwidth_gbps = measure_memory_bandwidth_gbps(copy_threads, fraction(options.seconds, kernel_share * 0.2));
   RN_RETURN_IF_ERROR(measure_executor_overheads(fraction(options.seconds, kernel_share * 0.05), &m.kernel_overhead_s,
                                                 &m.program_overhead_s));
+  RN_ASSIGN_OR_RETURN(PassOverhead pass,
+                      measure_pass_overhead(fraction(options.seconds, kernel_share * 0.15), kPassEvictBytes));
+  m.pass_overhead_s = pass.overhead_s();
   RN_ASSIGN_OR_RETURN(m.memory_available_bytes, memory_available_bytes());
   if (!options.peers.empty()) {
     const double per_peer = options.seconds * (1 - kernel_share) / static_cast<double>(options.peers.size());
@@ -323,6 +520,7 @@ Json profile_json(const MachineMeasurement& m, const std::string& id, const std:
   j.set("memory_bytes", m.memory_available_bytes);
   j.set("kernel_overhead_s", m.kernel_overhead_s);
   j.set("program_overhead_s", m.program_overhead_s);
+  j.set("pass_overhead_s", m.pass_overhead_s);
   Json links = Json::array();
   for (const MeasuredLink& l : m.links) {
     Json e = Json::object();

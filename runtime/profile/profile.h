@@ -10,10 +10,11 @@
 //    budgets are fractions of it; every link probe has a deadline inside it), and
 //    never blocks longer than options.seconds + 5 s. GEMM is a 512^3 fp32 Gemm
 //    (dnnl_sgemm), conv a 3x3 64->64 channel Conv on 8x64x56x56 (oneDNN), memory
-//    a multi-threaded copy of 64 MiB buffers (read + write bytes counted); memory
+//    a copy of 64 MiB buffers by the kernels' threads (one with one OpenMP
+//    thread, else one per core; read + write bytes counted); memory
 //    available is /proc/meminfo's MemAvailable; executor overheads by
-//    measure_executor_overheads. With one OpenMP thread, kernel and executor
-//    runs are timed in the thread's CPU time (other processes preempting the
+//    measure_executor_overheads, the trainer's per pass by measure_pass_overhead. With one OpenMP thread, kernel, executor,
+//    pass and copy runs are timed in the thread's CPU time (other processes preempting the
 //    profile do not inflate it), else in wall time.
 //  * A link is measured with the runtime's link probe (runtime/collectives/
 //    link_probe.h) against a peer running serve_profile_probes(): latency = half
@@ -23,6 +24,7 @@
 //    accepts; tests/integration/profile_test.cc checks the two agree.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -60,6 +62,7 @@ struct MachineMeasurement {
   int64_t memory_available_bytes = 0;
   double kernel_overhead_s = 0;   // executor run per kernel, beyond the kernel's work
   double program_overhead_s = 0;  // executor run per program, beyond its kernels
+  double pass_overhead_s = 0;     // trainer per pass (F, B or W), beyond its executor run
   std::vector<MeasuredLink> links;
 };
 
@@ -74,7 +77,27 @@ double measure_conv_gflops(std::chrono::milliseconds budget, Status* status);
 // float, run through Executor (feeds, outputs, kernel dispatch) for `budget`; per
 // kernel = the difference / 8, per program = the 1-node run less one kernel.
 Status measure_executor_overheads(std::chrono::milliseconds budget, double* kernel_s, double* program_s);
-// Copy bandwidth with `threads` threads, GB/s (1e9 bytes/s), read + write.
+// What a trainer pass (F, B or W) in a pipeline costs beyond a warm executor run of its program: the trainer's
+// map work (feeds gathered from the micro-batch's received tensors, stash and the parameters; the stash and
+// outputs kept; the maps released), mirrored from TrainerImpl::run_instr, and starting with cold caches, as a
+// pass does after the receives, sends and other processes that run between two passes of a stage (before each
+// pass `evict_bytes` are written, outside its time). The stage is one 16x128 -> 10 fully connected layer
+// (F: Gemm; B: Gemm; W: Gemm and ReduceSum). Over about `budget`, in slices that alternate the trainer's passes
+// with back-to-back executor runs of the same programs (warm); the medians per pass.
+struct PassOverhead {
+  double pass_s = 0;      // one pass as the trainer runs it, caches cold
+  double executor_s = 0;  // the executor's run of the same program alone, caches warm
+  // The difference, at least 1e-7 s (a profile field of 0 means "not measured").
+  double overhead_s() const { return std::max(1e-7, pass_s - executor_s); }
+};
+// The profile's eviction between passes: 32 MiB, the L3 of a core complex of this project's machines (and more
+// than the L2 + L3 share of one core of common desktop CPUs). Measured here: 0.4 us of overhead with no
+// eviction, 3.3 us with 4 MiB, 16-20 us with 16 MiB, 34-37 us with 32 MiB, beside 14-40 us per pass seen
+// in the traces of 3-stage runs on this 2-core machine (docs/devices.md).
+inline constexpr size_t kPassEvictBytes = size_t{32} << 20;
+Result<PassOverhead> measure_pass_overhead(std::chrono::milliseconds budget, size_t evict_bytes);
+// Copy bandwidth with `threads` threads, GB/s (1e9 bytes/s), read + write; one thread copies in the calling
+// thread, timed like the kernels (its CPU time when OpenMP has one thread).
 double measure_memory_bandwidth_gbps(int threads, std::chrono::milliseconds budget);
 // MemAvailable of /proc/meminfo in bytes; an error where it cannot be read.
 Result<int64_t> memory_available_bytes();
