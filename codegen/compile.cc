@@ -367,6 +367,9 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
   const int num_clusters = static_cast<int>(cluster_stages.size());
   if (options.training.average_optimizer_state && options.training.compression.averaging.codec != rt::Codec::kRaw)
     return error(Code::kInvalidArgument, "--average-optimizer-state needs uncompressed averaging (drop --compress-averaging)");
+  if (options.training.late_deadline_s > 0 && options.training.compression.averaging.codec != rt::Codec::kRaw)
+    return error(Code::kInvalidArgument, "--late-deadline needs uncompressed averaging (a compressed ring keeps a "
+                 "reference copy every member updates each round); drop --compress-averaging or --late-deadline");
   if (!options.local_steps.empty()) {
     if (static_cast<int>(options.local_steps.size()) != num_clusters)
       return error(Code::kInvalidArgument, "--local-steps lists ", options.local_steps.size(), " clusters but there are ",

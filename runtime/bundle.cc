@@ -243,6 +243,7 @@ Json manifest_to_json(const Manifest& m) {
   training.set("mode", t.mode);
   training.set("average_every", t.average_every);
   training.set("replan_every", t.replan_every);
+  if (t.late_deadline_s > 0) training.set("late_deadline_s", t.late_deadline_s);
   training.set("local_steps_max", t.local_steps_max);
   training.set("average_optimizer_state", t.average_optimizer_state);
   Json opt = Json::object();
@@ -375,6 +376,9 @@ Result<Manifest> manifest_from_json(const Json& j) {
   RN_ASSIGN_OR_RETURN(t.average_every, j.get_int_or("training.average_every", 0));
   RN_ASSIGN_OR_RETURN(t.replan_every, j.get_int_or("training.replan_every", 10));
   if (t.replan_every < 0) return error(Code::kInvalidArgument, "training.replan_every must be >= 0");
+  RN_ASSIGN_OR_RETURN(t.late_deadline_s, j.get_double_or("training.late_deadline_s", 0));
+  if (!(t.late_deadline_s >= 0) || t.late_deadline_s > 86400)
+    return error(Code::kInvalidArgument, "training.late_deadline_s must be in [0, 86400] seconds");
   if (t.average_every < 0) return error(Code::kInvalidArgument, "training.average_every must be >= 0");
   RN_ASSIGN_OR_RETURN(t.local_steps_max, j.get_int_or("training.local_steps_max", 0));
   RN_ASSIGN_OR_RETURN(t.average_optimizer_state, j.get_bool_or("training.average_optimizer_state", false));

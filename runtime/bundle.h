@@ -121,6 +121,12 @@ struct TrainingConfig {
   // Rings of 3 or more members re-probe their links every this many averaging
   // rounds and re-order when a hop got 2x slower (0: only at start-up).
   int64_t replan_every = 10;
+  // Late clusters (docs/training.md): with a deadline > 0, each averaging round of a
+  // ring waits this many seconds for its members after the first of them (the
+  // round's coordinator) arrives; a member not there by then is averaged in at a
+  // later round, with the samples of every round it missed, instead of stalling the
+  // others. The last round waits for everyone. 0: every round waits for every cluster.
+  double late_deadline_s = 0;
   OptimizerConfig optimizer;
   DataConfig data;
   CompressionConfig compression;

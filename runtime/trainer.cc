@@ -62,6 +62,13 @@ constexpr uint32_t kTakeoverId = 0;
 constexpr uint32_t kRestartId = 1;
 constexpr uint32_t kBackupSizesId = 5;
 // Joining nodes: runtime/join.h.
+// Late clusters (TrainingConfig::late_deadline_s): per averaging round and ring,
+// CONTROL frames at step kRoundStepBase + round, micro-batch = the ring's tag:
+// ARRIVED (tensor id kArrivedId) from each member to the round's coordinator, and
+// its decision (kDecisionId: int64 indices into the ring's members) to every member.
+constexpr uint64_t kRoundStepBase = uint64_t{1} << 56;
+constexpr uint32_t kArrivedId = 0;
+constexpr uint32_t kDecisionId = 1;
 
 Deadline deadline_in(double seconds) {
   return deadline_after(std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
@@ -183,6 +190,10 @@ class TrainerImpl : public Trainer {
   // One ring's share of an averaging round; after a lost peer, the round again
   // among the clusters left (whole-cluster failure, docs/faults.md).
   Status average_ring(size_t index, int64_t step, double weight, std::vector<float>* buffer);
+  // Late clusters: which of ring `index`'s live members take part in this round (the
+  // coordinator waits up to the deadline, or the receive timeout in the last round),
+  // and the ring rebuilt over them. Returns whether this node takes part.
+  Result<bool> gather_round(size_t index, bool last_round);
   // The members of ring `index` still in the run exchange ALIVE frames; those
   // that cannot be reached, or do not answer within twice the receive timeout,
   // are lost with their whole cluster. Returns whether a cluster was lost.
@@ -190,12 +201,12 @@ class TrainerImpl : public Trainer {
   // Ring `index` rebuilt over the members whose cluster is still in the run.
   Status rebuild_ring(size_t index);
   // Ring `index` now runs over `ordered` (a new order or membership) with fresh frame tags.
-  Status install_ring(size_t index, const std::vector<std::string>& ordered);
+  Status install_ring(size_t index, const std::vector<std::string>& ordered, std::optional<uint32_t> tag = std::nullopt);
   // Which of ring `index`'s members (manifest order: member c is cluster c's) are left.
   std::vector<std::string> live_members(size_t index) const;
   // Sums the gradients of tied weights over the stages that hold them (manifest.tied).
   Status sum_tied_gradients(int64_t step);
-  Status average_optimizer_state(int64_t step, double weight);
+  Status average_optimizer_state(int64_t step);
   // This node's slice of a ring, gathered from / scattered to params_.
   void pack_ring(const RingSpec& ring, std::vector<float>* buffer) const;
   void unpack_ring(const RingSpec& ring, const std::vector<float>& buffer);
@@ -294,6 +305,11 @@ class TrainerImpl : public Trainer {
   int64_t rounds_ = 0;             // averaging rounds done
   uint64_t bytes_avg_ = 0, bytes_avg_dense_ = 0;     // sent / what dense ring all-reduces send
   int64_t samples_since_average_ = 0;
+  // Per ring: samples trained since this node last took part in its round (with late clusters a member may miss
+  // rounds; its next contribution weighs all of them), and whether it takes part in the current round.
+  std::vector<int64_t> ring_samples_;
+  std::vector<bool> in_round_;
+  bool last_round_ = false;
   std::optional<Sampler> sampler_;
   int64_t perm_epoch_ = -1, steps_per_epoch_ = 1;
   std::vector<int64_t> perm_, batch_;
@@ -462,6 +478,7 @@ Status TrainerImpl::connect() {
     tied_rings_.push_back(std::move(r).value());
   }
   routes_.assign(mf.rings.size(), RingRoute{});
+  ring_samples_.assign(mf.rings.size(), 0);
   cluster_alive_.assign(static_cast<size_t>(std::max(1, mf.num_clusters)), true);
   ring_built_for_.assign(mf.rings.size(), 0);
   ring_attempts_.assign(mf.rings.size(), 0);
@@ -921,7 +938,17 @@ Result<Tensor> TrainerImpl::recv_watching(const std::string& peer, const FrameMe
   if (!protected_run()) return transport_->recv(peer, meta, deadline);
   for (;;) {
     auto got = transport_->recv(peer, meta, std::min(deadline, Clock::now() + std::chrono::milliseconds(20)));
-    if (got.ok() || got.status().code() != Code::kTimeout || Clock::now() >= deadline) return got;
+    if (got.ok()) {
+      // A neighbour sends RESTART before the frames of its replay, on the same link: a frame taken while a
+      // RESTART from its sender waits may belong to the replay, so it goes back for the replayed step to read.
+      auto restart = transport_->recv(peer, FrameMeta{FrameKind::kControl, kRecoveryStep, 0, kRestartId}, Clock::now());
+      if (!restart.ok()) return got;
+      transport_->unrecv(peer, meta, std::move(got).value());
+      restart_step_ = restart->data<int64_t>()[0];
+      restart_from_ = peer;
+      return error(Code::kNetwork, where(), ": ", peer, " asks to replay from step ", restart_step_);
+    }
+    if (got.status().code() != Code::kTimeout || Clock::now() >= deadline) return got;
     for (const auto* n : {&prev_, &next_}) {
       if (!*n) continue;
       auto restart = transport_->recv((*n)->id, FrameMeta{FrameKind::kControl, kRecoveryStep, 0, kRestartId}, Clock::now());
@@ -1325,16 +1352,21 @@ Status TrainerImpl::maybe_replan(int64_t step) {
 
 Status TrainerImpl::average(int64_t step) {
   const Manifest& mf = m();
-  // Re-planning probes every member; after a cluster was lost the plan stays as it is.
-  if (std::all_of(cluster_alive_.begin(), cluster_alive_.end(), [](bool a) { return a; }))
+  // Re-planning probes every member; after a cluster was lost the plan stays as it is, and with late clusters
+  // (whose members are not all there at once) the order of the start stays.
+  if (mf.training.late_deadline_s <= 0 &&
+      std::all_of(cluster_alive_.begin(), cluster_alive_.end(), [](bool a) { return a; }))
     RN_RETURN_IF_ERROR(maybe_replan(step));
   own_params();
   std::vector<float> buffer;
-  const double weight = static_cast<double>(samples_since_average_);
-  for (size_t i = 0; i < mf.rings.size(); ++i) RN_RETURN_IF_ERROR(average_ring(i, step, weight, &buffer));
+  in_round_.assign(mf.rings.size(), true);
+  for (size_t i = 0; i < mf.rings.size(); ++i)
+    RN_RETURN_IF_ERROR(average_ring(i, step, static_cast<double>(ring_samples_[i]), &buffer));
   // (Compressed averaging has no dense rings: the compiler refuses the combination.)
   if (mf.training.average_optimizer_state && compressed_rings_.empty())
-    RN_RETURN_IF_ERROR(average_optimizer_state(step, weight));
+    RN_RETURN_IF_ERROR(average_optimizer_state(step));
+  for (size_t i = 0; i < mf.rings.size(); ++i)
+    if (in_round_[i]) ring_samples_[i] = 0;
   samples_since_average_ = 0;
   ++rounds_;
   return ok_status();
@@ -1344,10 +1376,24 @@ Status TrainerImpl::average_ring(size_t i, int64_t step, double weight, std::vec
   const Manifest& mf = m();
   const RingSpec& ring = mf.rings[i];
   const bool compressed = !compressed_rings_.empty();
+  const bool deadline = mf.training.late_deadline_s > 0;
   for (;;) {
-    // A cluster lost on another ring since this one was built: agree again before using it,
-    // as its other members may not know yet.
-    if (live_members(i).size() != ring_built_for_[i]) {
+    if (deadline) {
+      Result<bool> here = gather_round(i, last_round_);
+      if (here.ok() && !*here) {
+        in_round_[i] = false;  // late: this ring's samples count at a later round
+        return ok_status();
+      }
+      if (!here.ok() && here.status().code() != Code::kNetwork && here.status().code() != Code::kTimeout)
+        return here.status();
+      if (!here.ok()) {  // the coordinator is gone: agree on who is left, then gather again
+        RN_ASSIGN_OR_RETURN(bool lost, agree_on_survivors(i, step, here.status()));
+        if (!lost) return here.status();
+        continue;
+      }
+    } else if (live_members(i).size() != ring_built_for_[i]) {
+      // A cluster lost on another ring since this one was built: agree again before using it,
+      // as its other members may not know yet.
       RN_RETURN_IF_ERROR(agree_on_survivors(i, step, ok_status()).status());
       RN_RETURN_IF_ERROR(rebuild_ring(i));
     }
@@ -1372,6 +1418,71 @@ Status TrainerImpl::average_ring(size_t i, int64_t step, double weight, std::vec
     if (!lost) return st;
     RN_RETURN_IF_ERROR(rebuild_ring(i));
   }
+}
+
+Result<bool> TrainerImpl::gather_round(size_t i, bool last_round) {
+  const Manifest& mf = m();
+  const RingSpec& ring = mf.rings[i];
+  const std::vector<std::string> live = live_members(i);
+  if (live.size() < 2) return true;
+  // The coordinator rotates with the round, so a late cluster delays at most the rounds it coordinates.
+  const std::string& coordinator = live[static_cast<size_t>(rounds_) % live.size()];
+  const uint32_t attempt = ring_attempts_[i];
+  const FrameMeta arrived{FrameKind::kControl, kRoundStepBase + static_cast<uint64_t>(rounds_), ring.tag,
+                          kArrivedId + 2 * attempt};
+  const FrameMeta decided{FrameKind::kControl, kRoundStepBase + static_cast<uint64_t>(rounds_), ring.tag,
+                          kDecisionId + 2 * attempt};
+  std::set<std::string> in;
+  if (coordinator == mf.self.id) {
+    // Wait for the others up to the deadline (the last round: everyone, up to the receive timeout).
+    const Deadline deadline = deadline_in(last_round ? opt_.recv_timeout_s : mf.training.late_deadline_s);
+    in.insert(mf.self.id);
+    std::vector<std::string> late;
+    for (const auto& id : live) {
+      if (id == mf.self.id) continue;
+      if (transport_->recv(id, arrived, deadline).ok()) in.insert(id);
+      else late.push_back(id);
+    }
+    std::vector<int64_t> members;
+    for (size_t c = 0; c < ring.members.size(); ++c)
+      if (in.count(ring.members[c])) members.push_back(static_cast<int64_t>(c));
+    Tensor decision = Tensor::empty(DType::kI64, {static_cast<int64_t>(members.size())});
+    std::copy(members.begin(), members.end(), decision.data<int64_t>());
+    for (const auto& id : live)  // late members read it when they arrive; one that is gone cannot
+      if (id != mf.self.id) (void)transport_->send(id, decided, decision);
+    for (const auto& id : late) {
+      RN_LOG_INFO(where(), ": ", id, " is late for round ", rounds_, " of ring ", ring.tag, "; it is averaged in later");
+      char line[200];
+      std::snprintf(line, sizeof line, R"({"event":"late","node":"%s","ring":%u,"round":%lld,"late":"%s"})",
+                    mf.self.id.c_str(), ring.tag, static_cast<long long>(rounds_), id.c_str());
+      progress(line);
+    }
+  } else {
+    RN_RETURN_IF_ERROR(transport_->send(coordinator, arrived, Tensor::zeros(DType::kI64, {1})));
+    RN_ASSIGN_OR_RETURN(Tensor decision, transport_->recv(coordinator, decided, deadline_in(opt_.recv_timeout_s)));
+    if (decision.dtype() != DType::kI64 || decision.rank() != 1)
+      return error(Code::kCorrupt, where(), ": malformed round decision from ", coordinator);
+    for (int64_t k = 0; k < decision.numel(); ++k) {
+      const int64_t c = decision.data<int64_t>()[k];
+      if (c < 0 || c >= static_cast<int64_t>(ring.members.size()))
+        return error(Code::kCorrupt, where(), ": round decision from ", coordinator, " names member ", c);
+      in.insert(ring.members[static_cast<size_t>(c)]);
+    }
+  }
+  if (!in.count(mf.self.id)) {
+    RN_LOG_INFO(where(), ": late for round ", rounds_, " of ring ", ring.tag, "; its samples count at a later round");
+    return false;
+  }
+  // The members of this round in the ring's order, on frames of their own (the tag follows the round, so every
+  // member derives it, whichever rounds it missed).
+  const std::vector<std::string> routed =
+      routes_[i].order.empty() ? ring.members : ordered_members(ring.members, routes_[i].order);
+  std::vector<std::string> ordered;
+  for (const auto& id : routed)
+    if (in.count(id)) ordered.push_back(id);
+  const uint32_t fresh = static_cast<uint32_t>(rounds_ % 255) * 16 + attempt % 16 + 1;  // < 4096: the tag's top 12 bits
+  RN_RETURN_IF_ERROR(install_ring(i, ordered, ring.tag + (fresh << 20)));
+  return true;
 }
 
 std::vector<std::string> TrainerImpl::live_members(size_t index) const {
@@ -1439,11 +1550,12 @@ Status TrainerImpl::rebuild_ring(size_t index) {
   return install_ring(index, ordered);
 }
 
-Status TrainerImpl::install_ring(size_t index, const std::vector<std::string>& ordered) {
+Status TrainerImpl::install_ring(size_t index, const std::vector<std::string>& ordered, std::optional<uint32_t> fixed) {
   const size_t rank = std::find(ordered.begin(), ordered.end(), m().self.id) - ordered.begin();
   RingRoute& route = routes_[index];
   ++route.generation;
-  const uint32_t tag = m().rings[index].tag + (route.generation << 20);  // fresh frames for the new ring
+  // Fresh frames for the new ring; a given tag when the members agreed on it otherwise.
+  const uint32_t tag = fixed ? *fixed : m().rings[index].tag + (route.generation << 20);
   if (!compressed_rings_.empty()) {
     RN_RETURN_IF_ERROR(compressed_rings_[index].reorder(ordered, rank, tag).with_context(where()));
   } else {
@@ -1463,10 +1575,12 @@ Status TrainerImpl::install_ring(size_t index, const std::vector<std::string>& o
 // weights. Every member runs the same optimizer, so every member packs the same
 // slots in the same order. Integer state (Adam's step counts) stays local: it is
 // the same on every cluster that ran the same number of steps.
-Status TrainerImpl::average_optimizer_state(int64_t step, double weight) {
+Status TrainerImpl::average_optimizer_state(int64_t step) {
   const Manifest& mf = m();
   std::vector<float> buffer;
   for (size_t i = 0; i < mf.rings.size(); ++i) {
+    if (!in_round_[i]) continue;  // late for this ring's round
+    const double weight = static_cast<double>(ring_samples_[i]);
     const RingSpec& ring = mf.rings[i];
     for (const char* slot : {"velocity/", "exp_avg/", "exp_avg_sq/"}) {
       buffer.clear();
@@ -1543,6 +1657,8 @@ Status TrainerImpl::finish_step(int64_t step, int64_t total, Clock::time_point s
   const Manifest& mf = m();
   if (mf.num_clusters < 2) return ok_status();
   samples_since_average_ += mf.training.batch;
+  for (int64_t& n : ring_samples_) n += mf.training.batch;
+  last_round_ = step + 1 == total;
   // Every average_every steps, and after the last step so that every cluster
   // ends with the same parameters.
   if ((step + 1) % mf.training.average_every == 0 || step + 1 == total) return average(step);
@@ -1782,6 +1898,9 @@ Status TrainerImpl::check_checkpoint_options() const {
     return error(Code::kUnsupported, where(), ": --resume of a compile with --local-steps is not supported yet (its ",
                  "clusters count their steps differently, so no step number is common to their checkpoints); resume "
                  "runs whose clusters average every --average-every steps");
+  if (opt_.resume && mf.num_clusters > 1 && mf.training.late_deadline_s > 0)
+    return error(Code::kUnsupported, where(), ": --resume with --late-deadline is not supported yet (a late cluster's ",
+                 "samples not yet averaged differ per ring, and checkpoints keep one count); resume runs without it");
   if (opt_.resume && mf.num_clusters > 1 && mf.training.compression.averaging.codec != Codec::kRaw)
     return error(Code::kUnsupported, where(), ": --resume with compressed averaging is not supported yet (the ",
                  "averaging's error feedback and reference copy are not in the checkpoints); resume runs with dense "
@@ -1831,6 +1950,7 @@ Result<int64_t> TrainerImpl::resume_point(int64_t total) {
   for (const auto& [name, t] : ckpt.params) std::memcpy(params_.at(name).raw(), t.raw(), t.bytes());
   for (const auto& [name, t] : ckpt.opt_state) std::memcpy(opt_state_.at(name).raw(), t.raw(), t.bytes());
   samples_since_average_ = ckpt.samples_since_average;
+  ring_samples_.assign(mf.rings.size(), samples_since_average_);
   rounds_ = ckpt.averaging_rounds;
   RN_LOG_INFO(where(), ": resuming from step ", step, " of ", total, " (", path, ")");
   return step;

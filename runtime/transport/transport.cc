@@ -1083,6 +1083,14 @@ Result<Tensor> Transport::recv(const std::string& peer_id, const FrameMeta& meta
   }
 }
 
+void Transport::unrecv(const std::string& peer_id, const FrameMeta& meta, Tensor tensor) {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  Shape shape = tensor.shape();
+  d.mailbox[mail_key(peer_id, meta)].push_front(Arrived{Codec::kRaw, std::move(shape), std::move(tensor)});
+  d.cv.notify_all();
+}
+
 std::vector<std::string> Transport::connected_peers() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   std::vector<std::string> out;

@@ -160,6 +160,9 @@ class Transport {
   uint64_t forget_lost(const std::string& peer_id);
   // Waits for the frame (peer_id, meta) and returns its tensor (decoded if it was encoded).
   Result<Tensor> recv(const std::string& peer_id, const FrameMeta& meta, Deadline deadline);
+  // Puts a frame recv() returned back in front of its mailbox, for a caller that learnt
+  // after taking it that it must be read again later (a step that will be replayed).
+  void unrecv(const std::string& peer_id, const FrameMeta& meta, Tensor tensor);
 
   const std::string& node_id() const;
   // The run id: as configured, or adopted from the first peer that accepted this joining node ("" until then).

@@ -344,6 +344,7 @@ int main(int argc, char** argv) {
   double loss = NAN, train_acc = NAN;
   std::vector<std::string> eval_lines;
   std::map<std::string, double> traffic;  // bytes summed over the nodes' "done" events
+  std::map<std::string, std::set<std::pair<int64_t, int64_t>>> late;  // node -> (ring, round) it was late for
   bool progress_open = false;
 
   auto print_progress = [&](bool force) {
@@ -412,6 +413,9 @@ int main(int argc, char** argv) {
       std::printf("%s took over stage %d at step %lld in %.3f s\n", n.id.c_str(), n.stage,
                   static_cast<long long>(n.step), json->get_double_or("seconds", 0).value());
       std::fflush(stdout);
+    } else if (*event == "late") {
+      late[json->get_string_or("late", "").value()].insert(
+          {json->get_int_or("ring", 0).value(), json->get_int_or("round", 0).value()});
     } else if (*event == "backup_joined") {
       n.joined_backup = json->get_string_or("backup", "").value();
       end_progress_line();
@@ -542,6 +546,8 @@ int main(int argc, char** argv) {
   if (traffic["bytes_avg_dense"] > 0)  // clusters averaged
     std::printf(", averaging %.1f MB (dense %.1f)", mb("bytes_avg"), mb("bytes_avg_dense"));
   std::printf("\n");
+  for (const auto& [node, rounds] : late)  // --late-deadline (docs/training.md)
+    std::printf("late: %s missed %zu ring rounds, averaged in at later ones\n", node.c_str(), rounds.size());
   if (!eval_lines.empty()) std::printf("final %s\n", eval_lines.back().c_str());
   return traced ? 0 : 1;
 }

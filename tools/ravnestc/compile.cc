@@ -21,7 +21,7 @@ int compile_usage(const char* message) {
                "         [--weight-decay X]"
                " [--nesterov] [--epochs N] [--steps N] [--seed N] [--dataset KIND] [--data DIR] [--no-eval] [--async]\n"
                "         [--host HOST] [--base-port PORT] [--compress-activations C] [--compress-gradients C]\n"
-               "         [--compress-averaging C] [--replan-every R]\n"
+               "         [--compress-averaging C] [--replan-every R] [--late-deadline S]\n"
                "         [--optimizer sgd|adamw|lamb] [--beta1 X] [--beta2 X] [--eps X] [--clip-norm X]\n"
                "         [--lr-schedule constant|cosine|step] [--warmup-steps N] [--lr-min X] [--step-size N]"
                " [--gamma X]\n"
@@ -31,7 +31,8 @@ int compile_usage(const char* message) {
                "  and each node gets its machine's address.\n"
                "  --batch is the global batch of one step; each micro-batch has B/M samples.\n"
                "  With C clusters, each trains the whole model on 1/C of every epoch and averages\n"
-               "  parameters with the others every S steps.\n"
+               "  parameters with the others every S steps. --late-deadline S: a cluster more than S seconds late\n"
+               "  for a round is averaged in at a later one instead of stalling the others (docs/training.md).\n"
                "  C is none, fp16, bf16, int8 or topk:FRACTION (docs/compression.md).\n"
                "  Optimizers, schedules and clipping: docs/training.md (\"Optimizers\").\n"
                "  --loss: what is appended to a model that ends in logits: ce (softmax cross-entropy, the default)\n"
@@ -110,6 +111,12 @@ int run_compile(int argc, char** argv) {
     } else if (arg == "--replan-every") {
       if (!parse_int(value(), &n) || n < 0) return compile_usage("--replan-every needs a number of rounds (0: never)");
       options.training.replan_every = n;
+    } else if (arg == "--late-deadline") {
+      const char* v = value();
+      char* end = nullptr;
+      const double s = v ? std::strtod(v, &end) : 0;
+      if (!v || *end != '\0' || !(s > 0) || s > 86400) return compile_usage("--late-deadline needs seconds in (0, 86400]");
+      options.training.late_deadline_s = s;
     } else if (arg == "--average-optimizer-state") {
       options.training.average_optimizer_state = true;
     } else if (arg == "--local-steps") {
