@@ -151,7 +151,7 @@ class TrainerImpl : public Trainer {
   // state, optimizer state, in this order (the same on worker and backup).
   std::vector<std::pair<std::string, Tensor*>> state_tensors();
   // Worker: after step `step`'s update, the state to the backup, then its ack.
-  Status send_state(int64_t step);
+  Status send_state(int64_t step, bool now = false);
   // Backup: mirrors the worker's state until the worker is gone (returns the last
   // step whose state it holds, -1 for none) or done (returns -2).
   Result<int64_t> shadow();
@@ -295,6 +295,7 @@ class TrainerImpl : public Trainer {
     std::map<std::string, int64_t> accepts;  // neighbour id -> first step it keeps
   };
   std::optional<Joining> joining_;
+  Clock::time_point joined_since_;  // when the backup that joined last asked
   struct Relayed {
     std::string from, to;
     int64_t keeps_from = 0;
@@ -786,7 +787,8 @@ Status TrainerImpl::train_step(int64_t step) {
     snap.step = step;
     for (auto& [name, t] : state_tensors()) snap.tensors.push_back(t->clone());
     snapshots_.push_back(std::move(snap));
-    while (snapshots_.size() > 2) snapshots_.pop_front();
+    // A backup's state may be backup_every steps old: a replay goes back that far.
+    while (static_cast<int64_t>(snapshots_.size()) > m().training.backup_every + 1) snapshots_.pop_front();
   }
   micro_.clear();
   step_loss_ = 0;
@@ -808,8 +810,9 @@ std::vector<std::pair<std::string, Tensor*>> TrainerImpl::state_tensors() {
   return out;
 }
 
-Status TrainerImpl::send_state(int64_t step) {
+Status TrainerImpl::send_state(int64_t step, bool now) {
   if (!backup_) return ok_status();
+  if (!now && (step + 1) % m().training.backup_every != 0) return ok_status();
   const uint64_t at = kStateStepBase + states_sent_++;
   auto state = state_tensors();
   Status st;
@@ -1134,12 +1137,7 @@ Status TrainerImpl::serve_joins(int64_t step) {
   sizes.data<int64_t>()[0] = train_count_;
   sizes.data<int64_t>()[1] = test_count_;
   RN_RETURN_IF_ERROR(transport_->send(backup_->id, FrameMeta{FrameKind::kControl, kStartStep, 0, kBackupSizesId}, sizes));
-  const double seconds = std::chrono::duration<double>(Clock::now() - j.since).count();
-  RN_LOG_INFO(where(), ": ", backup_->str(), " joined as this stage's backup after step ", step, " (", seconds, " s)");
-  char line[256];
-  std::snprintf(line, sizeof line, R"({"event":"backup_joined","node":"%s","stage":%d,"backup":"%s","step":%lld,"seconds":%.3f})",
-                mf.self.id.c_str(), mf.stage, backup_->id.c_str(), static_cast<long long>(step), seconds);
-  progress(line);
+  joined_since_ = j.since;  // announced once its first state is acknowledged (train loop)
   joining_.reset();
   return ok_status();
 }
@@ -1839,8 +1837,21 @@ Status TrainerImpl::train() {
         }
         RN_RETURN_IF_ERROR(st);
         RN_RETURN_IF_ERROR(finish_step(step, total, start));
+        const bool had_backup = backup_.has_value();
         RN_RETURN_IF_ERROR(serve_joins(step));
-        RN_RETURN_IF_ERROR(send_state(step));
+        // A backup that joined at this step gets its first state now; once it holds it, it protects the stage.
+        const bool joined = !had_backup && backup_.has_value();
+        RN_RETURN_IF_ERROR(send_state(step, joined));
+        if (joined && backup_) {
+          const double seconds = std::chrono::duration<double>(Clock::now() - joined_since_).count();
+          RN_LOG_INFO(where(), ": ", backup_->str(), " joined as this stage's backup after step ", step, " (", seconds,
+                      " s)");
+          char line[256];
+          std::snprintf(line, sizeof line,
+                        R"({"event":"backup_joined","node":"%s","stage":%d,"backup":"%s","step":%lld,"seconds":%.3f})",
+                        mf.self.id.c_str(), mf.stage, backup_->id.c_str(), static_cast<long long>(step), seconds);
+          progress(line);
+        }
         if (opt_.checkpoint_every > 0 && (step + 1) % opt_.checkpoint_every == 0 && step + 1 < total)
           RN_RETURN_IF_ERROR(save_checkpoint(step + 1));
       }

@@ -31,12 +31,13 @@ using testing::source_path;
 constexpr int kStages = 3;
 constexpr int kSteps = 80;
 
-std::string compile(const std::string& name) {
+std::string compile(const std::string& name, const std::vector<std::string>& extra = {}) {
   std::string dir = testing::temp_dir(name);
-  auto r = run_process({binary("ravnestc"), "compile", source_path("models/cnn/cnn.onnx"), "-o", dir, "--stages",
-                        std::to_string(kStages), "--backup-stages", "0,1,2", "--batch", "32", "--microbatches", "4",
-                        "--steps", std::to_string(kSteps), "--no-eval", "--clip-norm", "5"},
-                       120);
+  std::vector<std::string> argv{binary("ravnestc"), "compile", source_path("models/cnn/cnn.onnx"), "-o", dir, "--stages",
+                                std::to_string(kStages), "--backup-stages", "0,1,2", "--batch", "32", "--microbatches",
+                                "4", "--steps", std::to_string(kSteps), "--no-eval", "--clip-norm", "5"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  auto r = run_process(argv, 120);
   EXPECT_EQ(r.exit_code, 0) << r.err;
   return dir;
 }
@@ -64,8 +65,9 @@ void expect_same(const std::map<std::string, rt::Tensor>& want, const std::map<s
 // worker gets `signal` at a random step: SIGKILL (its sockets close) or SIGSTOP (a
 // frozen process: its sockets stay open and only the missed heartbeats tell, with
 // the deadline's floor set to `heartbeat_timeout`).
-void fail_a_stage(const std::string& name, int signal, const std::string& heartbeat_timeout) {
-  const std::string dir = compile(name);
+void fail_a_stage(const std::string& name, int signal, const std::string& heartbeat_timeout,
+                  const std::vector<std::string>& extra = {}) {
+  const std::string dir = compile(name, extra);
   const auto base = run_process({binary("ravnest-launch"), dir, "--save-params", dir + "/base", "--timeout", "240"},
                                 300, {"OMP_NUM_THREADS=1"});
   ASSERT_EQ(base.exit_code, 0) << base.err;
@@ -124,6 +126,13 @@ void fail_a_stage(const std::string& name, int signal, const std::string& heartb
 TEST(Backups, KilledStageIsTakenOverWithNoStepLost) {
   if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
   fail_a_stage("backups", SIGKILL, "15");
+}
+
+// The state goes to the backups every 4 steps only: a takeover replays up to 4 steps (every stage keeps
+// 5 snapshots), with the same final parameters.
+TEST(Backups, StateEveryFewStepsReplaysMoreStepsWithNoneLost) {
+  if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  fail_a_stage("backups-every4", SIGKILL, "15", {"--backup-every", "4"});
 }
 
 // A frozen worker (SIGSTOP) keeps its connections open, and its kernel keeps acknowledging
