@@ -7,6 +7,10 @@ Scenarios (drawn from --seed, printed so a row can be replayed):
     its backup takes the stage over and the pipeline replays the unfinished step (docs/faults.md).
     detection = kill -> the backup's "takeover" event; recovery = kill -> the last survivor's "recovered"
     event (both as this script sees the lines arrive, so they include the output pipes' latency).
+  * freeze: the same with SIGSTOP instead of SIGKILL: the frozen worker keeps its sockets open and its kernel
+    keeps acknowledging, so only the missed heartbeats tell (every node runs with --heartbeat-timeout, the
+    deadline's floor; default 3 s here). Detection and recovery as for kill; the frozen process is killed at
+    the end.
   * cut: ravnest-launch --links with one node's (worker's or backup's) access link down from second 2 or 3
     for a random 2-10 s
     (links.md "changes"); nothing is declared failed: detection is "-", recovery = how much longer the run
@@ -16,6 +20,7 @@ and whether every stage's final parameters equal the fault-free run's (max relat
 
 Usage (tools built in --build; the dataset installed):
     /usr/bin/python3 bench/fault_injection.py [--build build] [--scenarios 20] [--seed N] [--steps 150]
+                                              [--heartbeat-timeout 3]
 """
 import argparse
 import json
@@ -96,8 +101,8 @@ def launch(build, bundles, params, links=None):
     return time.monotonic() - start, proc.returncode, proc.stderr
 
 
-def kill_run(build, bundles, params, stage, at_step, steps):
-    """Six ravnest-rt processes; the worker of `stage` killed at `at_step`. Returns the scenario's row."""
+def kill_run(build, bundles, params, stage, at_step, steps, sig, heartbeat_timeout):
+    """Six ravnest-rt processes; the worker of `stage` gets `sig` at `at_step`. Returns the scenario's row."""
     rt = os.path.join(build, "tools", "ravnest-rt")
     ports = [free_port() for _ in range(2 * STAGES)]
     peers = []
@@ -107,7 +112,8 @@ def kill_run(build, bundles, params, stage, at_step, steps):
     procs = {}
     for i in [3, 4, 5, 0, 1, 2]:
         procs[i] = subprocess.Popen([rt, "--bundle", os.path.join(bundles, f"node{i}"), "--listen",
-                                     f"127.0.0.1:{ports[i]}", "--recv-timeout", "60", "--save-params",
+                                     f"127.0.0.1:{ports[i]}", "--recv-timeout", "60", "--heartbeat-timeout",
+                                     str(heartbeat_timeout), "--save-params",
                                      os.path.join(params, f"node{i}.rvt")] + peers,
                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                     env=dict(os.environ, OMP_NUM_THREADS="1"))
@@ -118,6 +124,9 @@ def kill_run(build, bundles, params, stage, at_step, steps):
     open_fds = {procs[i].stdout.fileno(): i for i in procs}
     last = STAGES - 1
     while open_fds and time.monotonic() < deadline:
+        # A frozen worker never ends by itself: once every other node has, it is killed.
+        if t_kill is not None and all(p.poll() is not None for i, p in procs.items() if i != stage):
+            procs[stage].kill()
         ready, _, _ = select.select(list(open_fds), [], [], 0.05)
         for fd in ready:
             i = open_fds[fd]
@@ -132,7 +141,7 @@ def kill_run(build, bundles, params, stage, at_step, steps):
             if '"event":"recovered"' in line:
                 events["recovered"] = now
             if t_kill is None and i == last and f'"step":{at_step},' in line:
-                procs[stage].send_signal(signal.SIGKILL)
+                procs[stage].send_signal(sig)
                 t_kill = now
     codes = {i: p.wait(timeout=60) for i, p in procs.items()}
     final_step = 0
@@ -154,6 +163,7 @@ def main():
     ap.add_argument("--scenarios", type=int, default=20)
     ap.add_argument("--seed", type=int, default=int(time.time()))
     ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--heartbeat-timeout", type=float, default=3.0)
     args = ap.parse_args()
     rng = random.Random(args.seed)
     work = tempfile.mkdtemp(prefix="ravnest-faults-")
@@ -164,16 +174,19 @@ def main():
         sys.exit(f"the fault-free run failed:\n{err}")
     base = {s: read_rvt(os.path.join(work, "base", f"node{s}.rvt")) for s in range(STAGES)}
     print(f"seed {args.seed}; fault-free run {base_s:.1f} s, {args.steps} steps, 3 stages + 3 backups, "
-          f"load average {os.getloadavg()[0]:.2f}")
+          f"heartbeat floor {args.heartbeat_timeout} s, load average {os.getloadavg()[0]:.2f}")
     print("| # | scenario | detection (s) | recovery (s) | steps lost | final parameters match | exit |")
     print("|---|---|---|---|---|---|---|")
     for n in range(args.scenarios):
         params = os.path.join(work, f"s{n}")
-        if rng.random() < 0.7:
+        draw = rng.random()
+        if draw < 0.7:
             stage = rng.randrange(STAGES)
             at = rng.randrange(3, args.steps - 5)
-            ok, detect, recover, lost, files = kill_run(args.build, bundles, params, stage, at, args.steps)
-            what = f"kill stage {stage}'s worker at step {at}"
+            sig = signal.SIGKILL if draw < 0.45 else signal.SIGSTOP
+            ok, detect, recover, lost, files = kill_run(args.build, bundles, params, stage, at, args.steps, sig,
+                                                        args.heartbeat_timeout)
+            what = f"{'kill' if sig == signal.SIGKILL else 'freeze'} stage {stage}'s worker at step {at}"
             det, rec = f"{detect:.3f}", f"{recover:.3f}"
         else:
             node = f"node{rng.randrange(2 * STAGES)}"
