@@ -221,6 +221,8 @@ def run_ravnest(args, name, flags, workdir, idx):
 
 
 def ping_rtt():
+    if not shutil.which("ping"):
+        return "not measured: ping is not installed (apt-get install iputils-ping)"
     out = subprocess.run(["ip", "netns", "exec", ns(0), "ping", "-c", "5", "-i", "0.2", "-W", "2", addr(1)],
                          capture_output=True, text=True, timeout=30).stdout
     line = [l for l in out.splitlines() if "min/avg/max" in l]
