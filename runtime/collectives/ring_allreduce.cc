@@ -105,6 +105,20 @@ Result<RingAllreduce> RingAllreduce::create(Transport& transport, RingOptions op
   return RingAllreduce(transport, std::move(options));
 }
 
+namespace {
+
+// Floats per chunk: chunk_bytes, but at most an eighth of a segment (at least 32 KiB), so a
+// small buffer still goes round in several chunks whose sends, receives and sums overlap
+// (1 MiB over 2 members: 0.21 GB/s busbw with 256 KiB chunks, 0.41 with 64 KiB). The same
+// on every member: it depends only on the buffer size, the member count and the options.
+size_t ring_chunk_elems(size_t chunk_bytes, size_t size, size_t n) {
+  const size_t segment_bytes = ring_segment(size, n, 0).size() * sizeof(float);
+  const size_t bytes = std::min(chunk_bytes, std::max<size_t>(size_t{32} << 10, segment_bytes / 8));
+  return std::max<size_t>(1, bytes / sizeof(float));
+}
+
+}  // namespace
+
 // One run(): the buffer, the neighbours and the frame keys of this round.
 struct RingAllreduce::Pass {
   Transport& transport;
@@ -120,7 +134,7 @@ struct RingAllreduce::Pass {
   size_t r = options.rank;
   const std::string& left = options.members[(r + n - 1) % n];
   const std::string& right = options.members[(r + 1) % n];
-  size_t chunk_elems = options.chunk_bytes / sizeof(float);
+  size_t chunk_elems = ring_chunk_elems(options.chunk_bytes, data.size(), n);
   uint32_t ring_steps = static_cast<uint32_t>(n - 1);  // steps per phase
 
   // Segment (r - k) mod N, for 0 <= k < N.
@@ -263,7 +277,7 @@ Status RingAllreduce::run(std::span<float> data, ReduceOp op, double weight, Dea
     }
     return ok_status();  // the sum, or weighted mean, of one buffer is itself
   }
-  const size_t chunk_elems = options_.chunk_bytes / sizeof(float);
+  const size_t chunk_elems = ring_chunk_elems(options_.chunk_bytes, data.size(), n);
   const size_t largest_segment = ring_segment(data.size(), n, 0).size();
   if ((largest_segment + chunk_elems - 1) / chunk_elems >= kMaxChunksPerSegment) {
     return error(Code::kInvalidArgument, "ring all-reduce tag ", options_.tag, ": ", data.size(),

@@ -39,7 +39,8 @@ struct RingOptions {
   // Distinguishes concurrent collectives on the same Transports; every member of
   // one ring must use the same tag, and two rings that share a Transport must not.
   uint32_t tag = 0;
-  // Target payload of one frame; a segment is sent as ceil(segment bytes / chunk_bytes) frames.
+  // Largest payload of one frame; chunks are smaller for small buffers (at most an eighth of a
+  // segment, at least 32 KiB; docs/allreduce.md).
   size_t chunk_bytes = size_t{256} << 10;
 };
 
