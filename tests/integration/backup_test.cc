@@ -17,7 +17,6 @@
 #include <vector>
 
 #include "common/ports.h"
-#include "runtime/tensor_file.h"
 #include "tests/integration/process.h"
 
 namespace ravnest {
@@ -40,15 +39,6 @@ std::string compile(const std::string& name, const std::vector<std::string>& ext
   auto r = run_process(argv, 120);
   EXPECT_EQ(r.exit_code, 0) << r.err;
   return dir;
-}
-
-std::map<std::string, rt::Tensor> load(const std::string& path) {
-  std::map<std::string, rt::Tensor> out;
-  auto file = rt::read_tensor_file(path);
-  EXPECT_TRUE(file.ok()) << file.status().to_string();
-  if (file.ok())
-    for (auto& [k, v] : *file) out[k] = v;
-  return out;
 }
 
 void expect_same(const std::map<std::string, rt::Tensor>& want, const std::map<std::string, rt::Tensor>& got,
@@ -118,8 +108,8 @@ void fail_a_stage(const std::string& name, int signal, const std::string& heartb
   // Every stage's final parameters equal the uninterrupted run's.
   for (int s = 0; s < kStages; ++s) {
     const int node = s == victim ? s + kStages : s;
-    expect_same(load(dir + "/base/node" + std::to_string(s) + ".rvt"),
-                load(dir + "/killed/node" + std::to_string(node) + ".rvt"), "stage " + std::to_string(s));
+    expect_same(testing::read_tensors(dir + "/base/node" + std::to_string(s) + ".rvt"),
+                testing::read_tensors(dir + "/killed/node" + std::to_string(node) + ".rvt"), "stage " + std::to_string(s));
   }
 }
 

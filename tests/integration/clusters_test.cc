@@ -42,6 +42,25 @@ std::map<std::string, rt::Tensor> load(const std::string& dir, const std::vector
   return params;
 }
 
+// Every tensor of `want` is in `got` with the same shape and bytes.
+void expect_identical(const std::map<std::string, rt::Tensor>& want, const std::map<std::string, rt::Tensor>& got,
+                      const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (const auto& [name, t] : want) {
+    ASSERT_TRUE(got.count(name)) << what << ": no " << name;
+    ASSERT_EQ(got.at(name).shape(), t.shape()) << what << ": " << name;
+    EXPECT_EQ(std::memcmp(got.at(name).raw(), t.raw(), t.bytes()), 0) << what << ": " << name << " differs";
+  }
+}
+
+// Clusters of one stage each (node c is cluster c): every copy ends identical to cluster 0's.
+void expect_one_stage_clusters_identical(const std::string& dir, int clusters) {
+  const auto first = load(dir, {"node0"});
+  ASSERT_EQ(first.size(), 8u);
+  for (int c = 1; c < clusters; ++c)
+    expect_identical(first, load(dir, {"node" + std::to_string(c)}), "cluster " + std::to_string(c) + " against cluster 0");
+}
+
 // A cluster of 2 stages beside a cluster of 3: the parameter space is cut at
 // the union of both partitions (3 rings), and after the last round every copy
 // of every parameter is the same.
@@ -55,11 +74,7 @@ TEST(Clusters, DifferentlyPartitionedClustersEndIdentical) {
   auto a = load(dir, {"node0", "node1"});
   auto b = load(dir, {"node2", "node3", "node4"});
   ASSERT_EQ(a.size(), 8u);
-  ASSERT_EQ(b.size(), 8u);
-  for (const auto& [name, t] : a) {
-    ASSERT_EQ(b.at(name).shape(), t.shape());
-    EXPECT_EQ(std::memcmp(b.at(name).raw(), t.raw(), t.bytes()), 0) << name << " differs between the clusters";
-  }
+  expect_identical(a, b, "the 3-stage cluster against the 2-stage one");
 }
 
 // BatchNorm running statistics are averaged with the parameters: ResNet-50
@@ -79,11 +94,8 @@ TEST(Clusters, RunningStatisticsAveragedAcrossDifferentSplits) {
   auto b = load(dir, {"node2", "node3", "node4"});
   ASSERT_EQ(a.size(), b.size());
   int running = 0;
-  for (const auto& [name, t] : a) {
-    ASSERT_TRUE(b.count(name)) << name;
-    running += name.find("running_") != std::string::npos;
-    EXPECT_EQ(std::memcmp(b.at(name).raw(), t.raw(), t.bytes()), 0) << name << " differs between the clusters";
-  }
+  for (const auto& [name, t] : a) running += name.find("running_") != std::string::npos;
+  expect_identical(a, b, "cluster 1 against cluster 0");
   EXPECT_GT(running, 0) << "the saved parameters hold no BatchNorm statistics";
 }
 
@@ -144,9 +156,7 @@ TEST(Clusters, FlexibleLocalStepsPerCluster) {
   auto a = load(dir, {"node0", "node1"});
   auto b = load(dir, {"node2"});
   ASSERT_EQ(a.size(), 8u);
-  ASSERT_EQ(b.size(), 8u);
-  for (const auto& [name, t] : a)
-    EXPECT_EQ(std::memcmp(b.at(name).raw(), t.raw(), t.bytes()), 0) << name << " differs between the clusters";
+  expect_identical(a, b, "cluster 1 against cluster 0");
 }
 
 double final_accuracy(const std::string& out) {
@@ -217,10 +227,8 @@ TEST(Clusters, ThreeClustersOrderTheirRingsAndEndIdentical) {
   auto b = load(dir, {"node1", "node2"});
   auto c = load(dir, {"node3"});
   ASSERT_EQ(a.size(), 8u);
-  for (const auto& [name, t] : a) {
-    EXPECT_EQ(std::memcmp(b.at(name).raw(), t.raw(), t.bytes()), 0) << name;
-    EXPECT_EQ(std::memcmp(c.at(name).raw(), t.raw(), t.bytes()), 0) << name;
-  }
+  expect_identical(a, b, "cluster 1 against cluster 0");
+  expect_identical(a, c, "cluster 2 against cluster 0");
 }
 
 // Adaptive routing's re-plan branch: three clusters of one stage (one ring of three),
@@ -249,14 +257,7 @@ TEST(Clusters, RingIsReplannedWhenAHopSlowsDown) {
   ASSERT_EQ(replans.size(), 3u) << "every member re-plans: " << r.err;
   EXPECT_EQ(replans["node0"], replans["node1"]);
   EXPECT_EQ(replans["node0"], replans["node2"]);
-  auto a = load(dir, {"node0"});
-  auto b = load(dir, {"node1"});
-  auto c = load(dir, {"node2"});
-  ASSERT_EQ(a.size(), 8u);
-  for (const auto& [name, t] : a) {
-    EXPECT_EQ(std::memcmp(b.at(name).raw(), t.raw(), t.bytes()), 0) << name;
-    EXPECT_EQ(std::memcmp(c.at(name).raw(), t.raw(), t.bytes()), 0) << name;
-  }
+  expect_one_stage_clusters_identical(dir, 3);
 }
 
 // Late clusters (--late-deadline): three clusters of one stage averaging every 2 steps; the third
@@ -284,14 +285,7 @@ TEST(Clusters, LateClusterIsAveragedInLaterAndAllEndIdentical) {
   RecordProperty("rounds_missed", m[1].str());
   std::printf("node2 missed %s rounds\n", m[1].str().c_str());
   EXPECT_NE(r.out.find("done: 300 steps"), std::string::npos) << r.out;
-  auto a = load(dir, {"node0"});
-  auto b = load(dir, {"node1"});
-  auto c = load(dir, {"node2"});
-  ASSERT_EQ(a.size(), 8u);
-  for (const auto& [name, t] : a) {
-    EXPECT_EQ(std::memcmp(b.at(name).raw(), t.raw(), t.bytes()), 0) << name;
-    EXPECT_EQ(std::memcmp(c.at(name).raw(), t.raw(), t.bytes()), 0) << name;
-  }
+  expect_one_stage_clusters_identical(dir, 3);
 }
 
 }  // namespace

@@ -17,7 +17,6 @@
 #include <vector>
 
 #include "common/ports.h"
-#include "runtime/tensor_file.h"
 #include "tests/integration/process.h"
 
 namespace ravnest {
@@ -39,15 +38,6 @@ std::string compile(const std::string& name, int steps, const std::vector<std::s
   auto r = run_process(argv, 120);
   EXPECT_EQ(r.exit_code, 0) << r.err;
   return dir;
-}
-
-std::map<std::string, rt::Tensor> load(const std::string& path) {
-  std::map<std::string, rt::Tensor> out;
-  auto file = rt::read_tensor_file(path);
-  EXPECT_TRUE(file.ok()) << file.status().to_string();
-  if (file.ok())
-    for (auto& [k, v] : *file) out[k] = v;
-  return out;
 }
 
 std::string loopback() { return "127.0.0.1:" + std::to_string(free_loopback_port()); }
@@ -128,8 +118,8 @@ TEST(Join, JoinedBackupTakesOverWithNoStepLost) {
   // Every stage's final parameters equal the uninterrupted run's.
   for (int s = 0; s < kStages; ++s) {
     const std::string got = s == 0 ? out + "/newcomer.rvt" : out + "/node" + std::to_string(s) + ".rvt";
-    const auto want = load(dir + "/base/node" + std::to_string(s) + ".rvt");
-    const auto have = load(got);
+    const auto want = testing::read_tensors(dir + "/base/node" + std::to_string(s) + ".rvt");
+    const auto have = testing::read_tensors(got);
     ASSERT_FALSE(want.empty());
     ASSERT_EQ(have.size(), want.size()) << "stage " << s;
     for (const auto& [name, t] : want) {

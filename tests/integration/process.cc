@@ -14,9 +14,22 @@
 #include <cstring>
 #include <filesystem>
 
+#include <gtest/gtest.h>
+
+#include "runtime/tensor_file.h"
+
 namespace ravnest::testing {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
+
+std::map<std::string, rt::Tensor> read_tensors(const std::string& path) {
+  std::map<std::string, rt::Tensor> out;
+  auto file = rt::read_tensor_file(path);
+  EXPECT_TRUE(file.ok()) << file.status().to_string();
+  if (file.ok())
+    for (auto& [k, v] : *file) out[k] = v;
+  return out;
+}
 
 Process::Process(const std::vector<std::string>& argv, const std::vector<std::string>& extra_env) {
   int out[2], err[2];

@@ -2,6 +2,7 @@
 // output and a hard time limit (the child is killed when it runs past it).
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,8 @@ bool have_fashion_mnist();
 
 // The file `ravnest-launch --losses` writes ("step loss" per line): the losses in order.
 std::vector<double> read_losses(const std::string& path);
+// The tensors of a Ravnest tensor file by name; a test failure (and an empty map) when it cannot be read.
+std::map<std::string, rt::Tensor> read_tensors(const std::string& path);
 // max |a - b| / max |b| over two float32 tensors of equal size (b all zero: max |a - b|).
 double relative_diff(const rt::Tensor& a, const rt::Tensor& b);
 // Pids of the ravnest-rt processes whose command line contains `needle` (from /proc):

@@ -25,6 +25,8 @@
 #include "runtime/transport/crc32c.h"
 #include "runtime/transport/frame.h"
 #include "runtime/transport/transport.h"
+#include "tests/runtime/raw_client.h"
+#include "tests/status_assertions.h"
 
 namespace ravnest::rt {
 namespace {
@@ -44,18 +46,7 @@ TransportOptions live_options(const std::string& node, std::chrono::milliseconds
   return o;
 }
 
-::testing::AssertionResult fails_with(const Status& st, Code code, std::initializer_list<std::string> parts) {
-  if (st.ok()) return ::testing::AssertionFailure() << "expected an error, got OK";
-  if (st.code() != code) {
-    return ::testing::AssertionFailure() << "expected " << code_name(code) << ": " << st.to_string();
-  }
-  for (const std::string& p : parts) {
-    if (st.message().find(p) == std::string::npos) {
-      return ::testing::AssertionFailure() << "message lacks '" << p << "': " << st.message();
-    }
-  }
-  return ::testing::AssertionSuccess();
-}
+using testing::fails_with;
 
 Tensor numbered_bytes(size_t n, uint8_t seed) {
   Tensor t = Tensor::empty(DType::kU8, {static_cast<int64_t>(n)});
@@ -88,62 +79,16 @@ FrameMeta act(uint64_t step) {
 // kernel still ACKs.
 class SilentPeer {
  public:
-  SilentPeer(uint16_t port, const std::string& node, const std::string& run) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    timeval tv{5, 0};  // every read is bounded
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return;
-    // HELLO as the transport writes it: header with the payload's CRC-32C, then the JSON.
-    Json body = Json::object();
-    body.set("node", node);
-    body.set("run", run);
-    body.set("protocol", static_cast<int>(kProtocolVersion));
-    body.set("accepted", true);
-    const std::string text = body.dump(0);
-    FrameHeader h = *make_header(FrameKind::kHello, 0, 0, 0, DType::kU8, {static_cast<int64_t>(text.size())});
-    h.payload_crc = crc32c(text.data(), text.size());
-    const auto header = encode_header(h);
-    if (!write_all(header.data(), header.size()) || !write_all(text.data(), text.size())) return;
-    // The answer: a HELLO that accepts.
-    std::array<uint8_t, kFrameHeaderBytes> answer_header;
-    if (!read_all(answer_header.data(), answer_header.size())) return;
-    Result<FrameHeader> answer = decode_header(answer_header, FrameLimits{});
-    if (!answer.ok() || answer->kind != FrameKind::kHello) return;
-    std::string payload(answer->payload_bytes, '\0');
-    if (!read_all(payload.data(), payload.size())) return;
-    Result<Json> json = parse_json(payload);
-    accepted_ = json.ok() && json->get_bool("accepted").ok() && *json->get_bool("accepted");
+  SilentPeer(uint16_t port, const std::string& node, const std::string& run) : client_(port) {
+    if (!client_.connected()) return;
+    client_.send_hello(node, run);
+    Result<Json> answer = client_.read_hello();
+    accepted_ = answer.ok() && answer->get_bool("accepted").ok() && *answer->get_bool("accepted");
   }
-  ~SilentPeer() { ::close(fd_); }
   bool accepted() const { return accepted_; }
 
  private:
-  bool write_all(const void* data, size_t n) {
-    const char* p = static_cast<const char*>(data);
-    while (n > 0) {
-      ssize_t w = ::send(fd_, p, n, MSG_NOSIGNAL);
-      if (w <= 0) return false;
-      p += w;
-      n -= static_cast<size_t>(w);
-    }
-    return true;
-  }
-  bool read_all(void* data, size_t n) {
-    char* p = static_cast<char*>(data);
-    while (n > 0) {
-      ssize_t r = ::recv(fd_, p, n, 0);
-      if (r <= 0) return false;
-      p += r;
-      n -= static_cast<size_t>(r);
-    }
-    return true;
-  }
-
-  int fd_ = -1;
+  RawClient client_;
   bool accepted_ = false;
 };
 

@@ -23,6 +23,8 @@
 #include "common/json.h"
 #include "runtime/transport/crc32c.h"
 #include "runtime/transport/frame.h"
+#include "tests/runtime/raw_client.h"
+#include "tests/status_assertions.h"
 
 namespace ravnest::rt {
 namespace {
@@ -33,18 +35,7 @@ constexpr auto kWait = 5s;  // bound of every wait in these tests
 
 // ------------------------------------------------------------------ helpers
 
-::testing::AssertionResult has(const Status& st, Code code, std::initializer_list<std::string> parts) {
-  if (st.ok()) return ::testing::AssertionFailure() << "expected an error, got OK";
-  if (st.code() != code) {
-    return ::testing::AssertionFailure() << "expected code " << code_name(code) << ", got " << st.to_string();
-  }
-  for (const std::string& p : parts) {
-    if (st.message().find(p) == std::string::npos) {
-      return ::testing::AssertionFailure() << "message lacks '" << p << "': " << st.message();
-    }
-  }
-  return ::testing::AssertionSuccess();
-}
+using testing::fails_with;
 
 TransportOptions options(const std::string& node, const std::string& run = "run-1") {
   TransportOptions o;
@@ -94,77 +85,6 @@ struct Pair {
   }
 };
 
-// A blocking client socket for speaking (or mis-speaking) the protocol by hand.
-class RawClient {
- public:
-  explicit RawClient(uint16_t port) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    timeval tv{5, 0};  // every read is bounded
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  }
-  ~RawClient() { ::close(fd_); }
-  bool connected() const { return connected_; }
-
-  void write(const void* data, size_t n) {
-    const char* p = static_cast<const char*>(data);
-    while (n > 0) {
-      ssize_t w = ::send(fd_, p, n, MSG_NOSIGNAL);
-      if (w <= 0) return;
-      p += w;
-      n -= static_cast<size_t>(w);
-    }
-  }
-  // Reads exactly n bytes; false on EOF, error or the 5 s timeout.
-  bool read(void* data, size_t n) {
-    char* p = static_cast<char*>(data);
-    while (n > 0) {
-      ssize_t r = ::recv(fd_, p, n, 0);
-      if (r <= 0) return false;
-      p += r;
-      n -= static_cast<size_t>(r);
-    }
-    return true;
-  }
-  // True when the server closed the connection (EOF or reset) before the timeout.
-  bool closed_by_server() {
-    char buf[4096];
-    while (true) {
-      ssize_t r = ::recv(fd_, buf, sizeof(buf), 0);
-      if (r == 0) return true;
-      if (r < 0) return errno == ECONNRESET;
-    }
-  }
-  void send_frame(FrameHeader h, const std::string& payload, bool corrupt_crc = false) {
-    h.payload_crc = crc32c(payload.data(), payload.size()) ^ (corrupt_crc ? 1u : 0u);
-    auto bytes = encode_header(h);
-    write(bytes.data(), bytes.size());
-    write(payload.data(), payload.size());
-  }
-  void send_hello(const std::string& node, const std::string& run, uint16_t version = kProtocolVersion) {
-    std::string body = "{\"node\":\"" + node + "\",\"run\":\"" + run + "\",\"protocol\":1}";
-    FrameHeader h = *make_header(FrameKind::kHello, 0, 0, 0, DType::kU8, {static_cast<int64_t>(body.size())});
-    h.version = version;
-    send_frame(h, body);
-  }
-  // Reads the server's HELLO answer.
-  Result<Json> read_hello() {
-    std::array<uint8_t, kFrameHeaderBytes> bytes;
-    if (!read(bytes.data(), bytes.size())) return error(Code::kNetwork, "no HELLO answer");
-    RN_ASSIGN_OR_RETURN(FrameHeader h, decode_header(bytes, FrameLimits{}));
-    std::string payload(h.payload_bytes, '\0');
-    if (!read(payload.data(), payload.size())) return error(Code::kNetwork, "short HELLO answer");
-    return parse_json(payload);
-  }
-
- private:
-  int fd_ = -1;
-  bool connected_ = false;
-};
 
 // ------------------------------------------------------------------ frames
 
@@ -256,7 +176,7 @@ TEST(Frame, EachInvalidFieldIsRejectedByName) {
   auto rejects = [&](const std::array<uint8_t, kFrameHeaderBytes>& b, Code code,
                      std::initializer_list<std::string> parts) {
     Result<FrameHeader> r = decode_header(b, limits);
-    return has(r.ok() ? Status() : r.status(), code, parts);
+    return fails_with(r.ok() ? Status() : r.status(), code, parts);
   };
   EXPECT_TRUE(rejects(with_field<uint32_t>(0, 0x12345678), Code::kCorrupt, {"field 'magic' is 0x12345678"}));
   EXPECT_TRUE(rejects(with_field<uint16_t>(4, 2), Code::kUnsupported, {"field 'version' is 2", "version 1"}));
@@ -279,7 +199,7 @@ TEST(Frame, EachInvalidFieldIsRejectedByName) {
       rejects(encode_header(sample_header()), Code::kCorrupt, {"field 'payload_bytes' is 48, above the limit of 40"}));
 
   Result<FrameHeader> deep = make_header(FrameKind::kActivation, 0, 0, 0, DType::kF32, Shape(9, 1));
-  EXPECT_TRUE(has(deep.status(), Code::kInvalidArgument, {"rank 9"}));
+  EXPECT_TRUE(fails_with(deep.status(), Code::kInvalidArgument, {"rank 9"}));
 }
 
 // ------------------------------------------------------------------ transport
@@ -450,16 +370,16 @@ TEST(Transport, WriteInSendToADestroyedPeerFailsCleanly) {
     st = p.b->send("a", act(1), t, direct);
     std::this_thread::sleep_for(1ms);
   }
-  EXPECT_TRUE(has(st, Code::kNetwork, {"'a'"})) << st.to_string();
+  EXPECT_TRUE(fails_with(st, Code::kNetwork, {"'a'"})) << st.to_string();
 }
 
 TEST(Transport, RecvTimesOutNamingPeerAndFrame) {
   Pair p;
   Result<Tensor> r = p.a->recv("b", act(42, 3, 1), deadline_after(200ms));
-  EXPECT_TRUE(has(r.status(), Code::kTimeout,
+  EXPECT_TRUE(fails_with(r.status(), Code::kTimeout,
                   {"waiting for ACTIVATION step 42 microbatch 3 tensor 1", "peer 'b' (127.0.0.1:", " ms"}));
   Result<Tensor> never = p.a->recv("nobody", act(0), deadline_after(100ms));
-  EXPECT_TRUE(has(never.status(), Code::kTimeout, {"peer 'nobody' (never connected)"}));
+  EXPECT_TRUE(fails_with(never.status(), Code::kTimeout, {"peer 'nobody' (never connected)"}));
 }
 
 TEST(Transport, DestroyedPeerFailsRecvAndSendPromptly) {
@@ -473,9 +393,9 @@ TEST(Transport, DestroyedPeerFailsRecvAndSendPromptly) {
   EXPECT_TRUE(same(*got, last));
   // ... and the next wait fails with kNetwork well before its deadline (a timeout would be kTimeout).
   Result<Tensor> r = p.a->recv("b", act(1), deadline_after(kWait));
-  EXPECT_TRUE(has(r.status(), Code::kNetwork, {"peer 'b' (127.0.0.1:", "closed the connection"}));
+  EXPECT_TRUE(fails_with(r.status(), Code::kNetwork, {"peer 'b' (127.0.0.1:", "closed the connection"}));
   Status s = p.a->send("b", act(2), last);
-  EXPECT_TRUE(has(s, Code::kNetwork, {"peer 'b'", "closed the connection"}));
+  EXPECT_TRUE(fails_with(s, Code::kNetwork, {"peer 'b'", "closed the connection"}));
   EXPECT_TRUE(p.a->connected_peers().empty());
 }
 
@@ -510,7 +430,7 @@ TEST(Transport, ConnectToNobodyTimesOutWithTheLastError) {
   }
   Transport a(options("a"));
   Status st = a.connect("ghost", "127.0.0.1", port, deadline_after(300ms));
-  EXPECT_TRUE(has(st, Code::kTimeout, {"peer 'ghost' at 127.0.0.1:", "attempts", "refused"}));
+  EXPECT_TRUE(fails_with(st, Code::kTimeout, {"peer 'ghost' at 127.0.0.1:", "attempts", "refused"}));
 }
 
 TEST(Transport, KilledChildProcessFailsPendingRecv) {
@@ -547,7 +467,7 @@ TEST(Transport, KilledChildProcessFailsPendingRecv) {
   int wstatus = 0;
   ::waitpid(pid, &wstatus, 0);
   EXPECT_TRUE(WIFSIGNALED(wstatus));
-  EXPECT_TRUE(has(r.status(), Code::kNetwork, {"peer 'child' (127.0.0.1:", "crashed"}));
+  EXPECT_TRUE(fails_with(r.status(), Code::kNetwork, {"peer 'child' (127.0.0.1:", "crashed"}));
 }
 
 TEST(Transport, GarbageConnectionIsRefusedNamingTheField) {
@@ -560,7 +480,7 @@ TEST(Transport, GarbageConnectionIsRefusedNamingTheField) {
   EXPECT_TRUE(raw.closed_by_server());
   std::vector<Status> refused = a.refused_connections();
   ASSERT_EQ(refused.size(), 1u);
-  EXPECT_TRUE(has(refused[0], Code::kCorrupt,
+  EXPECT_TRUE(fails_with(refused[0], Code::kCorrupt,
                   {"node 'a' refused a connection: bad frame from unidentified peer at 127.0.0.1:",
                    "field 'magic' is 0x47474747"}));
 }
@@ -580,7 +500,7 @@ TEST(Transport, BadFramesFromAConnectedPeerCloseItNamingTheField) {
   EXPECT_EQ(*answer->get_string("node"), "a");
   raw.send_frame(*make_header(FrameKind::kActivation, 3, 0, 0, DType::kU8, {4}), "abcd", /*corrupt_crc=*/true);
   Result<Tensor> r = a.recv("raw", act(3), deadline_after(kWait));
-  EXPECT_TRUE(has(r.status(), Code::kCorrupt, {"bad frame from peer 'raw' (127.0.0.1:", "field 'payload_crc'"}));
+  EXPECT_TRUE(fails_with(r.status(), Code::kCorrupt, {"bad frame from peer 'raw' (127.0.0.1:", "field 'payload_crc'"}));
   EXPECT_TRUE(raw.closed_by_server());
 
   // Another claims a payload above the limit: refused before anything is allocated.
@@ -589,7 +509,7 @@ TEST(Transport, BadFramesFromAConnectedPeerCloseItNamingTheField) {
   ASSERT_TRUE(big.read_hello().ok());
   big.send_frame(*make_header(FrameKind::kActivation, 0, 0, 0, DType::kF32, {1 << 20}), "");
   Result<Tensor> r2 = a.recv("big", act(0), deadline_after(kWait));
-  EXPECT_TRUE(has(r2.status(), Code::kCorrupt, {"peer 'big'", "field 'payload_bytes' is 4194304, above the limit"}));
+  EXPECT_TRUE(fails_with(r2.status(), Code::kCorrupt, {"peer 'big'", "field 'payload_bytes' is 4194304, above the limit"}));
 }
 
 TEST(Transport, RunIdMismatchIsRefusedOnBothSides) {
@@ -598,10 +518,10 @@ TEST(Transport, RunIdMismatchIsRefusedOnBothSides) {
   Transport b(options("b", "run-2"));
   Status st = b.connect("a", "127.0.0.1", a.port(), deadline_after(kWait));
   EXPECT_TRUE(
-      has(st, Code::kInvalidArgument, {"peer 'a' (127.0.0.1:", "refused the handshake", "run 'run-2'", "run 'run-1'"}));
+      fails_with(st, Code::kInvalidArgument, {"peer 'a' (127.0.0.1:", "refused the handshake", "run 'run-2'", "run 'run-1'"}));
   std::vector<Status> refused = a.refused_connections();
   ASSERT_EQ(refused.size(), 1u);
-  EXPECT_TRUE(has(refused[0], Code::kInvalidArgument, {"run id mismatch: peer 'b' (127.0.0.1:"}));
+  EXPECT_TRUE(fails_with(refused[0], Code::kInvalidArgument, {"run id mismatch: peer 'b' (127.0.0.1:"}));
   EXPECT_TRUE(a.connected_peers().empty());
   EXPECT_TRUE(b.connected_peers().empty());
 }
@@ -617,7 +537,7 @@ TEST(Transport, ProtocolVersionMismatchIsRefusedWithAReason) {
   EXPECT_NE(answer->get_string("error")->find("field 'version' is 2"), std::string::npos);
   std::vector<Status> refused = a.refused_connections();
   ASSERT_EQ(refused.size(), 1u);
-  EXPECT_TRUE(has(refused[0], Code::kUnsupported, {"field 'version' is 2"}));
+  EXPECT_TRUE(fails_with(refused[0], Code::kUnsupported, {"field 'version' is 2"}));
 }
 
 TEST(Transport, WrongPeerIdAndUnknownPeerAreErrors) {
@@ -625,8 +545,8 @@ TEST(Transport, WrongPeerIdAndUnknownPeerAreErrors) {
   ASSERT_TRUE(a.listen("127.0.0.1", 0).ok());
   Transport b(options("b"));
   Status st = b.connect("x", "127.0.0.1", a.port(), deadline_after(kWait));
-  EXPECT_TRUE(has(st, Code::kInvalidArgument, {"expected peer 'x'", "node 'a' answered"}));
-  EXPECT_TRUE(has(b.send("zzz", act(0), pattern(DType::kF32, {1}, 0)), Code::kNotFound, {"peer 'zzz'"}));
+  EXPECT_TRUE(fails_with(st, Code::kInvalidArgument, {"expected peer 'x'", "node 'a' answered"}));
+  EXPECT_TRUE(fails_with(b.send("zzz", act(0), pattern(DType::kF32, {1}, 0)), Code::kNotFound, {"peer 'zzz'"}));
 }
 
 }  // namespace

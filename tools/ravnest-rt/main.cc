@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <string>
 
 #include "common/log.h"
@@ -38,8 +39,8 @@ const char* const kTrainerFlags =
 int usage(const char* message) {
   if (message) std::fprintf(stderr, "ravnest-rt: %s\n", message);
   std::fprintf(stderr, "usage: ravnest-rt --bundle DIR %s", kTrainerFlags);
-  std::fprintf(stderr, "       ravnest-rt join --via ID=HOST:PORT --listen HOST:PORT [--id NAME] [--dir DIR] %s",
-               kTrainerFlags);
+  std::fprintf(stderr, "       ravnest-rt join --via ID=HOST:PORT --listen HOST:PORT [--id NAME] [--dir DIR]\n"
+                       "         [the flags above but --bundle]\n");
   std::fprintf(stderr, "       ravnest-rt profile [-o FILE] ...\n");
   return 2;
 }
@@ -127,6 +128,26 @@ int parse_trainer_flag(int argc, char** argv, int* i, rt::TrainerOptions* option
   return 1;
 }
 
+// Parses argv[1..]: the trainer flags, and every other argument through `other`, which
+// consumes it (advancing *i past a value) and returns -1, or returns an exit status.
+// Returns -1 once all are parsed, else the exit status to end with.
+int parse_args(int argc, char** argv, rt::TrainerOptions* options,
+               const std::function<int(const std::string& arg, int* i)>& other) {
+  for (int i = 1; i < argc; ++i) {
+    int status = 0;
+    const int parsed = parse_trainer_flag(argc, argv, &i, options, &status);
+    if (parsed < 0) return status;
+    if (parsed > 0) continue;
+    const std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      usage(nullptr);
+      return 0;
+    }
+    if (const int st = other(arg, &i); st >= 0) return st;
+  }
+  return -1;
+}
+
 int train(rt::Bundle bundle, const rt::TrainerOptions& options) {
   set_log_prefix(bundle.manifest.self.id);
   auto trainer = rt::Trainer::create(std::move(bundle), options);
@@ -145,31 +166,23 @@ int train(rt::Bundle bundle, const rt::TrainerOptions& options) {
 int join_main(int argc, char** argv) {
   rt::TrainerOptions options;
   rt::JoinOptions join;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    int status = 0;
-    const int parsed = parse_trainer_flag(argc, argv, &i, &options, &status);
-    if (parsed < 0) return status;
-    if (parsed > 0) continue;
-    const char* v = i + 1 < argc ? argv[i + 1] : nullptr;
+  const int parsed = parse_args(argc, argv, &options, [&](const std::string& arg, int* i) {
+    const char* v = *i + 1 < argc ? argv[*i + 1] : nullptr;
     if (arg == "--via") {
       if (!parse_peer(v, &join.via)) return usage("--via needs ID=HOST:PORT of a node of the run");
-      ++i;
     } else if (arg == "--id") {
       if (!v || !*v) return usage("--id needs a node id");
       join.self.id = v;
-      ++i;
     } else if (arg == "--dir") {
       if (!v) return usage("--dir needs a folder");
       join.dir = v;
-      ++i;
-    } else if (arg == "-h" || arg == "--help") {
-      usage(nullptr);
-      return 0;
     } else {
       return usage(("unknown argument '" + arg + "'").c_str());
     }
-  }
+    ++*i;
+    return -1;
+  });
+  if (parsed >= 0) return parsed;
   if (join.via.id.empty()) return usage("join needs --via ID=HOST:PORT (any node of the run)");
   rt::PeerAddress listen;
   if (options.listen.empty() || !parse_peer(("x=" + options.listen).c_str(), &listen))
@@ -201,22 +214,13 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "join") == 0) return join_main(argc - 1, argv + 1);
   std::string bundle_dir;
   rt::TrainerOptions options;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    int status = 0;
-    const int parsed = parse_trainer_flag(argc, argv, &i, &options, &status);
-    if (parsed < 0) return status;
-    if (parsed > 0) continue;
-    if (arg == "--bundle") {
-      if (i + 1 >= argc) return usage("--bundle needs a folder");
-      bundle_dir = argv[++i];
-    } else if (arg == "-h" || arg == "--help") {
-      usage(nullptr);
-      return 0;
-    } else {
-      return usage(("unknown argument '" + arg + "'").c_str());
-    }
-  }
+  const int parsed = parse_args(argc, argv, &options, [&](const std::string& arg, int* i) {
+    if (arg != "--bundle") return usage(("unknown argument '" + arg + "'").c_str());
+    if (*i + 1 >= argc) return usage("--bundle needs a folder");
+    bundle_dir = argv[++*i];
+    return -1;
+  });
+  if (parsed >= 0) return parsed;
   if (bundle_dir.empty()) return usage("--bundle is required");
   if ((options.resume || options.checkpoint_every > 0) && options.checkpoint_dir.empty())
     return usage("--resume and --checkpoint-every need --checkpoint-dir DIR");
