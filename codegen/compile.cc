@@ -370,6 +370,16 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
   if (options.training.late_deadline_s > 0 && options.training.compression.averaging.codec != rt::Codec::kRaw)
     return error(Code::kInvalidArgument, "--late-deadline needs uncompressed averaging (a compressed ring keeps a "
                  "reference copy every member updates each round); drop --compress-averaging or --late-deadline");
+  if (options.joinable) {
+    const char* why = num_clusters < 2                                                   ? "needs several clusters"
+                      : options.training.mode == "async"                                 ? "needs synchronous training"
+                      : options.training.compression.averaging.codec != rt::Codec::kRaw ? "needs uncompressed averaging"
+                      : !options.local_steps.empty() ? "needs one --average-every for every cluster (not --local-steps)"
+                                                     : nullptr;
+    if (why)
+      return error(Code::kInvalidArgument, "--joinable ", why, " (new clusters copy cluster 0 and join its rounds); ",
+                   "drop --joinable or change the compile");
+  }
   if (!options.local_steps.empty()) {
     if (static_cast<int>(options.local_steps.size()) != num_clusters)
       return error(Code::kInvalidArgument, "--local-steps lists ", options.local_steps.size(), " clusters but there are ",
@@ -745,9 +755,13 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
         return error(Code::kUnsupported, "backup nodes with tied weights (parameter '", m.tied[0].pieces[0].param,
                      "' shared by two stages) are not supported yet; drop --backup-stages or untie the weights");
       m.backups = backups;
-      // Nodes joining during the run become backups (docs/faults.md), under the same conditions as compiled ones.
+      // Nodes joining during the run become backups (docs/faults.md), under the same conditions as compiled ones;
+      // with several clusters and --joinable they form new clusters, copies of cluster 0's stages.
       if (num_clusters == 1 && options.training.mode != "async" && tied_params(cl.stages).empty())
         for (int stage : backup_preference) m.join_targets.emplace_back(stage, address(cl.first_node + stage));
+      if (num_clusters > 1 && options.joinable)
+        for (int stage = 0; stage < cluster_stages[0]; ++stage)
+          m.join_targets.emplace_back(stage, address(clusters[0].first_node + stage));
       m.training = options.training;
       m.training.data = data;
       if (!local_steps.empty()) {

@@ -54,6 +54,10 @@ struct CompileOptions {
   // workers'); with one, every device of role "backup" shadows the least reliable
   // stage machine not yet shadowed (lowest reliability, then slowest).
   std::vector<int> backup_stages;
+  // Several clusters: nodes that join during the run (`ravnest-rt join`) may form a new
+  // cluster, a copy of cluster 0's split (docs/faults.md). Every averaging round then
+  // has a coordinator per ring (one extra round trip per round).
+  bool joinable = false;
   int device_clusters = 0;  // with devices_path: > 0 fixes the number of clusters
   int device_stages = 0;    // with devices_path: > 0 fixes the machines (stages) per cluster
 };

@@ -221,6 +221,7 @@ Json manifest_to_json(const Manifest& m) {
   }
   if (m.backup_of) j.set("backup_of", peer_to_json(*m.backup_of));
   if (m.joined) j.set("joined", true);
+  if (m.copy_of) j.set("copy_of", peer_to_json(*m.copy_of));
   if (!m.join_targets.empty()) {
     Json targets = Json::array();
     for (const auto& [stage, p] : m.join_targets) {
@@ -322,7 +323,8 @@ Result<Manifest> manifest_from_json(const Json& j) {
   if (!m.last()) { RN_ASSIGN_OR_RETURN(m.next, peer_from_json(j, "next")); }
   RN_ASSIGN_OR_RETURN(int64_t cluster, j.get_int_or("cluster", 0));
   RN_ASSIGN_OR_RETURN(int64_t clusters, j.get_int_or("num_clusters", 1));
-  if (clusters < 1 || clusters > 4096 || cluster < 0 || cluster >= clusters)
+  // A cluster that joined during the run (copy_of) numbers itself after the compiled ones.
+  if (clusters < 1 || clusters > 4096 || cluster < 0 || cluster >= 4096 || (cluster >= clusters && !j.has("copy_of")))
     return error(Code::kInvalidArgument, "cluster ", cluster, " of ", clusters, " is out of range");
   m.cluster = static_cast<int>(cluster);
   m.num_clusters = static_cast<int>(clusters);
@@ -349,6 +351,7 @@ Result<Manifest> manifest_from_json(const Json& j) {
   }
   if (j.has("backup_of")) { RN_ASSIGN_OR_RETURN(m.backup_of, peer_from_json(j, "backup_of")); }
   if (j.has("joined")) { RN_ASSIGN_OR_RETURN(m.joined, j.get_bool("joined")); }
+  if (j.has("copy_of")) { RN_ASSIGN_OR_RETURN(m.copy_of, peer_from_json(j, "copy_of")); }
   if (j.has("join_targets")) {
     RN_ASSIGN_OR_RETURN(const Json::Array* targets, j.get_array("join_targets"));
     for (size_t i = 0; i < targets->size(); ++i) {

@@ -166,6 +166,9 @@ struct Manifest {
   // A backup that joined a running job (`ravnest-rt join`, docs/faults.md): it dials
   // its worker, and its first state may follow any step.
   bool joined = false;
+  // A node that joined a running job as part of a new cluster: the node of cluster 0
+  // whose stage it copies (it vouches for it in the averaging rounds until it is in).
+  std::optional<PeerAddress> copy_of;
   // Where a node joining the run during training becomes a backup (`ravnest-rt
   // join`): this cluster's workers by stage, in order of preference (least reliable
   // machine first, then slowest). Empty: this cluster takes no joining nodes (several

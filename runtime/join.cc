@@ -75,7 +75,8 @@ Result<std::string> fetch_join_bundle(const JoinOptions& options) {
   to.node_id = options.self.id + "~join";
   to.run_id = "";  // joining: the run's id comes with the answer to the handshake
   to.heartbeat_min_timeout = std::chrono::milliseconds(static_cast<int64_t>(options.answer_timeout_s * 1000));
-  const Tensor request = json_frame(join_peer_json(options.self, -1));
+  // The request: this node's address, and once the run assigned it a place in a new cluster, that assignment.
+  Json request = join_peer_json(options.self, -1);
   std::deque<PeerAddress> ask{options.via};
   std::set<std::string> asked;
   std::vector<std::string> refusals;
@@ -92,7 +93,8 @@ Result<std::string> fetch_join_bundle(const JoinOptions& options) {
       refusals.push_back(who + ": unreachable");
       continue;
     }
-    RN_RETURN_IF_ERROR(transport.send(node.id, FrameMeta{FrameKind::kControl, kJoinStep, kJoinRequest, 0}, request));
+    RN_RETURN_IF_ERROR(
+        transport.send(node.id, FrameMeta{FrameKind::kControl, kJoinStep, kJoinRequest, 0}, json_frame(request)));
     auto frame = transport.recv(node.id, FrameMeta{FrameKind::kControl, kJoinStep, kJoinAnswer, 0},
                                 deadline_in(options.answer_timeout_s));
     if (!frame.ok()) {
@@ -105,6 +107,11 @@ Result<std::string> fetch_join_bundle(const JoinOptions& options) {
       const std::string reason = answer.get_string_or("reason", "no reason given").value();
       RN_LOG_INFO("join: ", who, " sends us on: ", reason);
       refusals.push_back(who + ": " + reason);
+      if (answer.has("assign")) {
+        RN_ASSIGN_OR_RETURN(const Json* assign, answer.get_object("assign"));
+        request.set("assign", *assign);
+        asked.clear();  // the assignment may send it back to a node it asked before
+      }
       if (auto targets = answer.get_array("targets"); targets.ok())
         for (const Json& t : **targets) {
           RN_ASSIGN_OR_RETURN(PeerAddress target, join_peer_of(t, "a target in the answer of " + who));
@@ -128,14 +135,20 @@ Result<std::string> fetch_join_bundle(const JoinOptions& options) {
       RN_RETURN_IF_ERROR(write_file((std::filesystem::path(options.dir) / name).string(), *bytes));
     }
     RN_RETURN_IF_ERROR(load_bundle(options.dir).status().with_context("join: the bundle received from " + who));
-    RN_LOG_INFO("join: ", who, " accepted; this node backs up stage ", stage, " (bundle in ", options.dir, ")");
+    const int64_t cluster = answer.get_int_or("cluster", -1).value();
+    if (cluster >= 0)
+      RN_LOG_INFO("join: ", who, " accepted; this node is stage ", stage, " of new cluster ", cluster, " (bundle in ",
+                  options.dir, ")");
+    else
+      RN_LOG_INFO("join: ", who, " accepted; this node backs up stage ", stage, " (bundle in ", options.dir, ")");
     return options.dir;
   }
   std::string why;
   for (const auto& r : refusals) why += "\n  " + r;
   return error(Code::kNotFound, "no stage of the run accepts ", options.self.id,
-               " as a backup; the nodes asked answered:", why,
-               "\n(a stage takes one backup; runs of several clusters, asynchronous runs and tied weights take none)");
+               " as a backup or in a new cluster; the nodes asked answered:", why,
+               "\n(a stage takes one backup; runs of several clusters take new clusters when compiled with --joinable; "
+               "asynchronous runs and tied weights take none)");
 }
 
 }  // namespace ravnest::rt

@@ -3,7 +3,10 @@
 // and then runs as that stage's backup (Trainer with a manifest marked `joined`).
 //
 // Guarantees: fetch_join_bundle asks `via`, then every stage it is sent on to, in
-// the run's order of preference, until a stage's worker accepts; it writes the
+// the run's order of preference, until a stage's worker accepts (in a run of several
+// clusters compiled with --joinable: cluster 0's first stage holds the request until
+// a whole cluster's worth of newcomers asked, then assigns each a stage of a new
+// cluster and sends it to the node of cluster 0 it will copy); it writes the
 // bundle the worker sends into options.dir and checks it loads (file digests
 // included). Every wait is bounded; a run that takes no joiners, or whose stages
 // all have backups, is an error saying so. The node asked answers at the end of its
@@ -33,6 +36,14 @@ inline constexpr uint32_t kJoinAnswer = 1;
 inline constexpr uint32_t kJoinOffer = 2;
 inline constexpr uint32_t kJoinAccept = 3;
 inline constexpr uint32_t kJoinFile = 4;
+// New clusters (several clusters, --joinable): a node of the new cluster, connected to
+// its peers, says READY to the node of cluster 0 it copies, which answers with the
+// next round's number and which clusters are alive (JSON {round, alive}); the new
+// cluster's stages then agree after every round whether all of them are in (START
+// down the pipeline, START + 1 back up, tensor id = the round).
+inline constexpr uint32_t kJoinReady = 5;
+inline constexpr uint32_t kJoinReadyAck = 6;
+inline constexpr uint32_t kJoinStart = 7;
 
 struct JoinOptions {
   PeerAddress via;       // any node of the run

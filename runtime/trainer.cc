@@ -165,8 +165,19 @@ class TrainerImpl : public Trainer {
   // and passes offers of backups along the pipeline.
   Status serve_joins(int64_t step);
   Status answer_join(const std::string& joiner, const Tensor& request);
+  // The accepting answer and this stage's bundle files, with `manifest` as the joiner's manifest.
+  Status send_bundle(const std::string& joiner, const Manifest& manifest);
   // Whether stages replay failed steps: some stage has a backup.
   bool protected_run() const { return !backups_.empty(); }
+  // Whether each averaging round has a coordinator per ring (late clusters, or new clusters may join).
+  bool gathering() const {
+    return m().training.late_deadline_s > 0 || (m().num_clusters > 1 && !join_targets_.empty());
+  }
+  // Several clusters (--joinable): a request from a node that wants to be part of a new cluster.
+  Status answer_cluster_join(const std::string& joiner, const Json& request, const PeerAddress& node);
+  // A node of a new cluster: READY to the node it copies, then averaging rounds without training (weight 0)
+  // until every node of the new cluster took part in one round in all its rings; returns the step to start at.
+  Result<int64_t> enter_as_new_cluster();
   // A pipeline receive that also notices a neighbour's RESTART (with backups).
   Result<Tensor> recv_watching(const std::string& peer, const FrameMeta& meta, Deadline deadline);
   // Asynchronous mode: streams micro-batches [first, end) through the stage
@@ -301,6 +312,17 @@ class TrainerImpl : public Trainer {
     int64_t keeps_from = 0;
   };
   std::map<int, Relayed> relayed_offers_;
+  // New clusters (several clusters, --joinable; docs/faults.md). Cluster 0's first stage
+  // holds the newcomers asking for a place until a whole cluster's worth is there (the
+  // transport peer each asked through, and its address), and counts the clusters it
+  // gave out. A node of cluster 0 vouches for the newcomers copying its stage (id ->
+  // cluster) in its rings' rounds until they are in; newcomers it served that have not
+  // said READY yet; their addresses, for later newcomers to dial.
+  std::vector<std::pair<std::string, PeerAddress>> held_newcomers_;
+  int next_cluster_ = 0;
+  std::map<std::string, int64_t> vouching_;
+  std::map<std::string, int64_t> copies_served_;
+  std::vector<PeerAddress> joined_peers_;
   int64_t restart_step_ = -1;
   std::string restart_from_;
   int64_t rounds_ = 0;             // averaging rounds done
@@ -383,14 +405,14 @@ Status TrainerImpl::init() {
   if (mf.prev) { RN_ASSIGN_OR_RETURN(prev_, apply_override(*mf.prev, opt_.peers)); }
   if (mf.next) { RN_ASSIGN_OR_RETURN(next_, apply_override(*mf.next, opt_.peers)); }
   for (const auto& [stage, p] : mf.backups) { RN_ASSIGN_OR_RETURN(backups_[stage], apply_override(p, opt_.peers)); }
-  for (const auto& [stage, p] : mf.join_targets) {
-    RN_ASSIGN_OR_RETURN(PeerAddress at, apply_override(p, opt_.peers));
-    join_targets_.emplace_back(stage, std::move(at));
-  }
   listen_at_ = mf.self;
   if (!opt_.listen.empty()) {
     RN_ASSIGN_OR_RETURN(PeerAddress l, apply_override(PeerAddress{mf.self.id, "", 0}, {{mf.self.id, opt_.listen}}));
     listen_at_ = l;
+  }
+  for (const auto& [stage, p] : mf.join_targets) {
+    RN_ASSIGN_OR_RETURN(PeerAddress at, p.id == mf.self.id ? listen_at_ : apply_override(p, opt_.peers));
+    join_targets_.emplace_back(stage, std::move(at));
   }
   if (!opt_.losses_path.empty() && mf.last() && mf.cluster == 0) {
     losses_.open(opt_.losses_path, std::ios::trunc);
@@ -418,6 +440,39 @@ Status TrainerImpl::connect() {
     return transport_->connect(mf.backup_of->id, mf.backup_of->host, mf.backup_of->port,
                                deadline_in(opt_.connect_timeout_s))
         .with_context(where() + ": connecting to the worker it joined as a backup, " + mf.backup_of->str());
+  }
+  if (mf.copy_of) {
+    // A node of a new cluster: its pipeline as any, and it dials every member of its rings (they all accept);
+    // its rings are built round by round from the coordinators' decisions (gather_round).
+    RN_RETURN_IF_ERROR(transport_->listen(host, port));
+    const Deadline deadline = deadline_in(opt_.connect_timeout_s);
+    if (next_) {
+      Status st = transport_->connect(next_->id, next_->host, next_->port, deadline);
+      if (!st.ok()) return st.with_context(where() + ": connecting to the next stage " + next_->str());
+    }
+    if (prev_) {
+      Status st = transport_->wait_for_peer(prev_->id, deadline);
+      if (!st.ok()) return st.with_context(where() + ": waiting for the previous stage " + prev_->str() + " to connect");
+    }
+    for (const PeerAddress& p : mf.ring_peers) {
+      Status st = transport_->connect(p.id, p.host, p.port, deadline);
+      if (!st.ok()) return st.with_context(where() + ": connecting to ring member " + p.str());
+    }
+    routes_.assign(mf.rings.size(), RingRoute{});
+    ring_samples_.assign(mf.rings.size(), 0);
+    ring_built_for_.assign(mf.rings.size(), 0);
+    ring_attempts_.assign(mf.rings.size(), 0);
+    cluster_alive_.assign(static_cast<size_t>(mf.num_clusters), true);
+    for (const RingSpec& ring : mf.rings) {  // placeholders until the first decision installs the real ring
+      RingOptions ro;
+      ro.members = ring.members;
+      ro.members.push_back(mf.self.id);
+      ro.rank = ro.members.size() - 1;
+      ro.tag = ring.tag;
+      RN_ASSIGN_OR_RETURN(RingAllreduce r, RingAllreduce::create(*transport_, ro));
+      rings_.push_back(std::move(r));
+    }
+    return ok_status();
   }
   // Ring neighbours (other clusters): of each pair, the node with the smaller
   // id connects and the other accepts.
@@ -614,12 +669,17 @@ const std::vector<int64_t>& TrainerImpl::batch_of(int64_t step) {
   const int64_t batch = m().training.batch;
   const int64_t epoch = step / steps_per_epoch_;
   if (epoch != perm_epoch_) {
-    perm_ = sampler_->permutation(static_cast<uint64_t>(epoch));
+    // A joined cluster shuffles the epoch its own way (another seed), so it does not repeat a cluster's batches.
+    perm_ = m().cluster < m().num_clusters
+                ? sampler_->permutation(static_cast<uint64_t>(epoch))
+                : sampler_->permutation(static_cast<uint64_t>(epoch) + (static_cast<uint64_t>(m().cluster) << 32));
     perm_epoch_ = epoch;
   }
-  // Cluster c trains on the c-th of num_clusters contiguous shards of the epoch.
+  // Cluster c trains on the c-th of num_clusters contiguous shards of the epoch; a cluster that joined during
+  // the run (numbered after them) on the start of its own order of the epoch.
   const int64_t shard = static_cast<int64_t>(perm_.size()) / m().num_clusters;
-  const int64_t first = m().cluster * shard + (step % steps_per_epoch_) * batch;
+  const int64_t first = m().cluster < m().num_clusters ? m().cluster * shard + (step % steps_per_epoch_) * batch
+                                                       : (step % steps_per_epoch_) * batch;
   batch_.assign(perm_.begin() + first, perm_.begin() + first + batch);
   return batch_;
 }
@@ -1058,6 +1118,25 @@ Status TrainerImpl::serve_joins(int64_t step) {
     if (!st.ok()) RN_LOG_WARN(where(), ": joining node '", *it, "': ", st.message());
     it = join_requests_.erase(it);
   }
+  // Newcomers copying this stage for a new cluster that are connected: this node vouches for them from the
+  // next round on, until they are in all its rings.
+  for (auto it = copies_served_.begin(); it != copies_served_.end();) {
+    auto ready = transport_->recv(it->first, FrameMeta{FrameKind::kControl, kJoinStep, kJoinReady, 0}, Clock::now());
+    if (!ready.ok()) {
+      ++it;
+      continue;
+    }
+    Json alive = Json::array();
+    for (bool a : cluster_alive_) alive.push_back(a);
+    Json ack = Json::object();
+    ack.set("round", rounds_);
+    ack.set("alive", std::move(alive));
+    RN_RETURN_IF_ERROR(transport_->send(it->first, FrameMeta{FrameKind::kControl, kJoinStep, kJoinReadyAck, 0},
+                                        json_frame(ack)));
+    if (!mf.rings.empty()) vouching_[it->first] = it->second;
+    RN_LOG_INFO(where(), ": vouching for ", it->first, " (cluster ", it->second, ") from round ", rounds_);
+    it = copies_served_.erase(it);
+  }
   std::vector<std::pair<int, const std::optional<PeerAddress>*>> sides;
   if (prev_) sides.emplace_back(mf.stage - 1, &prev_);
   if (next_) sides.emplace_back(mf.stage + 1, &next_);
@@ -1146,6 +1225,7 @@ Status TrainerImpl::answer_join(const std::string& joiner, const Tensor& request
   const Manifest& mf = m();
   RN_ASSIGN_OR_RETURN(Json req, frame_json(request, "its request"));
   RN_ASSIGN_OR_RETURN(PeerAddress node, join_peer_of(req, "its request"));
+  if (mf.num_clusters > 1) return answer_cluster_join(joiner, req, node);
   Json answer = Json::object();
   std::string refusal;
   // The stage a joiner should back up: the first in the run's order of preference without a backup.
@@ -1182,27 +1262,175 @@ Status TrainerImpl::answer_join(const std::string& joiner, const Tensor& request
   jm.backups = backups_;
   jm.backups[mf.stage] = node;
   jm.join_targets = join_targets_;
-  std::vector<std::string> files{mf.weights_file, mf.schedule_file};
-  for (const auto& [role, file] : mf.programs) files.push_back(file);
-  Json names = Json::array();
-  names.push_back(std::string("manifest.json"));
-  for (const auto& f : files) names.push_back(f);
-  answer.set("accept", true);
-  answer.set("stage", static_cast<int64_t>(mf.stage));
-  answer.set("files", std::move(names));
-  RN_RETURN_IF_ERROR(transport_->send(joiner, FrameMeta{FrameKind::kControl, kJoinStep, kJoinAnswer, 0}, json_frame(answer)));
-  RN_RETURN_IF_ERROR(transport_->send(joiner, FrameMeta{FrameKind::kControl, kJoinStep, kJoinFile, 0},
-                                      json_frame(manifest_to_json(jm))));
-  for (size_t i = 0; i < files.size(); ++i) {
-    RN_ASSIGN_OR_RETURN(Tensor bytes, read_file_bytes((std::filesystem::path(b_.dir) / files[i]).string()));
-    RN_RETURN_IF_ERROR(transport_->send(joiner, FrameMeta{FrameKind::kControl, kJoinStep, kJoinFile,
-                                                          static_cast<uint32_t>(i + 1)}, bytes));
-  }
+  RN_RETURN_IF_ERROR(send_bundle(joiner, jm));
   RN_LOG_INFO(where(), ": ", node.str(), " joins as this stage's backup; its bundle is on the way");
   joining_.emplace();
   joining_->node = node;
   joining_->since = Clock::now();
   return ok_status();
+}
+
+Status TrainerImpl::send_bundle(const std::string& joiner, const Manifest& manifest) {
+  const Manifest& mf = m();
+  std::vector<std::string> files{mf.weights_file, mf.schedule_file};
+  for (const auto& [role, file] : mf.programs) files.push_back(file);
+  Json names = Json::array();
+  names.push_back(std::string("manifest.json"));
+  for (const auto& f : files) names.push_back(f);
+  Json answer = Json::object();
+  answer.set("accept", true);
+  answer.set("stage", static_cast<int64_t>(mf.stage));
+  if (manifest.copy_of) answer.set("cluster", static_cast<int64_t>(manifest.cluster));
+  answer.set("files", std::move(names));
+  RN_RETURN_IF_ERROR(transport_->send(joiner, FrameMeta{FrameKind::kControl, kJoinStep, kJoinAnswer, 0}, json_frame(answer)));
+  RN_RETURN_IF_ERROR(transport_->send(joiner, FrameMeta{FrameKind::kControl, kJoinStep, kJoinFile, 0},
+                                      json_frame(manifest_to_json(manifest))));
+  for (size_t i = 0; i < files.size(); ++i) {
+    RN_ASSIGN_OR_RETURN(Tensor bytes, read_file_bytes((std::filesystem::path(b_.dir) / files[i]).string()));
+    RN_RETURN_IF_ERROR(transport_->send(joiner, FrameMeta{FrameKind::kControl, kJoinStep, kJoinFile,
+                                                          static_cast<uint32_t>(i + 1)}, bytes));
+  }
+  return ok_status();
+}
+
+Status TrainerImpl::answer_cluster_join(const std::string& joiner, const Json& req, const PeerAddress& node) {
+  const Manifest& mf = m();
+  const size_t k = join_targets_.size();
+  auto answer = [&](const std::string& peer, const Json& body) {
+    return transport_->send(peer, FrameMeta{FrameKind::kControl, kJoinStep, kJoinAnswer, 0}, json_frame(body));
+  };
+  auto refuse = [&](const std::string& reason, Json targets) {
+    Json body = Json::object();
+    body.set("accept", false);
+    body.set("reason", reason);
+    body.set("targets", std::move(targets));
+    RN_LOG_INFO(where(), ": joining node ", node.str(), " sent on: ", reason);
+    return answer(joiner, body);
+  };
+  if (join_targets_.empty()) return refuse("this run takes no new clusters (compile it with --joinable)", Json::array());
+  if (req.has("assign")) {
+    // Sent here by cluster 0's first stage: a copy of this stage for the new cluster it assigned.
+    RN_ASSIGN_OR_RETURN(int64_t stage, req.get_int("assign.stage"));
+    RN_ASSIGN_OR_RETURN(int64_t cluster, req.get_int("assign.cluster"));
+    RN_ASSIGN_OR_RETURN(const Json::Array* pipeline, req.get_array("assign.pipeline"));
+    if (mf.cluster != 0 || stage != mf.stage || pipeline->size() != k || cluster < mf.num_clusters)
+      return refuse("assignment to stage " + std::to_string(stage) + " of cluster " + std::to_string(cluster) +
+                        " does not fit this node (cluster " + std::to_string(mf.cluster) + ", stage " +
+                        std::to_string(mf.stage) + ")",
+                    Json::array());
+    std::vector<PeerAddress> nodes;
+    for (size_t s = 0; s < pipeline->size(); ++s) {
+      RN_ASSIGN_OR_RETURN(PeerAddress p, join_peer_of((*pipeline)[s], "the new cluster's pipeline"));
+      nodes.push_back(std::move(p));
+    }
+    Manifest jm = mf;
+    jm.self = node;
+    jm.cluster = static_cast<int>(cluster);
+    jm.joined = true;
+    jm.copy_of = PeerAddress{mf.self.id, listen_at_.host, listen_at_.port};
+    jm.backup_of.reset();
+    jm.backups.clear();
+    jm.prev.reset();
+    jm.next.reset();
+    if (stage > 0) jm.prev = nodes[static_cast<size_t>(stage) - 1];
+    if (static_cast<size_t>(stage) + 1 < nodes.size()) jm.next = nodes[static_cast<size_t>(stage) + 1];
+    // The rings as they are now (it enters them when a round's decision says so); every member's address.
+    for (size_t r = 0; r < jm.rings.size(); ++r) jm.rings[r].members = mf.rings[r].members;
+    jm.ring_peers.clear();
+    for (const auto& p : mf.ring_peers) { RN_ASSIGN_OR_RETURN(PeerAddress at, apply_override(p, opt_.peers)); jm.ring_peers.push_back(at); }
+    jm.ring_peers.push_back(*jm.copy_of);
+    for (const auto& p : joined_peers_) jm.ring_peers.push_back(p);
+    jm.join_targets = join_targets_;
+    RN_RETURN_IF_ERROR(send_bundle(joiner, jm));
+    if (!mf.rings.empty()) joined_peers_.push_back(node);
+    copies_served_[node.id] = cluster;
+    RN_LOG_INFO(where(), ": ", node.str(), " copies this stage for new cluster ", cluster, "; its bundle is on the way");
+    return ok_status();
+  }
+  const PeerAddress& gatherer = join_targets_.front().second;
+  if (mf.cluster != 0 || mf.stage != join_targets_.front().first) {
+    Json targets = Json::array();
+    targets.push_back(join_peer_json(gatherer, join_targets_.front().first));
+    return refuse("cluster 0's first stage gathers newcomers into new clusters", std::move(targets));
+  }
+  // Held until a whole cluster's worth asked; then each copies one stage of cluster 0.
+  held_newcomers_.emplace_back(joiner, node);
+  RN_LOG_INFO(where(), ": ", node.str(), " waits for a new cluster (", held_newcomers_.size(), " of ", k, ")");
+  if (held_newcomers_.size() < k) return ok_status();
+  size_t clusters = std::max<size_t>(cluster_alive_.size(), static_cast<size_t>(mf.num_clusters));
+  for (const RingSpec& ring : mf.rings) clusters = std::max(clusters, ring.members.size());
+  const int64_t cluster = std::max<int64_t>(next_cluster_, static_cast<int64_t>(clusters));
+  next_cluster_ = static_cast<int>(cluster) + 1;
+  Json pipeline = Json::array();
+  for (size_t s = 0; s < k; ++s) pipeline.push_back(join_peer_json(held_newcomers_[s].second, static_cast<int>(s)));
+  for (size_t s = 0; s < k; ++s) {
+    Json assign = Json::object();
+    assign.set("cluster", cluster);
+    assign.set("stage", static_cast<int64_t>(s));
+    assign.set("pipeline", pipeline);
+    Json targets = Json::array();
+    targets.push_back(join_peer_json(join_targets_[s].second, join_targets_[s].first));
+    Json body = Json::object();
+    body.set("accept", false);
+    body.set("reason", "new cluster " + std::to_string(cluster) + ", stage " + std::to_string(s));
+    body.set("assign", std::move(assign));
+    body.set("targets", std::move(targets));
+    RN_RETURN_IF_ERROR(answer(held_newcomers_[s].first, body));
+  }
+  RN_LOG_INFO(where(), ": newcomers form cluster ", cluster);
+  held_newcomers_.clear();
+  return ok_status();
+}
+
+Result<int64_t> TrainerImpl::enter_as_new_cluster() {
+  const Manifest& mf = m();
+  const PeerAddress& copied = *mf.copy_of;
+  const auto t0 = Clock::now();
+  RN_RETURN_IF_ERROR(
+      transport_->send(copied.id, FrameMeta{FrameKind::kControl, kJoinStep, kJoinReady, 0}, Tensor::zeros(DType::kI64, {1})));
+  auto ack = transport_->recv(copied.id, FrameMeta{FrameKind::kControl, kJoinStep, kJoinReadyAck, 0},
+                              deadline_in(opt_.connect_timeout_s + opt_.recv_timeout_s));
+  if (!ack.ok()) return ack.status().with_context(where() + ": waiting for " + copied.str() + " to take it in");
+  RN_ASSIGN_OR_RETURN(Json body, frame_json(*ack, where() + ": answer to READY from " + copied.str()));
+  RN_ASSIGN_OR_RETURN(rounds_, body.get_int("round"));
+  RN_ASSIGN_OR_RETURN(const Json::Array* alive, body.get_array("alive"));
+  cluster_alive_.clear();
+  for (const Json& a : *alive) cluster_alive_.push_back(a.is_bool() && a.as_bool());
+  // Rounds without training (weight 0: it receives the others' average) until every node of the new cluster
+  // took part in one round of all its rings; the new cluster's stages agree on that after every round.
+  for (int64_t attempt = 0;; ++attempt) {
+    if (attempt > 1000) return error(Code::kTimeout, where(), ": the new cluster did not get into the rounds");
+    const int64_t after = (rounds_ + 1) * mf.training.average_every - 1;
+    RN_RETURN_IF_ERROR(average(after));
+    bool in = std::all_of(in_round_.begin(), in_round_.end(), [](bool b) { return b; });
+    const FrameMeta down{FrameKind::kControl, kJoinStep, kJoinStart, static_cast<uint32_t>(rounds_)};
+    const FrameMeta up{FrameKind::kControl, kJoinStep, kJoinStart + 1, static_cast<uint32_t>(rounds_)};
+    auto flag = [](bool b) {
+      Tensor t = Tensor::empty(DType::kI64, {1});
+      t.data<int64_t>()[0] = b ? 1 : 0;
+      return t;
+    };
+    if (prev_) {
+      RN_ASSIGN_OR_RETURN(Tensor t, transport_->recv(prev_->id, down, deadline_in(opt_.recv_timeout_s)));
+      in = in && t.data<int64_t>()[0] != 0;
+    }
+    if (next_) {
+      RN_RETURN_IF_ERROR(transport_->send(next_->id, down, flag(in)));
+      RN_ASSIGN_OR_RETURN(Tensor t, transport_->recv(next_->id, up, deadline_in(opt_.recv_timeout_s)));
+      in = t.data<int64_t>()[0] != 0;
+    }
+    if (prev_) RN_RETURN_IF_ERROR(transport_->send(prev_->id, up, flag(in)));
+    if (!in) continue;
+    const int64_t start = rounds_ * mf.training.average_every;
+    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    RN_LOG_INFO(where(), ": cluster ", mf.cluster, " is in every ring after round ", rounds_ - 1, " (", seconds,
+                " s); training from step ", start);
+    char line[256];
+    std::snprintf(line, sizeof line, R"({"event":"cluster_joined","node":"%s","cluster":%d,"stage":%d,"step":%lld,"seconds":%.3f})",
+                  mf.self.id.c_str(), mf.cluster, mf.stage, static_cast<long long>(start), seconds);
+    progress(line);
+    return start;
+  }
 }
 
 // One optimizer update with micro-batch g's own gradients. Micro-batches still
@@ -1352,8 +1580,7 @@ Status TrainerImpl::average(int64_t step) {
   const Manifest& mf = m();
   // Re-planning probes every member; after a cluster was lost the plan stays as it is, and with late clusters
   // (whose members are not all there at once) the order of the start stays.
-  if (mf.training.late_deadline_s <= 0 &&
-      std::all_of(cluster_alive_.begin(), cluster_alive_.end(), [](bool a) { return a; }))
+  if (!gathering() && std::all_of(cluster_alive_.begin(), cluster_alive_.end(), [](bool a) { return a; }))
     RN_RETURN_IF_ERROR(maybe_replan(step));
   own_params();
   std::vector<float> buffer;
@@ -1374,7 +1601,7 @@ Status TrainerImpl::average_ring(size_t i, int64_t step, double weight, std::vec
   const Manifest& mf = m();
   const RingSpec& ring = mf.rings[i];
   const bool compressed = !compressed_rings_.empty();
-  const bool deadline = mf.training.late_deadline_s > 0;
+  const bool deadline = gathering();
   for (;;) {
     if (deadline) {
       Result<bool> here = gather_round(i, last_round_);
@@ -1422,7 +1649,9 @@ Result<bool> TrainerImpl::gather_round(size_t i, bool last_round) {
   const Manifest& mf = m();
   const RingSpec& ring = mf.rings[i];
   const std::vector<std::string> live = live_members(i);
-  if (live.size() < 2) return true;
+  // A node of a cluster that is joining is not a member yet: it waits for the decision that lets it in.
+  const bool member = std::find(ring.members.begin(), ring.members.end(), mf.self.id) != ring.members.end();
+  if (member && live.size() < 2 && vouching_.empty()) return true;
   // The coordinator rotates with the round, so a late cluster delays at most the rounds it coordinates.
   const std::string& coordinator = live[static_cast<size_t>(rounds_) % live.size()];
   const uint32_t attempt = ring_attempts_[i];
@@ -1430,24 +1659,56 @@ Result<bool> TrainerImpl::gather_round(size_t i, bool last_round) {
                           kArrivedId + 2 * attempt};
   const FrameMeta decided{FrameKind::kControl, kRoundStepBase + static_cast<uint64_t>(rounds_), ring.tag,
                           kDecisionId + 2 * attempt};
-  std::set<std::string> in;
-  if (coordinator == mf.self.id) {
-    // Wait for the others up to the deadline (the last round: everyone, up to the receive timeout).
-    const Deadline deadline = deadline_in(last_round ? opt_.recv_timeout_s : mf.training.late_deadline_s);
-    in.insert(mf.self.id);
+  // Nodes of a new cluster this node vouches for (it is the node of cluster 0 they copy) that are not in yet.
+  auto vouches = [&] {
+    Json list = Json::array();
+    for (const auto& [id, cluster] : vouching_)
+      if (std::find(ring.members.begin(), ring.members.end(), id) == ring.members.end()) {
+        Json v = Json::object();
+        v.set("id", id);
+        v.set("cluster", cluster);
+        list.push_back(std::move(v));
+      }
+    return list;
+  };
+  Json decision = Json::object();
+  if (member && coordinator == mf.self.id) {
+    // Wait for the others up to the deadline (the last round, or without a deadline: everyone, up to the receive
+    // timeout); the members that came, in the ring's order, then the nodes of new clusters vouched for.
+    const double wait_s = last_round || mf.training.late_deadline_s <= 0 ? opt_.recv_timeout_s : mf.training.late_deadline_s;
+    const Deadline deadline = deadline_in(wait_s);
+    std::set<std::string> in{mf.self.id};
     std::vector<std::string> late;
+    Json joined = vouches();
     for (const auto& id : live) {
       if (id == mf.self.id) continue;
-      if (transport_->recv(id, arrived, deadline).ok()) in.insert(id);
-      else late.push_back(id);
+      auto got = transport_->recv(id, arrived, deadline);
+      if (!got.ok()) {
+        late.push_back(id);
+        continue;
+      }
+      in.insert(id);
+      auto body = frame_json(*got, "ARRIVED from " + id);
+      if (!body.ok()) return body.status();
+      if (auto list = body->get_array("vouch"); list.ok())
+        for (const Json& v : **list) joined.push_back(v);
     }
-    std::vector<int64_t> members;
-    for (size_t c = 0; c < ring.members.size(); ++c)
-      if (in.count(ring.members[c])) members.push_back(static_cast<int64_t>(c));
-    Tensor decision = Tensor::empty(DType::kI64, {static_cast<int64_t>(members.size())});
-    std::copy(members.begin(), members.end(), decision.data<int64_t>());
+    const std::vector<std::string> routed =
+        routes_[i].order.empty() ? ring.members : ordered_members(ring.members, routes_[i].order);
+    Json order = Json::array();
+    for (const auto& id : routed)
+      if (in.count(id)) order.push_back(id);
+    std::vector<std::string> joiners;
+    for (const Json& v : joined.items()) {
+      joiners.push_back(v.get_string_or("id", "").value());
+      order.push_back(joiners.back());
+    }
+    decision.set("order", std::move(order));
+    decision.set("joined", std::move(joined));
+    const Tensor frame = json_frame(decision);
     for (const auto& id : live)  // late members read it when they arrive; one that is gone cannot
-      if (id != mf.self.id) (void)transport_->send(id, decided, decision);
+      if (id != mf.self.id) (void)transport_->send(id, decided, frame);
+    for (const auto& id : joiners) (void)transport_->send(id, decided, frame);
     for (const auto& id : late) {
       RN_LOG_INFO(where(), ": ", id, " is late for round ", rounds_, " of ring ", ring.tag, "; it is averaged in later");
       char line[200];
@@ -1456,28 +1717,44 @@ Result<bool> TrainerImpl::gather_round(size_t i, bool last_round) {
       progress(line);
     }
   } else {
-    RN_RETURN_IF_ERROR(transport_->send(coordinator, arrived, Tensor::zeros(DType::kI64, {1})));
-    RN_ASSIGN_OR_RETURN(Tensor decision, transport_->recv(coordinator, decided, deadline_in(opt_.recv_timeout_s)));
-    if (decision.dtype() != DType::kI64 || decision.rank() != 1)
-      return error(Code::kCorrupt, where(), ": malformed round decision from ", coordinator);
-    for (int64_t k = 0; k < decision.numel(); ++k) {
-      const int64_t c = decision.data<int64_t>()[k];
-      if (c < 0 || c >= static_cast<int64_t>(ring.members.size()))
-        return error(Code::kCorrupt, where(), ": round decision from ", coordinator, " names member ", c);
-      in.insert(ring.members[static_cast<size_t>(c)]);
+    if (member) {
+      Json body = Json::object();
+      body.set("vouch", vouches());
+      RN_RETURN_IF_ERROR(transport_->send(coordinator, arrived, json_frame(body)));
     }
+    RN_ASSIGN_OR_RETURN(Tensor frame, transport_->recv(coordinator, decided, deadline_in(opt_.recv_timeout_s)));
+    RN_ASSIGN_OR_RETURN(decision, frame_json(frame, where() + ": round decision from " + coordinator));
   }
-  if (!in.count(mf.self.id)) {
-    RN_LOG_INFO(where(), ": late for round ", rounds_, " of ring ", ring.tag, "; its samples count at a later round");
+  // Nodes of new clusters take their cluster's place in the ring, from this round on.
+  RN_ASSIGN_OR_RETURN(const Json::Array* joined, decision.get_array("joined"));
+  for (const Json& v : *joined) {
+    RN_ASSIGN_OR_RETURN(std::string id, v.get_string("id"));
+    RN_ASSIGN_OR_RETURN(int64_t cluster, v.get_int("cluster"));
+    if (std::find(ring.members.begin(), ring.members.end(), id) != ring.members.end()) continue;
+    std::vector<std::string>& members = b_.manifest.rings[i].members;
+    if (cluster != static_cast<int64_t>(members.size()))
+      return error(Code::kCorrupt, where(), ": round decision adds '", id, "' as cluster ", cluster, " to ring ",
+                   ring.tag, ", which has ", members.size(), " members");
+    members.push_back(id);
+    if (!routes_[i].order.empty()) routes_[i].order.push_back(members.size() - 1);
+    if (cluster_alive_.size() <= static_cast<size_t>(cluster)) cluster_alive_.resize(static_cast<size_t>(cluster) + 1, true);
+    ring_built_for_[i] = members.size();
+    RN_LOG_INFO(where(), ": ", id, " joins ring ", ring.tag, " as cluster ", cluster, " from round ", rounds_);
+    const bool in_all = std::all_of(mf.rings.begin(), mf.rings.end(), [&](const RingSpec& r) {
+      return std::find(r.members.begin(), r.members.end(), id) != r.members.end();
+    });
+    if (in_all) vouching_.erase(id);
+  }
+  RN_ASSIGN_OR_RETURN(const Json::Array* order_json, decision.get_array("order"));
+  std::vector<std::string> ordered;
+  for (const Json& id : *order_json)
+    if (id.is_string()) ordered.push_back(id.as_string());
+  if (std::find(ordered.begin(), ordered.end(), mf.self.id) == ordered.end()) {
+    RN_LOG_INFO(where(), ": not in round ", rounds_, " of ring ", ring.tag, "; its samples count at a later round");
     return false;
   }
-  // The members of this round in the ring's order, on frames of their own (the tag follows the round, so every
-  // member derives it, whichever rounds it missed).
-  const std::vector<std::string> routed =
-      routes_[i].order.empty() ? ring.members : ordered_members(ring.members, routes_[i].order);
-  std::vector<std::string> ordered;
-  for (const auto& id : routed)
-    if (in.count(id)) ordered.push_back(id);
+  // The members of this round in the coordinator's order, on frames of their own (the tag follows the round, so
+  // every member derives it, whichever rounds it missed).
   const uint32_t fresh = static_cast<uint32_t>(rounds_ % 255) * 16 + attempt % 16 + 1;  // < 4096: the tag's top 12 bits
   RN_RETURN_IF_ERROR(install_ring(i, ordered, ring.tag + (fresh << 20)));
   return true;
@@ -1817,6 +2094,8 @@ Status TrainerImpl::train() {
   int64_t step = 0;
   if (mf.backup_of) {
     step = taken_over_after + 1;
+  } else if (mf.copy_of) {
+    RN_ASSIGN_OR_RETURN(step, enter_as_new_cluster());
   } else {
     RN_ASSIGN_OR_RETURN(step, resume_point(total));
   }

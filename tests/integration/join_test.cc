@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -153,6 +154,60 @@ TEST(Join, LauncherLetsAJoinedBackupTakeOver) {
   EXPECT_NE(r.err.find("its joined backup newcomer takes over"), std::string::npos) << r.err;
   EXPECT_EQ(j.exit_code, 0) << j.err;
   EXPECT_NE(j.out.find("\"event\":\"takeover\""), std::string::npos) << j.out;
+}
+
+// Joining as a new cluster: a run of two clusters of two stages compiled with --joinable; two newcomers ask
+// (one through cluster 1's node), cluster 0's first stage makes them cluster 2, each copies one stage of
+// cluster 0, receives the run's average in rounds without training until both are in every ring, then trains
+// its own order of the data from the next step. The last round leaves every copy of every cluster identical.
+TEST(Join, NewcomersFormANewClusterAndEveryCopyEndsIdentical) {
+  if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  const std::string dir = compile("join-cluster", kSteps, {"--clusters", "2", "--stages", "2", "--average-every", "4",
+                                                           "--microbatches", "2", "--joinable"});
+  const std::string out = dir + "/params";
+  std::filesystem::create_directories(out);
+  std::vector<std::string> address;
+  for (int i = 0; i < 4; ++i) address.push_back(loopback());
+  std::vector<std::unique_ptr<testing::Process>> nodes;
+  for (int i = 0; i < 4; ++i) nodes.push_back(start_node(dir, i, address, out));
+  ASSERT_TRUE(nodes[1]->wait_for_output("\"step\":8,", 120)) << "cluster 0 did not reach step 8";
+  std::vector<std::unique_ptr<testing::Process>> newcomers;
+  for (const char* id : {"newA", "newB"})
+    newcomers.push_back(std::make_unique<testing::Process>(
+        std::vector<std::string>{binary("ravnest-rt"), "join", "--via",
+                                 std::string(id) == "newA" ? "node0=" + address[0] : "node3=" + address[3], "--listen",
+                                 loopback(), "--id", id, "--dir", dir + "/" + id, "--recv-timeout", "60",
+                                 "--save-params", out + "/" + id + ".rvt"},
+        std::vector<std::string>{"OMP_NUM_THREADS=1"}));
+  std::vector<testing::ProcessResult> results;
+  for (auto& n : nodes) results.push_back(n->wait(300));
+  std::vector<testing::ProcessResult> joined;
+  for (auto& n : newcomers) joined.push_back(n->wait(120));
+  for (size_t i = 0; i < results.size(); ++i) EXPECT_EQ(results[i].exit_code, 0) << "node" << i << ": " << results[i].err;
+  for (const auto& r : joined) {
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(r.out, m, std::regex(R"(\{"event":"cluster_joined"[^}]*"step":([0-9]+))"))) << r.out;
+    ::testing::Test::RecordProperty("cluster_joined_at_step", m[1].str());
+    std::printf("new cluster trains from step %s\n", m[1].str().c_str());
+    EXPECT_NE(r.out.find("\"step\":" + std::to_string(kSteps) + ","), std::string::npos) << "it trained to the end";
+  }
+  // Every cluster's copy of every parameter (a cluster's stages together) is the same after the last round.
+  auto cluster = [&](const std::vector<std::string>& names) {
+    std::map<std::string, rt::Tensor> all;
+    for (const auto& n : names)
+      for (auto& [k, v] : testing::read_tensors(out + "/" + n + ".rvt")) all[k] = v;
+    return all;
+  };
+  const auto c0 = cluster({"node0", "node1"}), c1 = cluster({"node2", "node3"}), c2 = cluster({"newA", "newB"});
+  ASSERT_EQ(c0.size(), 8u);
+  for (const auto* other : {&c1, &c2}) {
+    ASSERT_EQ(other->size(), c0.size());
+    for (const auto& [name, t] : c0) {
+      ASSERT_TRUE(other->count(name)) << name;
+      EXPECT_EQ(std::memcmp(other->at(name).raw(), t.raw(), t.bytes()), 0) << name << " differs between clusters";
+    }
+  }
 }
 
 TEST(Join, RunWhoseStagesAllHaveBackupsRefusesAJoiner) {

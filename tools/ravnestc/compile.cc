@@ -25,7 +25,7 @@ int compile_usage(const char* message) {
                "         [--optimizer sgd|adamw|lamb] [--beta1 X] [--beta2 X] [--eps X] [--clip-norm X]\n"
                "         [--lr-schedule constant|cosine|step] [--warmup-steps N] [--lr-min X] [--step-size N]"
                " [--gamma X]\n"
-               "         [--loss ce|mse] [--backup-stages S1,S2,...] [--backup-every N]\n"
+               "         [--loss ce|mse] [--backup-stages S1,S2,...] [--backup-every N] [--joinable]\n"
                "  --devices FILE: balance the stages to the machines of a devices file (docs/devices.md);\n"
                "  clusters and stages are then chosen for them unless --clusters C / --stages K fix the counts,\n"
                "  and each node gets its machine's address.\n"
@@ -40,7 +40,8 @@ int compile_usage(const char* message) {
                "  --backup-stages: a backup node for each listed stage, which receives the stage's state every step\n"
                "  and takes the stage over if its node fails (docs/faults.md; one cluster, synchronous);\n"
                "  --backup-every N: the state goes to the backup every N steps (a takeover replays up to N steps,\n"
-               "  every stage keeps N + 1 snapshots).\n");
+               "  every stage keeps N + 1 snapshots). --joinable: with several clusters, nodes started with\n"
+               "  `ravnest-rt join` during the run form a new cluster (docs/faults.md).\n");
   return 2;
 }
 
@@ -110,6 +111,8 @@ int run_compile(int argc, char** argv) {
       std::vector<long long> items;
       if (!parse_int_list(value(), 0, 4095, &items)) return compile_usage("--backup-stages needs S1,S2,... (stage numbers)");
       options.backup_stages.assign(items.begin(), items.end());
+    } else if (arg == "--joinable") {
+      options.joinable = true;
     } else if (arg == "--backup-every") {
       if (!parse_int(value(), &n) || n < 1 || n > 1000) return compile_usage("--backup-every needs a number of steps in 1..1000");
       options.training.backup_every = n;
