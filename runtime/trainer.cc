@@ -137,6 +137,8 @@ class TrainerImpl : public Trainer {
   void trace_wire(const FrameWritten& written);
   const Manifest& m() const { return b_.manifest; }
   Status connect();
+  // Dials the next stage and waits for the previous one to dial this node; errors start with `doing`.
+  Status connect_pipeline(Deadline deadline, const std::string& doing);
   // Adaptive routing: the ring's members in the order that avoids its slowest
   // links, from links measured now (rings of 3 or more; a ring of 2 has one order).
   Result<std::vector<std::string>> order_ring(size_t index, const std::string& host, uint16_t port,
@@ -446,14 +448,7 @@ Status TrainerImpl::connect() {
     // its rings are built round by round from the coordinators' decisions (gather_round).
     RN_RETURN_IF_ERROR(transport_->listen(host, port));
     const Deadline deadline = deadline_in(opt_.connect_timeout_s);
-    if (next_) {
-      Status st = transport_->connect(next_->id, next_->host, next_->port, deadline);
-      if (!st.ok()) return st.with_context(where() + ": connecting to the next stage " + next_->str());
-    }
-    if (prev_) {
-      Status st = transport_->wait_for_peer(prev_->id, deadline);
-      if (!st.ok()) return st.with_context(where() + ": waiting for the previous stage " + prev_->str() + " to connect");
-    }
+    RN_RETURN_IF_ERROR(connect_pipeline(deadline, ""));
     for (const PeerAddress& p : mf.ring_peers) {
       Status st = transport_->connect(p.id, p.host, p.port, deadline);
       if (!st.ok()) return st.with_context(where() + ": connecting to ring member " + p.str());
@@ -511,14 +506,7 @@ Status TrainerImpl::connect() {
     Status st = transport_->connect(peer.id, peer.host, peer.port, deadline);
     if (!st.ok()) return st.with_context(where() + ": connecting to ring member " + peer.str());
   }
-  if (next_) {
-    Status st = transport_->connect(next_->id, next_->host, next_->port, deadline);
-    if (!st.ok()) return st.with_context(where() + ": connecting to the next stage " + next_->str());
-  }
-  if (prev_) {
-    Status st = transport_->wait_for_peer(prev_->id, deadline);
-    if (!st.ok()) return st.with_context(where() + ": waiting for the previous stage " + prev_->str() + " to connect");
-  }
+  RN_RETURN_IF_ERROR(connect_pipeline(deadline, ""));
   for (const auto& id : ring_neighbours) {
     if (id > mf.self.id) continue;
     Status st = transport_->wait_for_peer(id, deadline);
@@ -557,6 +545,19 @@ Status TrainerImpl::connect() {
     auto r = RingAllreduce::create(*transport_, ro);
     if (!r.ok()) return r.status().with_context(where() + ": ring " + std::to_string(ring.tag));
     rings_.push_back(std::move(r).value());
+  }
+  return ok_status();
+}
+
+Status TrainerImpl::connect_pipeline(Deadline deadline, const std::string& doing) {
+  if (next_) {
+    Status st = transport_->connect(next_->id, next_->host, next_->port, deadline);
+    if (!st.ok()) return st.with_context(where() + ": " + doing + "connecting to the next stage " + next_->str());
+  }
+  if (prev_) {
+    Status st = transport_->wait_for_peer(prev_->id, deadline);
+    if (!st.ok())
+      return st.with_context(where() + ": " + doing + "waiting for the previous stage " + prev_->str() + " to connect");
   }
   return ok_status();
 }
@@ -962,14 +963,7 @@ Result<int64_t> TrainerImpl::shadow() {
 Status TrainerImpl::take_over(int64_t committed, Clock::time_point lost_at) {
   const Manifest& mf = m();
   const Deadline deadline = deadline_in(opt_.connect_timeout_s);
-  if (next_) {
-    Status st = transport_->connect(next_->id, next_->host, next_->port, deadline);
-    if (!st.ok()) return st.with_context(where() + ": taking over, connecting to the next stage " + next_->str());
-  }
-  if (prev_) {
-    Status st = transport_->wait_for_peer(prev_->id, deadline);
-    if (!st.ok()) return st.with_context(where() + ": taking over, waiting for the previous stage " + prev_->str());
-  }
+  RN_RETURN_IF_ERROR(connect_pipeline(deadline, "taking over, "));
   Tensor j = Tensor::zeros(DType::kI64, {1});
   j.data<int64_t>()[0] = committed;
   for (const auto* n : {&prev_, &next_})
