@@ -145,6 +145,34 @@ void maxpool_plane(const PoolGeometry& g, const float* src, float* y, int64_t* i
   }
 }
 
+// 2x2 windows, stride 2, no padding or dilation (the usual pooling layer): every window is inside X, and
+// one pass over each output row reads both of its input rows. The same comparisons as maxpool_plane in
+// scan order (top-left, top-right, bottom-left, bottom-right; a later one wins only when strictly greater).
+void maxpool_plane_2x2(const PoolGeometry& g, const float* src, float* y, int64_t* indices, int64_t base, int32_t* arg) {
+  for (int64_t oh = 0; oh < g.oh; ++oh) {
+    const float* r0 = src + 2 * oh * g.w;
+    const float* r1 = r0 + g.w;
+    float* yr = y + oh * g.ow;
+    for (int64_t ow = 0; ow < g.ow; ++ow) {
+      float best = r0[2 * ow];
+      int32_t k = 0;
+      const float b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
+      k = b > best ? 1 : k;
+      best = b > best ? b : best;
+      k = c > best ? 2 : k;
+      best = c > best ? c : best;
+      k = d > best ? 3 : k;
+      best = d > best ? d : best;
+      yr[ow] = best;
+      arg[ow] = k;
+    }
+    if (!indices) continue;
+    int64_t* ir = indices + oh * g.ow;
+    const int64_t row = base + 2 * oh * g.w;
+    for (int64_t ow = 0; ow < g.ow; ++ow) ir[ow] = row + (arg[ow] >> 1) * g.w + 2 * ow + (arg[ow] & 1);
+  }
+}
+
 Result<std::unique_ptr<Kernel>> build_maxpool(const KernelRequest& request) {
   RN_RETURN_IF_ERROR(check_arity(request, 1, 1, 1, 2));
   RN_RETURN_IF_ERROR(check_input_dtype(request, 0, DType::kF32));
@@ -154,7 +182,12 @@ Result<std::unique_ptr<Kernel>> build_maxpool(const KernelRequest& request) {
   RN_ASSIGN_OR_RETURN(PoolGeometry g, pool_geometry(request, input_shape(request, 0), output_shape(request, 0)));
   if (g.h * g.w > std::numeric_limits<int32_t>::max())
     return decline(request, "a plane of ", g.h * g.w, " elements (the plain loop keeps plane offsets in int32)");
-  auto plane_fn = g.sw == 1 ? &maxpool_plane<1> : g.sw == 2 ? &maxpool_plane<2> : &maxpool_plane<0>;
+  const bool two_by_two = g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.dh == 1 && g.dw == 1 && g.pt == 0 &&
+                          g.pl == 0 && (g.oh - 1) * 2 + 1 < g.h && (g.ow - 1) * 2 + 1 < g.w;
+  auto plane_fn = two_by_two ? &maxpool_plane_2x2
+                  : g.sw == 1 ? &maxpool_plane<1>
+                  : g.sw == 2 ? &maxpool_plane<2>
+                              : &maxpool_plane<0>;
   return make_kernel([g, with_indices, plane_fn](const std::vector<Tensor*>& in, const std::vector<Tensor*>& out) -> Status {
     const float* x = in[0]->data<float>();
     float* y = out[0]->data<float>();

@@ -321,9 +321,13 @@ std::vector<OpCase> eltwise_pool_cases() {
     std::string label;
     Shape xs;
     ref::PoolAttrs a;
+    bool ties = false;  // values from {0, 1, 2}: windows with equal maxima (the first in scan order wins)
   };
   const std::vector<PoolProblem> problems = {
       {"2x2 s2", {2, 3, 8, 8}, {2, 2, 2, 2, 0, 0, 0, 0, false}},
+      {"2x2 s2 odd", {1, 2, 7, 9}, {2, 2, 2, 2, 0, 0, 0, 0, false}},
+      {"2x2 s2 ties", {2, 3, 8, 8}, {2, 2, 2, 2, 0, 0, 0, 0, false}, true},
+      {"3x3 s1 ties", {1, 2, 6, 7}, {3, 3, 1, 1, 0, 0, 0, 0, false}, true},
       {"3x3 s2 pad1 odd", {1, 2, 7, 9}, {3, 3, 2, 2, 1, 1, 1, 1, false}},
       {"3x3 s2 ceil", {1, 2, 6, 6}, {3, 3, 2, 2, 0, 0, 0, 0, true}},
   };
@@ -336,6 +340,8 @@ std::vector<OpCase> eltwise_pool_cases() {
     const Shape ys = ref::pool_out_shape(p.xs, p.a);
     cases.push_back({"MaxPool " + p.label, node, [p, ys](std::mt19937& rng) {
                        Vec x = distinct(rng, p.xs), indices;
+                       if (p.ties)
+                         for (auto& v : x) v = std::uniform_int_distribution<int>(0, 2)(rng);
                        Vec y = ref::maxpool(x, p.xs, p.a, &indices);
                        return Prepared{{f32_tensor(p.xs, x)},
                                        {f32_out(ys), ValueInfo::of("indices", DType::kI64, ys)},
