@@ -2,6 +2,7 @@
 #include "partitioner/cost_model.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "frontend/rule_util.h"
 
@@ -83,11 +84,37 @@ PassTimes op_times(const fe::OpCost& cost, OpClass c, const DeviceProfile& devic
   return t;
 }
 
+double conv_forward_gflops(const DeviceProfile& device, double reduction) {
+  constexpr double kNarrow = 9, kWide = 64 * 9;  // the reductions of the two profiled convolutions
+  if (device.conv_narrow_gflops <= 0 || reduction >= kWide) return device.conv_gflops;
+  if (reduction <= kNarrow) return device.conv_narrow_gflops;
+  const double x = std::log(reduction / kNarrow) / std::log(kWide / kNarrow);
+  return std::exp(std::log(device.conv_narrow_gflops) + x * (std::log(device.conv_gflops) - std::log(device.conv_narrow_gflops)));
+}
+
+namespace {
+
+// Cin / group * kh * kw of a forward Conv from its weight's static shape [M, C/group, kh, kw]; 0 when unknown.
+double conv_reduction(const Node& n, const Graph& graph) {
+  if (!n.domain.empty() || n.op != "Conv" || n.inputs.size() < 2) return 0;
+  const ValueInfo* w = graph.find_value(n.inputs[1]);
+  if (!w || !w->is_static() || w->static_shape().size() != 4) return 0;
+  const Shape s = w->static_shape();
+  return static_cast<double>(s[1] * s[2] * s[3]);
+}
+
+}  // namespace
+
 std::vector<PassTimes> graph_times(const Graph& graph, const DeviceProfile& device, const CostModelOptions& options) {
   std::vector<PassTimes> out;
   out.reserve(graph.nodes.size());
   for (const Node& n : graph.nodes) {
-    PassTimes t = op_times(node_cost(n, graph), op_class(n.domain, n.op), device, options);
+    const fe::OpCost cost = node_cost(n, graph);
+    PassTimes t = op_times(cost, op_class(n.domain, n.op), device, options);
+    // A forward convolution with a short reduction (few input channels) runs below conv_gflops.
+    if (const double k = conv_reduction(n, graph); k > 0 && device.conv_narrow_gflops > 0 && cost.flops > 0)
+      t.f = kernel_overhead(device, options) + cost.flops / (conv_forward_gflops(device, k) * 1e9) +
+            cost.bytes / (device.memory_bandwidth_gbps * 1e9);
     if (t.w > 0) t.w += gradient_accumulation_bytes(n, graph) / (device.memory_bandwidth_gbps * 1e9);
     out.push_back(t);
   }

@@ -59,6 +59,11 @@ struct PassTimes {
   double total() const { return f + b + w; }
 };
 
+// GFLOP/s of a forward convolution whose reduction (Cin / group * kh * kw) is `reduction`: the
+// profile's conv_narrow_gflops at 9 (one input channel, 3x3), conv_gflops at 576 (64 channels)
+// and above, geometric interpolation between; conv_gflops when the profile has no narrow figure.
+double conv_forward_gflops(const DeviceProfile& device, double reduction);
+
 // Seconds of `flops` + `bytes` of class `c` on `device` (0 when both are 0).
 double kernel_seconds(double flops, double bytes, OpClass c, const DeviceProfile& device,
                       const CostModelOptions& options = {});

@@ -360,20 +360,21 @@ double measure_gemm_gflops(Millis budget, Status* status) {
   return 2.0 * kN * kN * kN / timing->seconds / 1e9;
 }
 
-double measure_conv_gflops(Millis budget, Status* status) {
-  constexpr int64_t kBatch = 8, kC = 64, kHw = 56;
+double measure_conv_gflops(Millis budget, Status* status, int64_t in_channels) {
+  constexpr int64_t kBatch = 8;
+  const int64_t cin = in_channels, cout = in_channels == 64 ? 64 : 32, hw = in_channels == 64 ? 56 : 28;
   Node n = make_node("Conv", "profile_conv", {"x", "w"});
   n.attrs["kernel_shape"] = std::vector<int64_t>{3, 3};
   n.attrs["pads"] = std::vector<int64_t>{1, 1, 1, 1};
   auto timing = time_kernel(n,
-                            {ValueInfo::of("x", DType::kF32, {kBatch, kC, kHw, kHw}),
-                             ValueInfo::of("w", DType::kF32, {kC, kC, 3, 3})},
-                            {ValueInfo::of("y", DType::kF32, {kBatch, kC, kHw, kHw})}, budget);
+                            {ValueInfo::of("x", DType::kF32, {kBatch, cin, hw, hw}),
+                             ValueInfo::of("w", DType::kF32, {cout, cin, 3, 3})},
+                            {ValueInfo::of("y", DType::kF32, {kBatch, cout, hw, hw})}, budget);
   if (!timing.ok()) {
     *status = timing.status().with_context("timing the Conv kernel");
     return 0;
   }
-  const double macs = static_cast<double>(kBatch) * kC * kHw * kHw * kC * 9;
+  const double macs = static_cast<double>(kBatch) * cout * hw * hw * cin * 9;
   return 2 * macs / timing->seconds / 1e9;
 }
 
@@ -485,7 +486,9 @@ Result<MachineMeasurement> measure_machine(const MeasureOptions& options) {
   Status st;
   m.gemm_gflops = measure_gemm_gflops(fraction(options.seconds, kernel_share * 0.3), &st);
   RN_RETURN_IF_ERROR(st);
-  m.conv_gflops = measure_conv_gflops(fraction(options.seconds, kernel_share * 0.3), &st);
+  m.conv_gflops = measure_conv_gflops(fraction(options.seconds, kernel_share * 0.2), &st);
+  RN_RETURN_IF_ERROR(st);
+  m.conv_narrow_gflops = measure_conv_gflops(fraction(options.seconds, kernel_share * 0.1), &st, 1);
   RN_RETURN_IF_ERROR(st);
   // The kernels' threads copy: with one OpenMP thread (one stage per core) that thread alone, else one per core.
   const int copy_threads = omp_get_max_threads() == 1 ? 1 : static_cast<int>(m.cores);
@@ -516,6 +519,7 @@ Json profile_json(const MachineMeasurement& m, const std::string& id, const std:
   j.set("cores", m.cores);
   j.set("gemm_gflops", m.gemm_gflops);
   j.set("conv_gflops", m.conv_gflops);
+  j.set("conv_narrow_gflops", m.conv_narrow_gflops);
   j.set("memory_bandwidth_gbps", m.memory_bandwidth_gbps);
   j.set("memory_bytes", m.memory_available_bytes);
   j.set("kernel_overhead_s", m.kernel_overhead_s);

@@ -58,6 +58,7 @@ struct MachineMeasurement {
   int64_t cores = 0;
   double gemm_gflops = 0;
   double conv_gflops = 0;
+  double conv_narrow_gflops = 0;  // a 3x3 convolution with one input channel (docs/devices.md)
   double memory_bandwidth_gbps = 0;
   int64_t memory_available_bytes = 0;
   double kernel_overhead_s = 0;   // executor run per kernel, beyond the kernel's work
@@ -72,7 +73,9 @@ struct MeasureOptions {
 };
 
 double measure_gemm_gflops(std::chrono::milliseconds budget, Status* status);
-double measure_conv_gflops(std::chrono::milliseconds budget, Status* status);
+// GFLOP/s of a 3x3 convolution with `in_channels` input channels: 64 (conv_gflops, 8x64x56x56 to 64
+// channels) or 1 (conv_narrow_gflops, 8x1x28x28 to 32 channels, an image model's first layer).
+double measure_conv_gflops(std::chrono::milliseconds budget, Status* status, int64_t in_channels = 64);
 // The executor's fixed costs: programs of 1 and of 9 chained Relu nodes on one
 // float, run through Executor (feeds, outputs, kernel dispatch) for `budget`; per
 // kernel = the difference / 8, per program = the 1-node run less one kernel.

@@ -153,6 +153,7 @@ TEST(PredictionAccuracy, ThreeStageCnnOnThisMachine) {
 
   RecordProperty("gemm_gflops", std::to_string(here->gemm_gflops));
   RecordProperty("conv_gflops", std::to_string(here->conv_gflops));
+  RecordProperty("conv_narrow_gflops", std::to_string(here->conv_narrow_gflops));
   RecordProperty("memory_bandwidth_gbps", std::to_string(here->memory_bandwidth_gbps));
   RecordProperty("kernel_overhead_s", std::to_string(here->kernel_overhead_s));
   RecordProperty("program_overhead_s", std::to_string(here->program_overhead_s));

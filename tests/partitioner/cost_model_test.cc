@@ -4,6 +4,8 @@
 // the defaults; a stage pass's fixed cost is the sum of the two.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "partitioner/cost_model.h"
 #include "partitioner/devices.h"
 
@@ -78,6 +80,26 @@ TEST(CostModelOverheads, KernelTimesDoNotIncludeThePassOverhead) {
   t.kernels = 3;
   t.flops[1] = 1e9;
   EXPECT_DOUBLE_EQ(model_seconds(t, *d, small), model_seconds(t, *d, large));
+}
+
+// A convolution with one input channel runs at the profile's conv_narrow_gflops, one with 64 at
+// conv_gflops, one in between in between; without the narrow figure every convolution is at conv_gflops.
+TEST(CostModelConvolutions, NarrowReductionsRunAtTheMeasuredNarrowThroughput) {
+  auto d = parse_device(profile(), "old.json");
+  ASSERT_TRUE(d.ok()) << d.status().message();
+  EXPECT_DOUBLE_EQ(conv_forward_gflops(*d, 9), 170.0);
+  Json with = profile();
+  with.set("conv_narrow_gflops", 17.0);
+  auto n = parse_device(with, "new.json");
+  ASSERT_TRUE(n.ok()) << n.status().message();
+  EXPECT_DOUBLE_EQ(conv_forward_gflops(*n, 9), 17.0);
+  EXPECT_DOUBLE_EQ(conv_forward_gflops(*n, 576), 170.0);
+  EXPECT_DOUBLE_EQ(conv_forward_gflops(*n, 4608), 170.0);
+  const double mid = conv_forward_gflops(*n, 72);  // halfway in log between 9 and 576
+  EXPECT_NEAR(mid, 17.0 * std::pow(10.0, 0.5), 1e-9);
+  EXPECT_DOUBLE_EQ(device_to_json(*n).get_double("conv_narrow_gflops").value(), 17.0);
+  with.set("conv_narrow_gflops", -1.0);
+  EXPECT_FALSE(parse_device(with, "bad.json").ok());
 }
 
 }  // namespace
