@@ -962,6 +962,8 @@ Result<int64_t> TrainerImpl::shadow() {
 
 Status TrainerImpl::take_over(int64_t committed, Clock::time_point lost_at) {
   const Manifest& mf = m();
+  // An acknowledgement sent to the worker as it died is lost with it; the run's end must not report it.
+  transport_->forget_lost(mf.backup_of->id);
   const Deadline deadline = deadline_in(opt_.connect_timeout_s);
   RN_RETURN_IF_ERROR(connect_pipeline(deadline, "taking over, "));
   Tensor j = Tensor::zeros(DType::kI64, {1});
