@@ -62,10 +62,12 @@ constexpr uint32_t kTakeoverId = 0;
 constexpr uint32_t kRestartId = 1;
 constexpr uint32_t kBackupSizesId = 5;
 // Joining nodes: runtime/join.h.
-// Late clusters (TrainingConfig::late_deadline_s): per averaging round and ring,
-// CONTROL frames at step kRoundStepBase + round, micro-batch = the ring's tag:
-// ARRIVED (tensor id kArrivedId) from each member to the round's coordinator, and
-// its decision (kDecisionId: int64 indices into the ring's members) to every member.
+// Rounds with a coordinator (late clusters, new clusters; gather_round): per averaging
+// round and ring, CONTROL frames at step kRoundStepBase + round, micro-batch = the
+// ring's tag: ARRIVED (tensor id kArrivedId + 2 x attempt; JSON: the new-cluster nodes
+// the sender vouches for) from each member to the round's coordinator, and its
+// decision (kDecisionId + 2 x attempt; JSON: the round's members in ring order, the
+// nodes joining) to every member.
 constexpr uint64_t kRoundStepBase = uint64_t{1} << 56;
 constexpr uint32_t kArrivedId = 0;
 constexpr uint32_t kDecisionId = 1;
@@ -1095,7 +1097,8 @@ Result<Tensor> read_file_bytes(const std::string& path) {
   const std::streamsize size = in.tellg();
   in.seekg(0);
   Tensor t = Tensor::empty(DType::kU8, {static_cast<int64_t>(size)});
-  if (size > 0 && !in.read(static_cast<char*>(t.raw()), size)) return error(Code::kNetwork, "cannot read '", path, "'");
+  if (size > 0 && !in.read(static_cast<char*>(t.raw()), size))
+    return error(Code::kInvalidArgument, "cannot read all of '", path, "' (", size, " bytes)");
   return t;
 }
 

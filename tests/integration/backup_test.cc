@@ -55,7 +55,9 @@ void expect_same(const std::map<std::string, rt::Tensor>& want, const std::map<s
 // worker gets `signal` at a random step: SIGKILL (its sockets close) or SIGSTOP (a
 // frozen process: its sockets stay open and only the missed heartbeats tell, with
 // the deadline's floor set to `heartbeat_timeout`).
-void fail_a_stage(const std::string& name, int signal, const std::string& heartbeat_timeout,
+// `backup_every`: the steps between two states sent to the backup (its last state follows a step k with
+// (k + 1) % backup_every == 0, so the takeover resumes at a multiple of it).
+void fail_a_stage(const std::string& name, int signal, const std::string& heartbeat_timeout, int backup_every = 1,
                   const std::vector<std::string>& extra = {}) {
   const std::string dir = compile(name, extra);
   const auto base = run_process({binary("ravnest-launch"), dir, "--save-params", dir + "/base", "--timeout", "240"},
@@ -99,10 +101,13 @@ void fail_a_stage(const std::string& name, int signal, const std::string& heartb
   // The backup logged its takeover and how long it took; the last stage reached the end.
   const testing::ProcessResult& backup = results[victim + kStages];
   std::smatch m;
-  ASSERT_TRUE(std::regex_search(backup.out, m, std::regex(R"(\{"event":"takeover"[^}]*"seconds":([0-9.]+)\})")))
+  ASSERT_TRUE(std::regex_search(backup.out, m,
+                                std::regex(R"(\{"event":"takeover"[^}]*"step":([0-9]+),"seconds":([0-9.]+)\})")))
       << backup.out << backup.err;
-  ::testing::Test::RecordProperty("takeover_seconds", m[1].str());
+  ::testing::Test::RecordProperty("takeover_seconds", m[2].str());
   std::printf("takeover: %s\n", m[0].str().c_str());
+  EXPECT_EQ(std::stoi(m[1].str()) % backup_every, 0) << "the backup's last state follows every " << backup_every
+                                                      << "th step: " << m[0].str();
   const int last = victim == kStages - 1 ? 2 * kStages - 1 : kStages - 1;
   EXPECT_NE(results[last].out.find("\"step\":" + std::to_string(kSteps) + ","), std::string::npos);
   // Every stage's final parameters equal the uninterrupted run's.
@@ -122,7 +127,7 @@ TEST(Backups, KilledStageIsTakenOverWithNoStepLost) {
 // 5 snapshots), with the same final parameters.
 TEST(Backups, StateEveryFewStepsReplaysMoreStepsWithNoneLost) {
   if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
-  fail_a_stage("backups-every4", SIGKILL, "15", {"--backup-every", "4"});
+  fail_a_stage("backups-every4", SIGKILL, "15", 4, {"--backup-every", "4"});
 }
 
 // A frozen worker (SIGSTOP) keeps its connections open, and its kernel keeps acknowledging
