@@ -556,31 +556,34 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
   }
   auto address = [&](int i) { return node_address[static_cast<size_t>(i)]; };
 
-  // The stages of cluster 0 in the order backups go to them: least reliable machine
-  // first, then slowest (stage order without a devices file).
-  std::vector<int> backup_preference(static_cast<size_t>(cluster_stages[0]));
-  for (size_t s = 0; s < backup_preference.size(); ++s) backup_preference[s] = static_cast<int>(s);
+  // The stage machines in the order backups go to them: least reliable first, then slowest (without a devices
+  // file: the stages in order, cluster by cluster). Joining nodes of a one-cluster run take cluster 0's order.
+  std::vector<std::pair<int, int>> backup_preference;  // (cluster, stage)
+  for (int c = 0; c < num_clusters; ++c)
+    for (int s = 0; s < cluster_stages[static_cast<size_t>(c)]; ++s) backup_preference.emplace_back(c, s);
   if (with_devices) {
-    const Cluster& cl0 = clusters[0];
-    std::stable_sort(backup_preference.begin(), backup_preference.end(), [&](int a, int b) {
-      const part::DeviceProfile& da = devices.set.devices[cl0.device_of_stage[static_cast<size_t>(a)]];
-      const part::DeviceProfile& db = devices.set.devices[cl0.device_of_stage[static_cast<size_t>(b)]];
+    auto device_of = [&](std::pair<int, int> cs) -> const part::DeviceProfile& {
+      const Cluster& cl = clusters[static_cast<size_t>(cs.first)];
+      return devices.set.devices[cl.device_of_stage[static_cast<size_t>(cs.second)]];
+    };
+    std::stable_sort(backup_preference.begin(), backup_preference.end(), [&](auto a, auto b) {
+      const part::DeviceProfile& da = device_of(a);
+      const part::DeviceProfile& db = device_of(b);
       if (da.reliability != db.reliability) return da.reliability < db.reliability;
       return da.gemm_gflops < db.gemm_gflops;
     });
   }
-  // Backup nodes: stage -> its backup's address (one cluster only).
-  std::map<int, rt::PeerAddress> backups;
+  // Backup nodes: (cluster, stage) -> its backup's address.
+  std::map<std::pair<int, int>, rt::PeerAddress> backups;
   {
-    std::vector<std::pair<int, rt::PeerAddress>> wanted;
+    std::vector<std::pair<std::pair<int, int>, rt::PeerAddress>> wanted;
     if (with_devices) {
       std::vector<size_t> backup_devices;
       for (size_t d = 0; d < devices.set.devices.size(); ++d)
         if (devices.set.devices[d].role == part::DeviceRole::kBackup) backup_devices.push_back(d);
-      const std::vector<int>& order = backup_preference;
-      for (size_t i = 0; i < backup_devices.size() && i < order.size(); ++i) {
+      for (size_t i = 0; i < backup_devices.size() && i < backup_preference.size(); ++i) {
         RN_ASSIGN_OR_RETURN(auto hp, split_address(devices.set.devices[backup_devices[i]]));
-        wanted.emplace_back(order[i], rt::PeerAddress{"", hp.first, hp.second});
+        wanted.emplace_back(backup_preference[i], rt::PeerAddress{"", hp.first, hp.second});
       }
     } else {
       const int last_port = options.base_port + total_nodes + static_cast<int>(options.backup_stages.size()) - 1;
@@ -593,24 +596,44 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
                                                                                     static_cast<int>(i))});
     }
     if (!wanted.empty()) {
-      if (num_clusters > 1)
-        return error(Code::kUnsupported, "backup nodes are supported with one cluster so far (", num_clusters,
-                     " clusters here): drop --backup-stages or the backup devices, or use one cluster");
       if (options.training.mode == "async")
         return error(Code::kUnsupported, "backup nodes need synchronous training (a replayed step must give the same "
                      "update): drop --async or --backup-stages");
+      // With several clusters a takeover replays at most one averaging round, from the results its ring
+      // members keep of their last round (docs/faults.md); these features keep more state than that.
+      const rt::TrainingConfig& t = options.training;
+      const char* why = nullptr;
+      if (num_clusters > 1 && options.joinable) why = "--joinable";
+      if (num_clusters > 1 && t.late_deadline_s > 0) why = "--late-deadline";
+      if (num_clusters > 1 && t.compression.averaging.codec != rt::Codec::kRaw) why = "compressed averaging";
+      if (num_clusters > 1 && t.average_optimizer_state) why = "--average-optimizer-state";
+      if (why)
+        return error(Code::kUnsupported, "backup nodes in a run of several clusters do not work with ", why,
+                     " yet; drop one of them");
+      if (num_clusters > 1 && t.average_every % t.backup_every != 0)
+        return error(Code::kInvalidArgument, "--backup-every ", t.backup_every, " must divide --average-every ",
+                     t.average_every, " in a run of several clusters (a takeover may replay at most one averaging "
+                     "round)");
     }
     for (size_t i = 0; i < wanted.size(); ++i) {
-      auto [stage, addr] = wanted[i];
-      if (stage < 0 || stage >= cluster_stages[0])
-        return error(Code::kInvalidArgument, "--backup-stages: stage ", stage, " is out of range (stages 0..",
-                     cluster_stages[0] - 1, ")");
-      if (backups.count(stage))
-        return error(Code::kInvalidArgument, "--backup-stages: stage ", stage, " is listed twice");
+      auto [cs, addr] = wanted[i];
+      const auto [c, stage] = cs;
+      if (c < 0 || c >= num_clusters)
+        return error(Code::kInvalidArgument, "--backup-stages: cluster ", c, " is out of range (clusters 0..",
+                     num_clusters - 1, ")");
+      if (stage < 0 || stage >= cluster_stages[static_cast<size_t>(c)])
+        return error(Code::kInvalidArgument, "--backup-stages: stage ", stage, " of cluster ", c,
+                     " is out of range (stages 0..", cluster_stages[static_cast<size_t>(c)] - 1, ")");
+      if (backups.count(cs))
+        return error(Code::kInvalidArgument, "--backup-stages: stage ", stage, " of cluster ", c, " is listed twice");
       addr.id = node_id(total_nodes + static_cast<int>(i));
-      backups[stage] = addr;
+      backups[cs] = addr;
     }
   }
+  // The same by worker id, for the members of averaging rings.
+  std::map<std::string, rt::PeerAddress> backup_of_node;
+  for (const auto& [cs, addr] : backups)
+    backup_of_node[node_id(clusters[static_cast<size_t>(cs.first)].first_node + cs.second)] = addr;
 
   std::map<std::string, int> node_index;  // node id -> global index, for ring members' addresses
   for (int i = 0; i < total_nodes; ++i) node_index[node_id(i)] = i;
@@ -633,6 +656,10 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
     if (std::all_of(local_steps.begin(), local_steps.end(), [&](int64_t k) { return k == local_steps[0]; }))
       local_steps.clear();  // all equal: plain periodic averaging
   }
+  if (!backups.empty() && !local_steps.empty())
+    return error(Code::kUnsupported, "backup nodes in a run of several clusters do not work with local steps per "
+                 "cluster (--local-steps, or the machines' different speeds) yet; give --local-steps K,K,... with one K "
+                 "for all, or drop the backups");
 
   // The averaging rings: parameters (and running state) laid end to end in the
   // order the first cluster's stages hold them, so its stages own contiguous
@@ -754,15 +781,23 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
       if (!backups.empty() && !m.tied.empty())
         return error(Code::kUnsupported, "backup nodes with tied weights (parameter '", m.tied[0].pieces[0].param,
                      "' shared by two stages) are not supported yet; drop --backup-stages or untie the weights");
-      m.backups = backups;
+      for (const auto& [cs, addr] : backups)
+        if (cs.first == c) m.backups[cs.second] = addr;
+      for (const rt::RingSpec& ring : m.rings)
+        for (const auto& member : ring.members)
+          if (auto b = backup_of_node.find(member); b != backup_of_node.end() && member != m.self.id)
+            m.ring_backups[member] = b->second;
       // Nodes joining during the run become backups (docs/faults.md), under the same conditions as compiled ones;
       // with several clusters and --joinable they form new clusters, copies of cluster 0's stages.
       if (num_clusters == 1 && options.training.mode != "async" && tied_params(cl.stages).empty())
-        for (int stage : backup_preference) m.join_targets.emplace_back(stage, address(cl.first_node + stage));
+        for (auto [cluster, stage] : backup_preference) m.join_targets.emplace_back(stage, address(cl.first_node + stage));
       if (num_clusters > 1 && options.joinable)
         for (int stage = 0; stage < cluster_stages[0]; ++stage)
           m.join_targets.emplace_back(stage, address(clusters[0].first_node + stage));
       m.training = options.training;
+      // Re-planning ring orders probes every member at set rounds; a backup that took a member's place mid-run
+      // has no part in the probes it missed, so runs of several clusters with backups keep their first orders.
+      if (!backups.empty() && num_clusters > 1) m.training.replan_every = 0;
       m.training.data = data;
       if (!local_steps.empty()) {
         m.training.average_every = local_steps[static_cast<size_t>(c)];
@@ -794,7 +829,7 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
                                       weights, schedule));
       summary.node_dirs.push_back(dir);
       // A backup's bundle: the same stage, under the backup's id and address.
-      if (auto b = backups.find(sp.stage); b != backups.end()) {
+      if (auto b = backups.find({c, sp.stage}); b != backups.end()) {
         rt::Manifest bm = m;
         bm.backup_of = m.self;
         bm.self = b->second;

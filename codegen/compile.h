@@ -49,11 +49,11 @@ struct CompileOptions {
   // A devices file (docs/devices.md): clusters, stages and addresses come from
   // its machines; `host`, `base_port`, `stages` and `cluster_stages` are ignored.
   std::string devices_path;
-  // Backup nodes (docs/faults.md), one cluster only, synchronous training: without a
-  // devices file, one backup node for each listed stage (addresses after the
-  // workers'); with one, every device of role "backup" shadows the least reliable
-  // stage machine not yet shadowed (lowest reliability, then slowest).
-  std::vector<int> backup_stages;
+  // Backup nodes (docs/faults.md), synchronous training: without a devices file, one
+  // backup node for each listed (cluster, stage) (addresses after the workers'); with
+  // one, every device of role "backup" shadows the least reliable stage machine of any
+  // cluster not yet shadowed (lowest reliability, then slowest).
+  std::vector<std::pair<int, int>> backup_stages;
   // Several clusters: nodes that join during the run (`ravnest-rt join`) may form a new
   // cluster, a copy of cluster 0's split (docs/faults.md). Every averaging round then
   // has a coordinator per ring (one extra round trip per round).

@@ -219,6 +219,15 @@ Json manifest_to_json(const Manifest& m) {
     }
     j.set("backups", std::move(backups));
   }
+  if (!m.ring_backups.empty()) {
+    Json backups = Json::array();
+    for (const auto& [member, p] : m.ring_backups) {
+      Json b = peer_to_json(p);
+      b.set("of", member);
+      backups.push_back(std::move(b));
+    }
+    j.set("ring_backups", std::move(backups));
+  }
   if (m.backup_of) j.set("backup_of", peer_to_json(*m.backup_of));
   if (m.joined) j.set("joined", true);
   if (m.copy_of) j.set("copy_of", peer_to_json(*m.copy_of));
@@ -347,6 +356,21 @@ Result<Manifest> manifest_from_json(const Json& j) {
         return error(Code::kInvalidArgument, at, ".stage ", stage, " is out of range or repeated (stages 0..",
                      m.num_stages - 1, ")");
       m.backups[static_cast<int>(stage)] = std::move(p);
+    }
+  }
+  if (j.has("ring_backups")) {
+    RN_ASSIGN_OR_RETURN(const Json::Array* backups, j.get_array("ring_backups"));
+    for (size_t i = 0; i < backups->size(); ++i) {
+      const std::string at = "ring_backups[" + std::to_string(i) + "]";
+      RN_ASSIGN_OR_RETURN(PeerAddress p, peer_from_json(j, at));
+      RN_ASSIGN_OR_RETURN(std::string member, j.get_string(at + ".of"));
+      const bool in_ring = std::any_of(m.rings.begin(), m.rings.end(), [&](const RingSpec& r) {
+        return std::find(r.members.begin(), r.members.end(), member) != r.members.end();
+      });
+      if (!in_ring || member == m.self.id || m.ring_backups.count(member))
+        return error(Code::kInvalidArgument, at, ".of '", member, "' is not another member of this node's rings, or "
+                     "is repeated");
+      m.ring_backups[member] = std::move(p);
     }
   }
   if (j.has("backup_of")) { RN_ASSIGN_OR_RETURN(m.backup_of, peer_from_json(j, "backup_of")); }

@@ -160,6 +160,9 @@ struct Manifest {
   // Backup nodes of this cluster (docs/faults.md): backups[s], when set, is the
   // node that shadows stage s and takes it over if its node fails.
   std::map<int, PeerAddress> backups;
+  // Backup nodes of the other members of this node's averaging rings (several clusters): ring_backups[id] takes
+  // member `id`'s place in every ring it is in if that node fails.
+  std::map<std::string, PeerAddress> ring_backups;
   // Set in a backup's own bundle: the node it shadows (its stage's worker); the
   // rest of the manifest is that stage's.
   std::optional<PeerAddress> backup_of;

@@ -71,6 +71,18 @@ constexpr uint32_t kBackupSizesId = 5;
 constexpr uint64_t kRoundStepBase = uint64_t{1} << 56;
 constexpr uint32_t kArrivedId = 0;
 constexpr uint32_t kDecisionId = 1;
+// A backup that took over a ring member's stage rejoins the rings (several clusters, docs/faults.md): CONTROL
+// frames at step kRejoinStep, micro-batch = the ring's manifest tag: ASK (backup to each member; JSON: the round it
+// is at), REPLY (member to backup; JSON: whether it holds that round's result, waits in it, or waits in the round
+// before; the ring's order and replacements so far), RESULT (a round's averaged slice, f32, either way) and
+// DECISION (backup to a waiting member; JSON: the result follows, or the round runs again).
+constexpr uint64_t kRejoinStep = uint64_t{1} << 55;
+constexpr uint32_t kRejoinAsk = 0;
+constexpr uint32_t kRejoinReply = 1;
+constexpr uint32_t kRejoinResult = 2;
+constexpr uint32_t kRejoinDecision = 3;
+// A ring with replaced members runs on tags ring.tag + ((kReplacedTagBase + replacements) << 20).
+constexpr uint32_t kReplacedTagBase = 4000;
 
 Deadline deadline_in(double seconds) {
   return deadline_after(std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
@@ -215,6 +227,25 @@ class TrainerImpl : public Trainer {
   Result<bool> agree_on_survivors(size_t index, int64_t step, const Status& cause);
   // Ring `index` rebuilt over the members whose cluster is still in the run.
   Status rebuild_ring(size_t index);
+  // Several clusters with backups: a member of ring `index` that is gone and has a backup is replaced by it in
+  // every ring of this node; this node answers the backup's ASK per ring and takes its decision (a round's result
+  // or a new run). Returns false when no gone member has a backup (or its backup cannot be reached).
+  Result<bool> replace_lost_member(size_t index, const Status& cause);
+  // A backup that took over a ring member's stage, at its first round: asks every member of its rings where they
+  // are, takes the round's result from one that holds it or runs the round again with them.
+  Status rejoin_rings(int64_t step);
+  // Whether this node keeps its last round's result per ring (a replay or a backup may need that round again).
+  bool keeps_round_results() const {
+    return m().num_clusters > 1 && (protected_run() || !ring_backups_.empty() || m().backup_of.has_value());
+  }
+  // A receive whose error starts with `doing`.
+  Result<Tensor> recv_for(const std::string& peer, const FrameMeta& meta, Deadline deadline, const std::string& doing) {
+    Result<Tensor> got = transport_->recv(peer, meta, deadline);
+    if (!got.ok()) return got.status().with_context(doing);
+    return got;
+  }
+  // Ring `index`'s members in the order it runs them.
+  std::vector<std::string> ring_order(size_t index) const;
   // Ring `index` now runs over `ordered` (a new order or membership) with fresh frame tags.
   Status install_ring(size_t index, const std::vector<std::string>& ordered, std::optional<uint32_t> tag = std::nullopt);
   // Which of ring `index`'s members (manifest order: member c is cluster c's) are left.
@@ -284,12 +315,24 @@ class TrainerImpl : public Trainer {
   std::vector<bool> cluster_alive_;
   std::vector<size_t> ring_built_for_;
   std::vector<uint32_t> ring_attempts_;
+  // Several clusters with backups (docs/faults.md): the backups of the other members of this node's rings, by
+  // member id; per ring, the last round this node completed and its result (a replay, or a backup taking a
+  // member's place, may need that round again) and the members replaced so far (part of the ring's frame tag);
+  // a backup that took over rejoins the rings at its first round; the step of the last averaging round.
+  std::map<std::string, PeerAddress> ring_backups_;
+  std::vector<int64_t> done_round_;
+  std::vector<std::vector<float>> done_result_;
+  std::vector<uint32_t> ring_replacements_;
+  bool rejoin_rings_ = false;
+  int64_t averaged_after_ = -1;
   // Backups: this worker's backup (until it fails), the state at the start of the
   // last two steps (what a replay rolls back to), a replay asked for by a neighbour.
   std::optional<PeerAddress> backup_;
   struct Snapshot {
     int64_t step = -1;
     std::vector<Tensor> tensors;  // parallel to state_tensors()
+    int64_t rounds = 0, samples_since_average = 0;  // the averaging counters (several clusters)
+    std::vector<int64_t> ring_samples;
   };
   std::deque<Snapshot> snapshots_;
   uint64_t states_sent_ = 0;  // worker: states sent to the backup so far
@@ -409,6 +452,12 @@ Status TrainerImpl::init() {
   if (mf.prev) { RN_ASSIGN_OR_RETURN(prev_, apply_override(*mf.prev, opt_.peers)); }
   if (mf.next) { RN_ASSIGN_OR_RETURN(next_, apply_override(*mf.next, opt_.peers)); }
   for (const auto& [stage, p] : mf.backups) { RN_ASSIGN_OR_RETURN(backups_[stage], apply_override(p, opt_.peers)); }
+  for (const auto& [member, p] : mf.ring_backups) {
+    RN_ASSIGN_OR_RETURN(ring_backups_[member], apply_override(p, opt_.peers));
+  }
+  done_round_.assign(mf.rings.size(), -1);
+  done_result_.assign(mf.rings.size(), {});
+  ring_replacements_.assign(mf.rings.size(), 0);
   listen_at_ = mf.self;
   if (!opt_.listen.empty()) {
     RN_ASSIGN_OR_RETURN(PeerAddress l, apply_override(PeerAddress{mf.self.id, "", 0}, {{mf.self.id, opt_.listen}}));
@@ -849,6 +898,9 @@ Status TrainerImpl::train_step(int64_t step) {
     Snapshot snap;
     snap.step = step;
     for (auto& [name, t] : state_tensors()) snap.tensors.push_back(t->clone());
+    snap.rounds = rounds_;
+    snap.samples_since_average = samples_since_average_;
+    snap.ring_samples = ring_samples_;
     snapshots_.push_back(std::move(snap));
     // A backup's state may be backup_every steps old: a replay goes back that far.
     while (static_cast<int64_t>(snapshots_.size()) > m().training.backup_every + 1) snapshots_.pop_front();
@@ -882,8 +934,14 @@ Status TrainerImpl::send_state(int64_t step, bool now) {
   for (size_t i = 0; i < state.size() && st.ok(); ++i)
     st = transport_->send(backup_->id, FrameMeta{FrameKind::kControl, at, 0, static_cast<uint32_t>(i)},
                           state[i].second->clone());
-  Tensor after = Tensor::zeros(DType::kI64, {1});
-  after.data<int64_t>()[0] = step;
+  // The step it follows, the averaging counters, whether the step ended with a round, samples per ring.
+  Tensor after = Tensor::zeros(DType::kI64, {4 + static_cast<int64_t>(ring_samples_.size())});
+  int64_t* a = after.data<int64_t>();
+  a[0] = step;
+  a[1] = rounds_;
+  a[2] = samples_since_average_;
+  a[3] = averaged_after_ == step ? 1 : 0;
+  std::copy(ring_samples_.begin(), ring_samples_.end(), a + 4);
   if (st.ok())
     st = transport_->send(backup_->id, FrameMeta{FrameKind::kControl, at, 0, static_cast<uint32_t>(state.size())}, after);
   if (st.ok()) st = transport_->recv(backup_->id, FrameMeta{FrameKind::kControl, at, 1, 0}, deadline_in(opt_.recv_timeout_s))
@@ -949,7 +1007,7 @@ Result<int64_t> TrainerImpl::shadow() {
       }
       const bool step_frame = i == state.size();
       const DType want_dtype = step_frame ? DType::kI64 : state[i].second->dtype();
-      const Shape want_shape = step_frame ? Shape{1} : state[i].second->shape();
+      const Shape want_shape = step_frame ? Shape{4 + static_cast<int64_t>(mf.rings.size())} : state[i].second->shape();
       if (t->dtype() != want_dtype || t->shape() != want_shape)
         return error(Code::kCorrupt, where(), ": state '", step_frame ? "step" : state[i].first, "' from the worker has ",
                      dtype_name(t->dtype()), "[", shape_str(t->shape()), "], expected ", dtype_name(want_dtype), "[",
@@ -957,7 +1015,12 @@ Result<int64_t> TrainerImpl::shadow() {
       got.push_back(std::move(t).value());
     }
     for (size_t i = 0; i < state.size(); ++i) std::memcpy(state[i].second->raw(), got[i].raw(), got[i].bytes());
-    committed = got.back().data<int64_t>()[0];
+    const int64_t* a = got.back().data<int64_t>();
+    committed = a[0];
+    rounds_ = a[1];
+    samples_since_average_ = a[2];
+    averaged_after_ = a[3] ? committed : -1;
+    ring_samples_.assign(a + 4, a + 4 + mf.rings.size());
     RN_RETURN_IF_ERROR(transport_->send(worker.id, FrameMeta{FrameKind::kControl, at, 1, 0}, got.back()));
   }
 }
@@ -983,6 +1046,36 @@ Status TrainerImpl::take_over(int64_t committed, Clock::time_point lost_at) {
   }
   // This node is the stage's worker now: without a backup, and where joining nodes go.
   backups_.erase(mf.stage);
+  if (!mf.rings.empty()) {
+    // Several clusters: it takes the worker's place in its rings, and rejoins them at its first round (their
+    // members learn of the loss when their rounds with the worker fail, and dial this node).
+    const size_t n = mf.rings.size();
+    routes_.assign(n, RingRoute{});
+    ring_samples_.resize(n, 0);
+    cluster_alive_.assign(static_cast<size_t>(mf.num_clusters), true);
+    ring_attempts_.assign(n, 0);
+    ring_built_for_.assign(n, 0);
+    std::vector<float> held;
+    for (size_t k = 0; k < n; ++k) {
+      RingSpec& ring = b_.manifest.rings[k];
+      std::replace(ring.members.begin(), ring.members.end(), mf.backup_of->id, mf.self.id);
+      ring_built_for_[k] = ring.members.size();
+      RingOptions ro;
+      ro.members = ring.members;
+      ro.rank = std::find(ro.members.begin(), ro.members.end(), mf.self.id) - ro.members.begin();
+      ro.tag = ring.tag;
+      RN_ASSIGN_OR_RETURN(RingAllreduce r, RingAllreduce::create(*transport_, ro));
+      rings_.push_back(std::move(r));
+      // The state taken over followed a round: its parameters are that round's result, which a member still
+      // waiting in that round may need.
+      if (averaged_after_ == committed && committed >= 0) {
+        pack_ring(ring, &held);
+        done_round_[k] = rounds_ - 1;
+        done_result_[k] = held;
+      }
+    }
+    rejoin_rings_ = true;
+  }
   for (auto& [stage, at] : join_targets_)
     if (stage == mf.stage) at = listen_at_;
   const double seconds = std::chrono::duration<double>(Clock::now() - lost_at).count();
@@ -1079,6 +1172,9 @@ Result<int64_t> TrainerImpl::recover(const Status& cause) {
   auto state = state_tensors();
   for (size_t i = 0; i < state.size(); ++i)
     std::memcpy(state[i].second->raw(), snap->tensors[i].raw(), snap->tensors[i].bytes());
+  rounds_ = snap->rounds;
+  samples_since_average_ = snap->samples_since_average;
+  ring_samples_ = snap->ring_samples;
   snapshots_.erase(std::next(snap), snapshots_.end());
   micro_.clear();
   for (auto& [p, g] : grads_) g.fill_zero();
@@ -1582,6 +1678,10 @@ Status TrainerImpl::average(int64_t step) {
   if (!gathering() && std::all_of(cluster_alive_.begin(), cluster_alive_.end(), [](bool a) { return a; }))
     RN_RETURN_IF_ERROR(maybe_replan(step));
   own_params();
+  if (rejoin_rings_) {
+    RN_RETURN_IF_ERROR(rejoin_rings(step));
+    rejoin_rings_ = false;
+  }
   std::vector<float> buffer;
   in_round_.assign(mf.rings.size(), true);
   for (size_t i = 0; i < mf.rings.size(); ++i)
@@ -1593,6 +1693,7 @@ Status TrainerImpl::average(int64_t step) {
     if (in_round_[i]) ring_samples_[i] = 0;
   samples_since_average_ = 0;
   ++rounds_;
+  averaged_after_ = step;
   return ok_status();
 }
 
@@ -1602,6 +1703,13 @@ Status TrainerImpl::average_ring(size_t i, int64_t step, double weight, std::vec
   const bool compressed = !compressed_rings_.empty();
   const bool deadline = gathering();
   for (;;) {
+    if (done_round_[i] == rounds_) {
+      // This round of the ring is done already: a replay after a takeover in this cluster, or the result a
+      // backup that took a member's place passed on. Every member's result is the same, bit for bit.
+      *buffer = done_result_[i];
+      unpack_ring(ring, *buffer);
+      return ok_status();
+    }
     if (deadline) {
       Result<bool> here = gather_round(i, last_round_);
       if (here.ok() && !*here) {
@@ -1629,6 +1737,10 @@ Status TrainerImpl::average_ring(size_t i, int64_t step, double weight, std::vec
                            : rings_[i].run(*buffer, ReduceOp::kWeightedMean, weight, deadline_in(opt_.recv_timeout_s));
     if (st.ok()) {
       unpack_ring(ring, *buffer);
+      if (keeps_round_results()) {
+        done_round_[i] = rounds_;
+        done_result_[i] = *buffer;
+      }
       const uint64_t n = ring_built_for_[i], floats = buffer->size();
       bytes_avg_ += compressed ? compressed_rings_[i].bytes_sent() : rings_[i].bytes_sent();
       bytes_avg_dense_ += 2 * (n - 1) * floats * sizeof(float) / std::max<uint64_t>(n, 1);
@@ -1636,8 +1748,11 @@ Status TrainerImpl::average_ring(size_t i, int64_t step, double weight, std::vec
     }
     st = st.with_context(where() + ": averaging ring " + std::to_string(ring.tag) + " after step " +
                          std::to_string(step));
-    // A peer that went away (or went silent past the deadline) may have taken its cluster with it.
+    // A peer that went away (or went silent past the deadline) may have a backup that takes its place, or may
+    // have taken its cluster with it.
     if (st.code() != Code::kNetwork && st.code() != Code::kTimeout) return st;
+    RN_ASSIGN_OR_RETURN(bool replaced, replace_lost_member(i, st));
+    if (replaced) continue;
     RN_ASSIGN_OR_RETURN(bool lost, agree_on_survivors(i, step, st));
     if (!lost) return st;
     RN_RETURN_IF_ERROR(rebuild_ring(i));
@@ -1840,6 +1955,199 @@ Status TrainerImpl::install_ring(size_t index, const std::vector<std::string>& o
     RN_ASSIGN_OR_RETURN(rings_[index], RingAllreduce::create(*transport_, ro));
   }
   ring_built_for_[index] = ordered.size();
+  return ok_status();
+}
+
+std::vector<std::string> TrainerImpl::ring_order(size_t index) const {
+  const RingSpec& ring = m().rings[index];
+  return routes_[index].order.empty() ? ring.members : ordered_members(ring.members, routes_[index].order);
+}
+
+Result<bool> TrainerImpl::replace_lost_member(size_t index, const Status& cause) {
+  const Manifest& mf = m();
+  const std::vector<std::string> live = transport_->connected_peers();
+  std::string lost;
+  for (const auto& id : mf.rings[index].members)
+    if (id != mf.self.id && ring_backups_.count(id) && std::find(live.begin(), live.end(), id) == live.end()) lost = id;
+  if (lost.empty()) return false;
+  const PeerAddress backup = ring_backups_.at(lost);
+  ring_backups_.erase(lost);
+  transport_->forget_lost(lost);
+  const auto t0 = Clock::now();
+  RN_LOG_WARN(where(), ": ring member ", lost, " is gone (", cause.message(), "); its backup ", backup.str(),
+              " takes its place");
+  Status reached = transport_->connect(backup.id, backup.host, backup.port, deadline_in(opt_.connect_timeout_s));
+  if (!reached.ok()) {
+    RN_LOG_WARN(where(), ": the backup of ", lost, " cannot be reached (", reached.message(), ")");
+    return false;
+  }
+  // The backup replays up to --backup-every steps before its first round, and a slower cluster's member may be a
+  // round behind.
+  const Deadline deadline = deadline_in(opt_.connect_timeout_s + 2 * opt_.recv_timeout_s);
+  for (size_t k = 0; k < mf.rings.size(); ++k) {
+    RingSpec& ring = b_.manifest.rings[k];
+    auto slot = std::find(ring.members.begin(), ring.members.end(), lost);
+    if (slot == ring.members.end()) continue;
+    *slot = backup.id;
+    const uint32_t replaced = ++ring_replacements_[k];
+    const std::string doing = where() + ": ring " + std::to_string(ring.tag) + ", replacing " + lost + " by " + backup.id;
+    RN_ASSIGN_OR_RETURN(Tensor ask_frame,
+                        recv_for(backup.id, FrameMeta{FrameKind::kControl, kRejoinStep, ring.tag, kRejoinAsk},
+                                         deadline, doing));
+    RN_ASSIGN_OR_RETURN(Json ask, frame_json(ask_frame, doing));
+    RN_ASSIGN_OR_RETURN(int64_t round, ask.get_int("round"));
+    // Where this node is, for the backup's round: holds its result, is in it, or is still in the round before.
+    std::string state = "behind";
+    if (done_round_[k] == round) state = "have";
+    else if (rounds_ == round) state = "waiting";
+    else if (rounds_ + 1 == round && done_round_[k] < rounds_) state = "needs_previous";
+    Json reply = Json::object();
+    reply.set("state", state);
+    reply.set("round", rounds_);
+    reply.set("replacements", static_cast<int64_t>(replaced));
+    Json order = Json::array();
+    for (const auto& id : ring_order(k)) order.push_back(id);
+    reply.set("order", std::move(order));
+    const FrameMeta reply_meta{FrameKind::kControl, kRejoinStep, ring.tag, kRejoinReply};
+    const FrameMeta result_meta{FrameKind::kControl, kRejoinStep, ring.tag, kRejoinResult};
+    RN_RETURN_IF_ERROR(transport_->send(backup.id, reply_meta, json_frame(reply)).with_context(doing));
+    if (state == "behind")
+      return error(Code::kInternal, doing, ": the backup is at round ", round, ", this node at round ", rounds_,
+                   " (ring done to round ", done_round_[k], "); the rounds cannot be matched");
+    if (state == "have") {
+      Tensor result = Tensor::empty(DType::kF32, {static_cast<int64_t>(done_result_[k].size())});
+      std::copy(done_result_[k].begin(), done_result_[k].end(), result.data<float>());
+      RN_RETURN_IF_ERROR(transport_->send(backup.id, result_meta, result).with_context(doing));
+    }
+    RN_RETURN_IF_ERROR(install_ring(k, ring_order(k), ring.tag + ((kReplacedTagBase + replaced) << 20)));
+    if (state == "have") continue;
+    // Waiting in a round the backup's decision settles: its result follows, or the round runs again.
+    RN_ASSIGN_OR_RETURN(Tensor decision_frame,
+                        recv_for(backup.id, FrameMeta{FrameKind::kControl, kRejoinStep, ring.tag,
+                                                              kRejoinDecision}, deadline, doing));
+    RN_ASSIGN_OR_RETURN(Json decision, frame_json(decision_frame, doing));
+    RN_ASSIGN_OR_RETURN(std::string what, decision.get_string("decision"));
+    if (what == "result") {
+      RN_ASSIGN_OR_RETURN(Tensor result, recv_for(backup.id, result_meta, deadline, doing));
+      if (result.dtype() != DType::kF32 || result.numel() != ring.size())
+        return error(Code::kCorrupt, doing, ": the round's result has ", dtype_name(result.dtype()), "[",
+                     shape_str(result.shape()), "], expected f32[", ring.size(), "]");
+      done_round_[k] = rounds_;
+      done_result_[k].assign(result.data<float>(), result.data<float>() + result.numel());
+    } else if (what != "again") {
+      return error(Code::kCorrupt, doing, ": unknown decision '", what, "'");
+    }
+  }
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  RN_LOG_WARN(where(), ": ", backup.id, " took the place of ", lost, " in this node's rings (", seconds, " s)");
+  char line[256];
+  std::snprintf(line, sizeof line, R"({"event":"ring_member_replaced","node":"%s","lost":"%s","backup":"%s",)"
+                R"("round":%lld,"seconds":%.3f})",
+                mf.self.id.c_str(), lost.c_str(), backup.id.c_str(), static_cast<long long>(rounds_), seconds);
+  progress(line);
+  return true;
+}
+
+Status TrainerImpl::rejoin_rings(int64_t step) {
+  const Manifest& mf = m();
+  const auto t0 = Clock::now();
+  const Deadline deadline = deadline_in(opt_.connect_timeout_s + 2 * opt_.recv_timeout_s);
+  Json ask = Json::object();
+  ask.set("round", rounds_);
+  const Tensor ask_frame = json_frame(ask);
+  for (const RingSpec& ring : mf.rings)
+    for (const auto& id : ring.members) {
+      if (id == mf.self.id) continue;
+      const std::string doing = where() + ": rejoining ring " + std::to_string(ring.tag) + " after step " +
+                                std::to_string(step) + ", member " + id;
+      RN_RETURN_IF_ERROR(transport_->wait_for_peer(id, deadline).with_context(doing));
+      RN_RETURN_IF_ERROR(transport_->send(id, FrameMeta{FrameKind::kControl, kRejoinStep, ring.tag, kRejoinAsk},
+                                          ask_frame).with_context(doing));
+    }
+  for (size_t k = 0; k < mf.rings.size(); ++k) {
+    const RingSpec& ring = mf.rings[k];
+    const FrameMeta result_meta{FrameKind::kControl, kRejoinStep, ring.tag, kRejoinResult};
+    std::optional<Tensor> result;  // this round's, from a member that holds it
+    std::vector<std::string> waiting, behind;
+    std::vector<std::string> order;
+    int64_t replacements = -1;
+    for (const auto& id : ring.members) {
+      if (id == mf.self.id) continue;
+      const std::string doing = where() + ": rejoining ring " + std::to_string(ring.tag) + ", member " + id;
+      RN_ASSIGN_OR_RETURN(Tensor frame,
+                          recv_for(id, FrameMeta{FrameKind::kControl, kRejoinStep, ring.tag, kRejoinReply},
+                                           deadline, doing));
+      RN_ASSIGN_OR_RETURN(Json reply, frame_json(frame, doing));
+      RN_ASSIGN_OR_RETURN(std::string state, reply.get_string("state"));
+      RN_ASSIGN_OR_RETURN(int64_t at, reply.get_int("round"));
+      RN_ASSIGN_OR_RETURN(int64_t n, reply.get_int("replacements"));
+      RN_ASSIGN_OR_RETURN(const Json::Array* ids, reply.get_array("order"));
+      std::vector<std::string> theirs;
+      for (const Json& v : *ids)
+        if (v.is_string()) theirs.push_back(v.as_string());
+      if (order.empty()) {
+        order = theirs;
+        replacements = n;
+      } else if (order != theirs || replacements != n) {
+        return error(Code::kInternal, doing, ": the members disagree on the ring's order or replacements");
+      }
+      if (state == "have") {
+        RN_ASSIGN_OR_RETURN(Tensor got, recv_for(id, result_meta, deadline, doing));
+        if (got.dtype() != DType::kF32 || got.numel() != ring.size())
+          return error(Code::kCorrupt, doing, ": the round's result has ", dtype_name(got.dtype()), "[",
+                       shape_str(got.shape()), "], expected f32[", ring.size(), "]");
+        if (!result) result = std::move(got);
+      } else if (state == "waiting") {
+        waiting.push_back(id);
+      } else if (state == "needs_previous") {
+        behind.push_back(id);
+      } else {
+        return error(Code::kInternal, doing, ": the member is at round ", at, ", this node at round ", rounds_,
+                     "; the rounds cannot be matched");
+      }
+    }
+    if (order.size() != ring.members.size() ||
+        !std::is_permutation(order.begin(), order.end(), ring.members.begin(), ring.members.end()))
+      return error(Code::kCorrupt, where(), ": ring ", ring.tag, "'s members sent an order of other members");
+    std::vector<size_t> positions;
+    for (const auto& id : order)
+      positions.push_back(std::find(ring.members.begin(), ring.members.end(), id) - ring.members.begin());
+    routes_[k].order = positions;
+    ring_replacements_[k] = static_cast<uint32_t>(replacements);
+    RN_RETURN_IF_ERROR(install_ring(k, order, ring.tag + ((kReplacedTagBase + static_cast<uint32_t>(replacements)) << 20)));
+    // Members still in the round before this one get its result: the state taken over followed it.
+    for (const auto& id : behind) {
+      if (done_round_[k] != rounds_ - 1)
+        return error(Code::kInternal, where(), ": ring ", ring.tag, "'s member ", id, " still waits in round ",
+                     rounds_ - 1, ", whose result was lost with the worker this node replaced (its last state came "
+                     "after a later step)");
+      Json decision = Json::object();
+      decision.set("decision", "result");
+      Tensor previous = Tensor::empty(DType::kF32, {static_cast<int64_t>(done_result_[k].size())});
+      std::copy(done_result_[k].begin(), done_result_[k].end(), previous.data<float>());
+      RN_RETURN_IF_ERROR(transport_->send(id, FrameMeta{FrameKind::kControl, kRejoinStep, ring.tag, kRejoinDecision},
+                                          json_frame(decision)));
+      RN_RETURN_IF_ERROR(transport_->send(id, result_meta, previous));
+    }
+    // Members in this round: its result if a member holds it (every member's is the same), else the round again.
+    Json decision = Json::object();
+    decision.set("decision", result ? "result" : "again");
+    for (const auto& id : waiting) {
+      RN_RETURN_IF_ERROR(transport_->send(id, FrameMeta{FrameKind::kControl, kRejoinStep, ring.tag, kRejoinDecision},
+                                          json_frame(decision)));
+      if (result) RN_RETURN_IF_ERROR(transport_->send(id, result_meta, *result));
+    }
+    if (result) {
+      done_round_[k] = rounds_;
+      done_result_[k].assign(result->data<float>(), result->data<float>() + result->numel());
+    }
+  }
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  RN_LOG_WARN(where(), ": rejoined its rings at round ", rounds_, " (", seconds, " s)");
+  char line[200];
+  std::snprintf(line, sizeof line, R"({"event":"rings_rejoined","node":"%s","round":%lld,"seconds":%.3f})",
+                mf.self.id.c_str(), static_cast<long long>(rounds_), seconds);
+  progress(line);
   return ok_status();
 }
 

@@ -37,8 +37,9 @@ int compile_usage(const char* message) {
                "  Optimizers, schedules and clipping: docs/training.md (\"Optimizers\").\n"
                "  --loss: what is appended to a model that ends in logits: ce (softmax cross-entropy, the default)\n"
                "  or mse (mean squared error against one-hot labels); a model with its own loss takes only ce.\n"
-               "  --backup-stages: a backup node for each listed stage, which receives the stage's state every step\n"
-               "  and takes the stage over if its node fails (docs/faults.md; one cluster, synchronous);\n"
+               "  --backup-stages: a backup node for each listed stage (S: of cluster 0; C:S: of cluster C), which\n"
+               "  receives the stage's state every step and takes the stage over if its node fails, in its pipeline\n"
+               "  and in its averaging rings (docs/faults.md; synchronous training);\n"
                "  --backup-every N: the state goes to the backup every N steps (a takeover replays up to N steps,\n"
                "  every stage keeps N + 1 snapshots). --joinable: with several clusters, nodes started with\n"
                "  `ravnest-rt join` during the run form a new cluster (docs/faults.md).\n");
@@ -107,10 +108,26 @@ int run_compile(int argc, char** argv) {
       if (!parse_int(value(), &n) || n < 1 || n > 256) return compile_usage("--clusters needs a number in 1..256");
       clusters = static_cast<int>(n);
     } else if (arg == "--backup-stages") {
-      // S1,S2,...: a backup node for each of these stages (docs/faults.md).
-      std::vector<long long> items;
-      if (!parse_int_list(value(), 0, 4095, &items)) return compile_usage("--backup-stages needs S1,S2,... (stage numbers)");
-      options.backup_stages.assign(items.begin(), items.end());
+      // S1,S2,... or C:S,...: a backup node for each of these stages (of cluster 0, or of cluster C; docs/faults.md).
+      const char* v = value();
+      std::string list = v ? v : "";
+      for (size_t at = 0; v && at <= list.size();) {
+        const size_t comma = std::min(list.find(',', at), list.size());
+        std::string item = list.substr(at, comma - at);
+        const size_t colon = item.find(':');
+        long long c = 0, s = 0;
+        const bool parsed = colon == std::string::npos
+                                ? parse_int(item.c_str(), &s)
+                                : parse_int(item.substr(0, colon).c_str(), &c) && parse_int(item.substr(colon + 1).c_str(), &s);
+        if (!parsed || c < 0 || c > 4095 || s < 0 || s > 4095) {
+          v = nullptr;
+          break;
+        }
+        options.backup_stages.emplace_back(static_cast<int>(c), static_cast<int>(s));
+        at = comma + 1;
+      }
+      if (!v || options.backup_stages.empty())
+        return compile_usage("--backup-stages needs S1,S2,... (stages of cluster 0) or C:S,... (stage S of cluster C)");
     } else if (arg == "--joinable") {
       options.joinable = true;
     } else if (arg == "--backup-every") {
