@@ -162,6 +162,9 @@ class TrainerImpl : public Trainer {
   Status maybe_replan(int64_t step);
   Status load_data();
   Status agree_on_sizes();
+  // The run's training steps (from the training set's size, known after agree_on_sizes or a backup's first
+  // state); sets steps_per_epoch_.
+  Result<int64_t> count_steps();
   Status train_step(int64_t step);
   // Backups (docs/faults.md). The state a backup mirrors: parameters, running
   // state, optimizer state, in this order (the same on worker and backup).
@@ -2362,21 +2365,8 @@ Status TrainerImpl::write_trace() {
   return trace_.write(opt_.trace_path).with_context(where() + ": writing the trace");
 }
 
-Status TrainerImpl::train() {
+Result<int64_t> TrainerImpl::count_steps() {
   const Manifest& mf = m();
-  RN_RETURN_IF_ERROR(load_data());
-  RN_RETURN_IF_ERROR(connect());
-  int64_t taken_over_after = -1;  // a backup: the last step whose state it took over
-  if (mf.backup_of) {
-    RN_ASSIGN_OR_RETURN(taken_over_after, shadow());
-    if (taken_over_after == -2) {  // the worker finished
-      RN_LOG_INFO(where(), ": the worker ", mf.backup_of->str(), " finished; nothing to take over");
-      return ok_status();
-    }
-    RN_RETURN_IF_ERROR(take_over(taken_over_after, Clock::now()));
-  } else {
-    RN_RETURN_IF_ERROR(agree_on_sizes());
-  }
   // Every stage derives the same sample order from (seed, epoch); only the
   // first and last stage read the data, but all count the same steps.
   const int64_t count = train_count_;
@@ -2394,9 +2384,38 @@ Status TrainerImpl::train() {
     const int64_t rounds = (total + mf.training.local_steps_max - 1) / mf.training.local_steps_max;
     total = rounds * mf.training.average_every;
   }
+  steps_per_epoch_ = steps_per_epoch;
+  return total;
+}
+
+Status TrainerImpl::train() {
+  const Manifest& mf = m();
+  RN_RETURN_IF_ERROR(load_data());
+  RN_RETURN_IF_ERROR(connect());
+  int64_t taken_over_after = -1;  // a backup: the last step whose state it took over
+  if (mf.backup_of) {
+    RN_ASSIGN_OR_RETURN(taken_over_after, shadow());
+    if (taken_over_after == -2) {  // the worker finished
+      RN_LOG_INFO(where(), ": the worker ", mf.backup_of->str(), " finished; nothing to take over");
+      return ok_status();
+    }
+    RN_ASSIGN_OR_RETURN(const int64_t total, taken_over_after >= 0 ? count_steps() : Result<int64_t>(int64_t{0}));
+    if (taken_over_after >= 0 && taken_over_after + 1 >= total) {
+      // The worker failed after its state of the last step reached this node: nothing is left to train (its
+      // neighbours may have left already); the final state is this node's to write.
+      RN_LOG_WARN(where(), ": the worker ", mf.backup_of->str(), " failed after its last step; its final state is "
+                  "written here");
+    } else {
+      RN_RETURN_IF_ERROR(take_over(taken_over_after, Clock::now()));
+    }
+  } else {
+    RN_RETURN_IF_ERROR(agree_on_sizes());
+  }
+  RN_ASSIGN_OR_RETURN(const int64_t total, count_steps());
+  const int64_t count = train_count_;
+  const int64_t steps_per_epoch = steps_per_epoch_;
   total_updates_ = mf.training.mode == "async" ? total * mf.training.microbatches : total;
   sampler_.emplace(count, mf.training.seed);
-  steps_per_epoch_ = steps_per_epoch;
   auto start = Clock::now();
   int64_t step = 0;
   if (mf.backup_of) {
@@ -2449,8 +2468,6 @@ Status TrainerImpl::train() {
     }
   }
   if (losses_.is_open()) losses_.flush();
-  if (backup_)  // the backup has nothing to take over any more
-    (void)transport_->send(backup_->id, FrameMeta{FrameKind::kControl, kStateStepBase, 2, 0}, Tensor::zeros(DType::kI64, {1}));
   if (!opt_.checkpoint_dir.empty()) RN_RETURN_IF_ERROR(save_checkpoint(step));
   if (!opt_.save_params_path.empty()) {
     std::vector<std::pair<std::string, Tensor>> list;
@@ -2458,6 +2475,10 @@ Status TrainerImpl::train() {
     for (const auto& s : mf.state) list.emplace_back(s, params_.at(s));
     RN_RETURN_IF_ERROR(write_tensor_file(opt_.save_params_path, list));
   }
+  // The backup has nothing to take over any more: said once the final state is written (a worker that fails
+  // before this leaves its final state, which the backup holds, to the backup to write).
+  if (backup_)
+    (void)transport_->send(backup_->id, FrameMeta{FrameKind::kControl, kStateStepBase, 2, 0}, Tensor::zeros(DType::kI64, {1}));
   RN_RETURN_IF_ERROR(transport_->flush(deadline_in(opt_.recv_timeout_s)).with_context(where() + ": flushing sends"));
   double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
   // Mean F, B and W times of this stage: what a schedule simulator is fed.
