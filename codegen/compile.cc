@@ -5,6 +5,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <iomanip>
 #include <limits>
 #include <map>
@@ -182,10 +183,36 @@ Result<ClusterSplit> split_cluster(const Graph& model, const std::vector<double>
   return split;
 }
 
-rt::Tensor to_tensor(const TensorData& d) {
-  rt::Tensor t = rt::Tensor::empty(d.dtype, d.shape);
-  if (!d.bytes.empty()) std::memcpy(t.raw(), d.bytes.data(), d.bytes.size());
-  return t;
+// Bytes of weights held out of the model graph while its stages are planned: name -> bytes.
+using HeldBytes = std::map<std::string, std::vector<uint8_t>>;
+
+// Parameters with more elements than this are held out by take_weight_bytes.
+constexpr int64_t kHeldMinElements = 1024;
+
+// Moves the bytes of `model`'s parameters of over kHeldMinElements elements out
+// of it (their dtype and shape stay). The splitter, the cost model and the stage
+// programs read only parameters' types and shapes, so every copy of the model the
+// calibration rounds make (one per split, one per stage build, each stage's
+// weights) stops copying hundreds of MB of weights. Values a shape rule may read
+// as constants (scalars, short vectors) keep their bytes.
+HeldBytes take_weight_bytes(Graph& model) {
+  HeldBytes held;
+  for (const std::string& name : model.parameters) {
+    auto it = model.initializers.find(name);
+    if (it == model.initializers.end() || it->second.numel() <= kHeldMinElements) continue;
+    held[name] = std::move(it->second.bytes);
+    it->second.bytes.clear();
+  }
+  return held;
+}
+
+// The runtime tensor of weight `name` for a bundle: a view of its held bytes (no
+// copy) or of the stage's own tensor. Both outlive the bundle writing.
+rt::Tensor weight_tensor(const std::string& name, const TensorData& d, const HeldBytes& held) {
+  auto it = held.find(name);
+  const std::vector<uint8_t>& bytes = it != held.end() ? it->second : d.bytes;
+  if (bytes.empty()) return rt::Tensor::empty(d.dtype, d.shape);
+  return rt::Tensor::view(d.dtype, d.shape, const_cast<uint8_t*>(bytes.data()));
 }
 
 // The dataset kind for `requested` ("auto": from the model's data input and logits).
@@ -341,12 +368,19 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
   RN_RETURN_IF_ERROR(rt::validate_optimizer(options.training));
   RN_ASSIGN_OR_RETURN(part::MemoryPlan memory, memory_plan_for(options));
 
+  // The model file's digest (for the run id) is computed on a second thread while the model is imported and split
+  // (deferred to get() where no thread can be started).
+  std::future<Result<std::string>> model_digest_job = std::async(
+      std::launch::async | std::launch::deferred, [path = options.model_path] { return sha256_file(path); });
+
   fe::ImportOptions import_options;
   import_options.shapes = options.shapes;
   import_options.batch = micro;
   RN_ASSIGN_OR_RETURN(Graph model, fe::import_model(options.model_path, import_options));
   rt::DataConfig data = options.training.data;
   RN_ASSIGN_OR_RETURN(data.kind, resolve_dataset(model, options.dataset));
+  // The model's large weights wait here until the bundles are written.
+  const HeldBytes held_weights = take_weight_bytes(model);
 
   // The clusters: from the devices file (cluster formation), or as many stages as asked on unit machines.
   DevicesPlan devices;
@@ -694,7 +728,7 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
   // The run id ties the bundles of one compile together: nodes of different
   // compiles refuse to talk to each other.
   std::ostringstream fingerprint;
-  RN_ASSIGN_OR_RETURN(std::string model_digest, sha256_file(options.model_path));
+  RN_ASSIGN_OR_RETURN(std::string model_digest, model_digest_job.get());
   fingerprint << model_digest << "|" << options.batch << "|" << options.microbatches << "|" << options.schedule << "|"
               << options.training.mode << "|" << options.training.seed << "|" << options.training.optimizer.lr << "|"
               << options.training.average_every;
@@ -820,7 +854,8 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
       m.programs = {{"forward", "forward.onnx"}, {"backward", "backward.onnx"},
                     {"weight", "weight.onnx"}, {"optimizer", "optimizer.onnx"}};
       std::vector<std::pair<std::string, rt::Tensor>> weights;
-      for (const auto& [name, tensor] : sp.weights) weights.emplace_back(name, to_tensor(tensor));
+      for (const auto& [name, tensor] : sp.weights)
+        weights.emplace_back(name, weight_tensor(name, tensor, held_weights));
       const rt::StageSchedule& schedule = cl.schedules[static_cast<size_t>(sp.stage)];
       std::string dir = (fs::path(options.out_dir) / m.self.id).string();
       RN_RETURN_IF_ERROR(write_bundle(dir, m,

@@ -8,6 +8,11 @@
 #include <memory>
 #include <vector>
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
+
 namespace ravnest {
 namespace {
 
@@ -39,48 +44,120 @@ std::string to_hex(const std::array<uint8_t, 32>& digest) {
   return out;
 }
 
+// FIPS 180-4, 6.2.2, one block at a time.
+void compress_portable(uint32_t* state, const uint8_t* blocks, size_t count) {
+  for (; count > 0; --count, blocks += 64) {
+    const uint8_t* block = blocks;
+    // Message schedule W[0..63] (step 1).
+    uint32_t w[64];
+    for (int t = 0; t < 16; ++t) {
+      w[t] = (uint32_t{block[4 * t]} << 24) | (uint32_t{block[4 * t + 1]} << 16) |
+             (uint32_t{block[4 * t + 2]} << 8) | uint32_t{block[4 * t + 3]};
+    }
+    for (int t = 16; t < 64; ++t) {
+      uint32_t s0 = rotr(w[t - 15], 7) ^ rotr(w[t - 15], 18) ^ (w[t - 15] >> 3);
+      uint32_t s1 = rotr(w[t - 2], 17) ^ rotr(w[t - 2], 19) ^ (w[t - 2] >> 10);
+      w[t] = w[t - 16] + s0 + w[t - 7] + s1;
+    }
+    uint32_t a = state[0], b = state[1], c = state[2], d = state[3];
+    uint32_t e = state[4], f = state[5], g = state[6], h = state[7];
+    for (int t = 0; t < 64; ++t) {
+      uint32_t big_s1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25);
+      uint32_t ch = (e & f) ^ (~e & g);
+      uint32_t t1 = h + big_s1 + ch + kRoundConstants[static_cast<size_t>(t)] + w[t];
+      uint32_t big_s0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22);
+      uint32_t maj = (a & b) ^ (a & c) ^ (b & c);
+      uint32_t t2 = big_s0 + maj;
+      h = g;
+      g = f;
+      f = e;
+      e = d + t1;
+      d = c;
+      c = b;
+      b = a;
+      a = t1 + t2;
+    }
+    state[0] += a;
+    state[1] += b;
+    state[2] += c;
+    state[3] += d;
+    state[4] += e;
+    state[5] += f;
+    state[6] += g;
+    state[7] += h;
+  }
+}
+
+#if defined(__x86_64__)
+// The same compression with the x86 SHA extensions (Intel's "SHA extensions"
+// white paper). The state is held as ABEF / CDGH; each SHA256RNDS2 runs two
+// rounds, SHA256MSG1/MSG2 extend the message schedule four words at a time.
+// Group g runs rounds 4g..4g+3 on msg[g % 4], which holds W[4g..4g+3].
+__attribute__((target("sha,ssse3,sse4.1"))) void compress_sha_extensions(uint32_t* state, const uint8_t* blocks,
+                                                                         size_t count) {
+  const __m128i byte_swap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+  __m128i tmp = _mm_loadu_si128(reinterpret_cast<const __m128i*>(&state[0]));      // ABCD
+  __m128i state1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(&state[4]));   // EFGH
+  tmp = _mm_shuffle_epi32(tmp, 0xB1);                                                // CDAB
+  state1 = _mm_shuffle_epi32(state1, 0x1B);                                          // EFGH reversed
+  __m128i state0 = _mm_alignr_epi8(tmp, state1, 8);                                  // ABEF
+  state1 = _mm_blend_epi16(state1, tmp, 0xF0);                                       // CDGH
+  for (; count > 0; --count, blocks += 64) {
+    const __m128i abef_saved = state0, cdgh_saved = state1;
+    __m128i msg[4];
+#pragma GCC unroll 16
+    for (int g = 0; g < 16; ++g) {
+      if (g < 4)
+        msg[g] = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks + 16 * g)), byte_swap);
+      __m128i words = _mm_add_epi32(msg[g % 4],
+                                    _mm_loadu_si128(reinterpret_cast<const __m128i*>(&kRoundConstants[4 * g])));
+      state1 = _mm_sha256rnds2_epu32(state1, state0, words);
+      if (g >= 3 && g <= 14) {  // W[4g+4..4g+7] from the previous three groups
+        __m128i& next = msg[(g + 1) % 4];
+        next = _mm_add_epi32(next, _mm_alignr_epi8(msg[g % 4], msg[(g + 3) % 4], 4));
+        next = _mm_sha256msg2_epu32(next, msg[g % 4]);
+      }
+      words = _mm_shuffle_epi32(words, 0x0E);
+      state0 = _mm_sha256rnds2_epu32(state0, state1, words);
+      if (g >= 1 && g <= 12) msg[(g + 3) % 4] = _mm_sha256msg1_epu32(msg[(g + 3) % 4], msg[g % 4]);
+    }
+    state0 = _mm_add_epi32(state0, abef_saved);
+    state1 = _mm_add_epi32(state1, cdgh_saved);
+  }
+  tmp = _mm_shuffle_epi32(state0, 0x1B);           // FEBA
+  state1 = _mm_shuffle_epi32(state1, 0xB1);        // DCHG
+  state0 = _mm_blend_epi16(tmp, state1, 0xF0);     // DCBA
+  state1 = _mm_alignr_epi8(state1, tmp, 8);        // HGFE
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(&state[0]), state0);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(&state[4]), state1);
+}
+
+bool detect_sha_extensions() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+  const bool ssse3 = (c & bit_SSSE3) != 0, sse41 = (c & bit_SSE4_1) != 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  return ssse3 && sse41 && (b & bit_SHA) != 0;
+}
+#endif
+
 }  // namespace
 
-Sha256::Sha256() : state_(kInitialState) {}
+bool sha256_cpu_has_sha_extensions() {
+#if defined(__x86_64__)
+  static const bool has = detect_sha_extensions();
+  return has;
+#else
+  return false;
+#endif
+}
 
-void Sha256::compress(const uint8_t* block) {
-  // Message schedule W[0..63] (FIPS 180-4, 6.2.2 step 1).
-  uint32_t w[64];
-  for (int t = 0; t < 16; ++t) {
-    w[t] = (uint32_t{block[4 * t]} << 24) | (uint32_t{block[4 * t + 1]} << 16) | (uint32_t{block[4 * t + 2]} << 8) |
-           uint32_t{block[4 * t + 3]};
-  }
-  for (int t = 16; t < 64; ++t) {
-    uint32_t s0 = rotr(w[t - 15], 7) ^ rotr(w[t - 15], 18) ^ (w[t - 15] >> 3);
-    uint32_t s1 = rotr(w[t - 2], 17) ^ rotr(w[t - 2], 19) ^ (w[t - 2] >> 10);
-    w[t] = w[t - 16] + s0 + w[t - 7] + s1;
-  }
-  uint32_t a = state_[0], b = state_[1], c = state_[2], d = state_[3];
-  uint32_t e = state_[4], f = state_[5], g = state_[6], h = state_[7];
-  for (int t = 0; t < 64; ++t) {
-    uint32_t big_s1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25);
-    uint32_t ch = (e & f) ^ (~e & g);
-    uint32_t t1 = h + big_s1 + ch + kRoundConstants[static_cast<size_t>(t)] + w[t];
-    uint32_t big_s0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22);
-    uint32_t maj = (a & b) ^ (a & c) ^ (b & c);
-    uint32_t t2 = big_s0 + maj;
-    h = g;
-    g = f;
-    f = e;
-    e = d + t1;
-    d = c;
-    c = b;
-    b = a;
-    a = t1 + t2;
-  }
-  state_[0] += a;
-  state_[1] += b;
-  state_[2] += c;
-  state_[3] += d;
-  state_[4] += e;
-  state_[5] += f;
-  state_[6] += g;
-  state_[7] += h;
+Sha256::Sha256(Sha256Impl impl) : compress_(&compress_portable), state_(kInitialState) {
+#if defined(__x86_64__)
+  if (impl != Sha256Impl::kPortable && sha256_cpu_has_sha_extensions()) compress_ = &compress_sha_extensions;
+#else
+  (void)impl;
+#endif
 }
 
 void Sha256::update(const void* data, size_t size) {
@@ -93,10 +170,13 @@ void Sha256::update(const void* data, size_t size) {
     p += take;
     size -= take;
     if (buffered_ < buffer_.size()) return;
-    compress(buffer_.data());
+    compress_(state_.data(), buffer_.data(), 1);
     buffered_ = 0;
   }
-  for (; size >= 64; p += 64, size -= 64) compress(p);
+  const size_t whole = size / 64;
+  if (whole > 0) compress_(state_.data(), p, whole);
+  p += whole * 64;
+  size -= whole * 64;
   if (size > 0) {
     std::memcpy(buffer_.data(), p, size);
     buffered_ = size;

@@ -12,6 +12,7 @@
 
 #include "common/log.h"
 #include "common/onnx_graph.h"
+#include "frontend/model_reader.h"
 #include "frontend/op_table.h"
 #include "frontend/passes.h"
 #include "frontend/rule_util.h"
@@ -236,7 +237,7 @@ Status set_batch_option(const std::string& text, ImportOptions& options) {
 }
 
 Result<Graph> import_model(const std::string& path, const ImportOptions& options) {
-  RN_ASSIGN_OR_RETURN(onnx::ModelProto model, read_model_proto(path));
+  RN_ASSIGN_OR_RETURN(onnx::ModelProto model, read_model_for_import(path));
   RN_RETURN_IF_ERROR(check_opset(model, path));
   name_unnamed_nodes(model);
   RN_RETURN_IF_ERROR(check_trainable_export(model, path));

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 
 namespace ravnest {
@@ -48,6 +49,47 @@ TEST(Sha256, FileMatchesBytesAndMissingFileIsNamed) {
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.status().code(), Code::kNotFound);
   EXPECT_NE(missing.status().message().find("sha256_test_file.bin.nope"), std::string::npos);
+}
+
+std::string hex_with(Sha256Impl impl, std::string_view bytes) {
+  Sha256 h(impl);
+  h.update(bytes);
+  return h.finish_hex();
+}
+
+// The SHA-extensions path (where this CPU has it) and the portable one on the NIST vectors.
+TEST(Sha256, BothImplementationsPassFipsVectors) {
+  if (!sha256_cpu_has_sha_extensions()) GTEST_LOG_(INFO) << "no SHA extensions here: both runs are portable";
+  for (Sha256Impl impl : {Sha256Impl::kPortable, Sha256Impl::kShaExtensions}) {
+    EXPECT_EQ(hex_with(impl, ""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    EXPECT_EQ(hex_with(impl, "abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    EXPECT_EQ(hex_with(impl, "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+              "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    EXPECT_EQ(hex_with(impl, "abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopqklmnopqr"
+                             "lmnopqrsmnopqrstnopqrstu"),
+              "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1");
+    EXPECT_EQ(hex_with(impl, std::string(1000000, 'a')),
+              "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+  }
+}
+
+// Random contents of every length around the block and padding edges, fed in random pieces.
+TEST(Sha256, ImplementationsAgreeOnRandomLengthsAndSplits) {
+  std::mt19937_64 rng(7);
+  std::string data(5000, '\0');
+  for (char& c : data) c = static_cast<char>(rng());
+  for (size_t len = 0; len < data.size(); len += (len < 300 ? 1 : 97)) {
+    const std::string_view msg = std::string_view(data).substr(0, len);
+    const std::string expected = hex_with(Sha256Impl::kPortable, msg);
+    Sha256 pieces(Sha256Impl::kShaExtensions);
+    for (size_t at = 0; at < len;) {
+      const size_t take = std::min<size_t>(len - at, rng() % 150);
+      pieces.update(msg.substr(at, take));
+      at += take;
+    }
+    ASSERT_EQ(pieces.finish_hex(), expected) << "length " << len;
+    ASSERT_EQ(hex_with(Sha256Impl::kAuto, msg), expected) << "length " << len;
+  }
 }
 
 }  // namespace
