@@ -245,7 +245,12 @@ inline bool wait_ranks(std::vector<RankProcess>& ranks) {
     ::close(p.to_child);
     ::close(p.from_child);
     int status = 0;
-    if (::waitpid(p.pid, &status, 0) != p.pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) ok = false;
+    if (::waitpid(p.pid, &status, 0) != p.pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      if (WIFSIGNALED(status)) {
+        std::fprintf(stderr, "rank process %d: killed by signal %d\n", static_cast<int>(p.pid), WTERMSIG(status));
+      }
+      ok = false;
+    }
   }
   return ok;
 }

@@ -1,10 +1,12 @@
 // RingAllreduce: chunked, pipelined reduce-scatter + all-gather over the Transport
 // (see ring_allreduce.h for the guarantees and docs/allreduce.md for the protocol).
 //
-// The send path never borrows the caller's buffer: the first reduce-scatter step
-// sends copies, and every later frame is a tensor this member received, reduced in
-// place and forwards as it is. So the caller may reuse `data` as soon as run()
-// returns, without flushing the Transport (whose flush() covers every user of it).
+// No copies: every frame is sent from the caller's buffer (Tensor::view; the first step
+// scales segment r in place for the weighted mean), reduce-scatter chunks are read from the
+// socket into a scratch slot kept across runs and added into `data`, and all-gather chunks are
+// read straight into their final place (Transport::post_recv). Before run() returns, every
+// posting not taken is cancelled and Transport::wait_sent() waits until the frames sent from
+// `data` are written, so the caller may reuse `data` at once, after success or failure.
 #include "runtime/collectives/ring_allreduce.h"
 
 #include <algorithm>
@@ -24,35 +26,25 @@ constexpr uint64_t kMaxChunksPerSegment = kWeightFrameId;
 // Ring steps (microbatch field) count up to 2(N-1); keep N small enough that they fit.
 constexpr size_t kMaxMembers = size_t{1} << 20;
 
-// dst = weight * src, rounded once to float; a plain copy for weight 1 (kSum).
-void scale_into(float* __restrict dst, const float* __restrict src, size_t n, double weight) {
-  if (weight == 1.0) {
-    std::memcpy(dst, src, n * sizeof(float));
-    return;
-  }
-  for (size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(weight * src[i]);
+// mine = weight * mine, rounded once to float.
+void scale_in_place(float* mine, size_t n, double weight) {
+  for (size_t i = 0; i < n; ++i) mine[i] = static_cast<float>(weight * mine[i]);
 }
 
-// kSum: acc += mine in float, one rounding per ring step as before. Float addition gives
+// kSum: mine = received + mine in float, one rounding per ring step. Float addition gives
 // bit for bit the double-precision sum rounded to float: rounding twice (to a double's 53
 // bits, then to float's 24) equals rounding once when 53 >= 2 * 24 + 2 (Figueroa, "When is
-// double rounding innocuous?", 1995). With `finished` (which may alias `mine`), the result
-// is also stored there.
-void accumulate_sum(float* __restrict acc, const float* mine, size_t n, float* finished) {
-  if (finished == nullptr) {
-    for (size_t i = 0; i < n; ++i) acc[i] += mine[i];
-    return;
-  }
-  for (size_t i = 0; i < n; ++i) finished[i] = acc[i] = acc[i] + mine[i];
+// double rounding innocuous?", 1995).
+void accumulate_sum(const float* __restrict received, float* __restrict mine, size_t n) {
+  for (size_t i = 0; i < n; ++i) mine[i] = received[i] + mine[i];
 }
 
-// kWeightedMean: acc = (acc + weight * mine) * inverse in double, rounded once to float,
+// kWeightedMean: mine = (received + weight * mine) * inverse in double, rounded once to float,
 // so the weights and the final division add only one rounding per ring step.
-void accumulate_weighted(float* __restrict acc, const float* mine, size_t n, double weight, double inverse,
-                         float* finished) {
+void accumulate_weighted(const float* __restrict received, float* __restrict mine, size_t n, double weight,
+                         double inverse) {
   for (size_t i = 0; i < n; ++i) {
-    acc[i] = static_cast<float>((static_cast<double>(acc[i]) + weight * mine[i]) * inverse);
-    if (finished) finished[i] = acc[i];
+    mine[i] = static_cast<float>((static_cast<double>(received[i]) + weight * mine[i]) * inverse);
   }
 }
 
@@ -129,6 +121,7 @@ struct RingAllreduce::Pass {
   Deadline deadline;
   uint32_t round;
   uint64_t& bytes_sent;
+  std::vector<float>& scratch;  // RingAllreduce::scratch_, kept across runs
 
   size_t n = options.members.size();
   size_t r = options.rank;
@@ -136,6 +129,14 @@ struct RingAllreduce::Pass {
   const std::string& right = options.members[(r + 1) % n];
   size_t chunk_elems = ring_chunk_elems(options.chunk_bytes, data.size(), n);
   uint32_t ring_steps = static_cast<uint32_t>(n - 1);  // steps per phase
+  // The members other than this one and its left neighbour: a wait on the left neighbour also ends when one of
+  // them fails, since the chunks it waits for would never come (rings of 3 or more).
+  std::vector<std::string> others = [&] {
+    std::vector<std::string> ids;
+    for (size_t i = 0; i < n; ++i)
+      if (options.watch_members && i != r && options.members[i] != left) ids.push_back(options.members[i]);
+    return ids;
+  }();
 
   // Segment (r - k) mod N, for 0 <= k < N.
   size_t segment(size_t k) const { return (r + n - k) % n; }
@@ -175,10 +176,78 @@ struct RingAllreduce::Pass {
     return ok_status();
   }
 
+  // The data chunks this member receives, in the order run() takes them: the reduce-scatter steps,
+  // then the all-gather steps. Each is a posted receive (Transport::post_recv), so the I/O thread
+  // reads it from the socket straight into place: reduce-scatter chunks into a slot of `scratch`
+  // (added into `data`, which is forwarded from there), all-gather chunks into their final place
+  // in `data`. All-gather chunks may be posted while reduce-scatter still uses `data`: the finished
+  // chunk of a segment comes after this member's contribution to it was written to the socket,
+  // so nothing lands on a range before this member is done with it.
+  struct Landing {
+    uint32_t ring_step = 0;
+    uint32_t chunk = 0;
+    SegmentRange range;
+  };
+  // Posted ahead of the one waited for: enough to keep the I/O thread reading into place while
+  // this thread reduces, few enough to bound the scratch (16 slots of a chunk, 4 MiB at 256 KiB).
+  // Landing j uses slot j mod kPostAhead, free again once landing j - 1 has been added.
+  static constexpr size_t kPostAhead = 16;
+  size_t slot_elems() const { return std::min(chunk_elems, seg_range(0).size()); }
+  std::vector<Landing> landings = {};
+  size_t next_wait = 0;  // landings [next_wait, posted_end) are posted and not yet taken
+  size_t posted_end = 0;
+
+  void plan_landings() {
+    for (uint32_t k = 0; k < 2 * ring_steps; ++k) {
+      // Reduce-scatter step k receives segment (r - k - 1) mod N, all-gather step k segment (r - k) mod N.
+      const size_t s = k < ring_steps ? segment(k + 1) : segment(k - ring_steps);
+      for (uint32_t c = 0; c < chunks(s); ++c) landings.push_back(Landing{k, c, chunk_range(s, c)});
+    }
+    scratch.resize(std::min(kPostAhead, landings.size()) * slot_elems());
+  }
+
+  // Where landing j is read to.
+  float* landing_dst(size_t j) {
+    const Landing& l = landings[j];
+    return l.ring_step < ring_steps ? scratch.data() + (j % kPostAhead) * slot_elems() : data.data() + l.range.begin;
+  }
+
+  Status post_up_to(size_t end) {
+    for (end = std::min(end, landings.size()); posted_end < end; ++posted_end) {
+      const Landing& l = landings[posted_end];
+      float* dst = landing_dst(posted_end);
+      Status st = transport.post_recv(left, meta(l.ring_step, l.chunk), DType::kF32,
+                                      std::as_writable_bytes(std::span<float>(dst, l.range.size())));
+      if (!st.ok()) return st.with_context(where(l.ring_step, l.chunk));
+    }
+    return ok_status();
+  }
+
+  // Waits for the next data chunk, which is then at landing_dst(next_wait - 1); another size means the
+  // members disagree on the buffer size or the op.
+  Result<const Landing*> land() {
+    RN_RETURN_IF_ERROR(post_up_to(next_wait + kPostAhead));
+    const Landing& l = landings[next_wait++];
+    Status st = transport.wait_recv(left, meta(l.ring_step, l.chunk), deadline, others);
+    if (st.code() == Code::kCorrupt) {
+      return error(Code::kCorrupt, where(l.ring_step, l.chunk), " from left neighbour '", left, "': ", st.message(),
+                   "; every member must run with the same buffer size (", data.size(), " here), op and chunk_bytes");
+    }
+    if (!st.ok()) return st.with_context(where(l.ring_step, l.chunk) + " from left neighbour '" + left + "'");
+    return &l;
+  }
+
+  // Ends the postings not taken (a failed run), so that nothing lands in `data` after run() returns.
+  ~Pass() {
+    for (size_t i = next_wait; i < posted_end; ++i) {
+      transport.cancel_recv(left, meta(landings[i].ring_step, landings[i].chunk));
+    }
+  }
+
   // Receives a tensor of `dtype` and `elems` elements; another shape means the
   // members disagree on the buffer size or the op.
   Result<Tensor> recv(uint32_t ring_step, uint32_t chunk, DType dtype, size_t elems) {
-    Result<Tensor> t = transport.recv(left, meta(ring_step, chunk), deadline);
+    Result<Tensor> t = transport.recv(left, meta(ring_step, chunk), deadline, others);
     if (!t.ok()) return t.status().with_context(where(ring_step, chunk) + " from left neighbour '" + left + "'");
     if (t->dtype() != dtype || t->rank() != 1 || static_cast<uint64_t>(t->numel()) != elems) {
       return error(Code::kCorrupt, where(ring_step, chunk), ": left neighbour '", left, "' sent a ",
@@ -187,6 +256,12 @@ struct RingAllreduce::Pass {
                    " here), op and chunk_bytes");
     }
     return t;
+  }
+
+  // Sends data[range] as it is: the transport reads it from the caller's buffer (see the file comment).
+  Status send_range(uint32_t ring_step, uint32_t chunk, SegmentRange range) {
+    return send(ring_step, chunk,
+                Tensor::view(DType::kF32, {static_cast<int64_t>(range.size())}, data.data() + range.begin));
   }
 
   Status send_weight(uint32_t ring_step, double w) {
@@ -200,12 +275,13 @@ struct RingAllreduce::Pass {
     const double own = mean ? weight : 1.0;
     // Rank r owns segment (r + 1) mod N after reduce-scatter; it sends that one first in all-gather.
     // Reduce-scatter step 0: send segment r, scaled by the own weight, to the right neighbour.
+    // Segment r is scaled in place (all-gather overwrites it with the result) and sent from `data`.
+    plan_landings();
     if (mean) RN_RETURN_IF_ERROR(send_weight(0, own));
     for (uint32_t c = 0; c < chunks(r); ++c) {
-      SegmentRange range = chunk_range(r, c);
-      Tensor t = Tensor::empty(DType::kF32, {static_cast<int64_t>(range.size())});
-      scale_into(t.data<float>(), data.data() + range.begin, range.size(), own);
-      RN_RETURN_IF_ERROR(send(0, c, t));
+      const SegmentRange range = chunk_range(r, c);
+      if (mean) scale_in_place(data.data() + range.begin, range.size(), own);
+      RN_RETURN_IF_ERROR(send_range(0, c, range));
     }
     // Reduce-scatter steps k = 0..N-2: receive segment (r - k - 1) mod N from the left neighbour,
     // add the own contribution, and forward it as step k + 1; the last step's segment is complete.
@@ -228,22 +304,17 @@ struct RingAllreduce::Pass {
         }
       }
       for (uint32_t c = 0; c < chunks(s); ++c) {
-        SegmentRange range = chunk_range(s, c);
-        RN_ASSIGN_OR_RETURN(Tensor t, recv(k, c, DType::kF32, range.size()));
-        float* acc = t.data<float>();
-        // The last step also stores the finished chunk in `data`, in the same pass.
-        float* finished = last ? data.data() + range.begin : nullptr;
+        RN_ASSIGN_OR_RETURN(const Landing* l, land());
+        const float* received = landing_dst(next_wait - 1);
+        // The sum so far replaces the own contribution in `data` (the last step's is the result).
+        float* mine = data.data() + l->range.begin;
         if (mean) {
-          accumulate_weighted(acc, data.data() + range.begin, range.size(), own, inverse, finished);
+          accumulate_weighted(received, mine, l->range.size(), own, inverse);
         } else {
-          accumulate_sum(acc, data.data() + range.begin, range.size(), finished);
+          accumulate_sum(received, mine, l->range.size());
         }
-        if (last) {
-          // All-gather step 0: the finished segment (r + 1) mod N goes to the right neighbour.
-          RN_RETURN_IF_ERROR(send(ring_steps, c, t));
-        } else {
-          RN_RETURN_IF_ERROR(send(k + 1, c, t));
-        }
+        // Forwarded as step k + 1; after the last step, as all-gather step 0 (the finished segment (r + 1) mod N).
+        RN_RETURN_IF_ERROR(send_range(k + 1, c, l->range));
       }
     }
     // All-gather steps k = 0..N-2: receive finished segment (r - k) mod N from the left neighbour,
@@ -251,10 +322,8 @@ struct RingAllreduce::Pass {
     for (uint32_t k = 0; k < ring_steps; ++k) {
       const size_t s = segment(k);
       for (uint32_t c = 0; c < chunks(s); ++c) {
-        SegmentRange range = chunk_range(s, c);
-        RN_ASSIGN_OR_RETURN(Tensor t, recv(ring_steps + k, c, DType::kF32, range.size()));
-        std::memcpy(data.data() + range.begin, t.data<float>(), range.size() * sizeof(float));
-        if (k + 1 < ring_steps) RN_RETURN_IF_ERROR(send(ring_steps + k + 1, c, t));
+        RN_ASSIGN_OR_RETURN(const Landing* l, land());  // now in its final place in `data`
+        if (k + 1 < ring_steps) RN_RETURN_IF_ERROR(send_range(ring_steps + k + 1, c, l->range));
       }
     }
     return ok_status();
@@ -283,8 +352,20 @@ Status RingAllreduce::run(std::span<float> data, ReduceOp op, double weight, Dea
     return error(Code::kInvalidArgument, "ring all-reduce tag ", options_.tag, ": ", data.size(),
                  " floats need too many chunks of ", options_.chunk_bytes, " bytes; raise chunk_bytes");
   }
-  Pass pass{*transport_, options_, data, op, weight, deadline, round, bytes_sent_};
-  return pass.run();
+  Status st;
+  {
+    Pass pass{*transport_, options_, data, op, weight, deadline, round, bytes_sent_, scratch_};
+    st = pass.run();
+  }  // ~Pass ended every posting not taken: nothing more lands in `data`
+  // Nor is anything more read from it: wait until the frames sent from it are written (a failed run
+  // gives them a second past the deadline, then the transport drops them with the connection).
+  const std::string& right = options_.members[(options_.rank + 1) % n];
+  Status sent = transport_->wait_sent(right, std::max(deadline, Clock::now() + std::chrono::seconds(1)));
+  if (st.ok() && !sent.ok()) {
+    return sent.with_context(str_cat("ring all-reduce tag ", options_.tag, " round ", round, " (member '",
+                                     options_.members[options_.rank], "'): sending to right neighbour '", right, "'"));
+  }
+  return st;
 }
 
 }  // namespace ravnest::rt

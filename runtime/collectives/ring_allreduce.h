@@ -9,8 +9,14 @@
 //    pipeline chunks, so sending, receiving and reducing overlap. A member sends
 //    2(N-1) segments' worth of floats, about 2(N-1)/N of the buffer; see bytes_sent().
 //    N = 1 is a no-op that sends nothing.
+//  * Received chunks are read from the socket straight into place (Transport::post_recv):
+//    reduce-scatter chunks into a scratch tensor, all-gather chunks into `data`; each
+//    checked against its CRC-32C. After a failed run() (a corrupt chunk, a timeout, a
+//    neighbour gone) `data` holds unspecified values; a corrupt chunk is never forwarded.
 //  * Every wait has the caller's deadline. A neighbour that dies or stalls makes run()
-//    fail with kNetwork or kTimeout naming the peer, the tag, the round and the step.
+//    fail with kNetwork or kTimeout naming the peer, the tag, the round and the step. With
+//    watch_members, a member that fails elsewhere in the ring (its connection to this node
+//    closed or declared dead by heartbeats) ends this node's waits at once too, with kNetwork.
 //  * Frames carry the tag, so rings with different tags run concurrently on the same
 //    Transports. Frame fields: step = tag << 32 | round, microbatch = step in the ring,
 //    tensor_id = chunk (docs/allreduce.md).
@@ -42,6 +48,11 @@ struct RingOptions {
   // Largest payload of one frame; chunks are smaller for small buffers (at most an eighth of a
   // segment, at least 32 KiB; docs/allreduce.md).
   size_t chunk_bytes = size_t{256} << 10;
+  // A wait on the left neighbour also ends (kNetwork) when another member's connection to this node has failed:
+  // for rings whose members may be replaced mid-round (backups in runs of several clusters), where every member
+  // must learn of the loss at once. Off by default: a slow link's mesh connection declared dead by heartbeats
+  // would otherwise fail rounds the ring could finish.
+  bool watch_members = false;
 };
 
 // The half-open element range [begin, end) of segment `segment` when `size` elements
@@ -80,6 +91,7 @@ class RingAllreduce {
   RingOptions options_;
   uint32_t round_ = 0;  // run() calls so far; part of every frame's key
   uint64_t bytes_sent_ = 0;
+  std::vector<float> scratch_;  // where reduce-scatter chunks land, kept across runs (docs/allreduce.md)
 };
 
 }  // namespace ravnest::rt

@@ -37,6 +37,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <span>
 #include <thread>
 #include <tuple>
 #include <utility>
@@ -128,6 +129,19 @@ Result<Tensor> decode_arrived(Arrived a) {
   return out;
 }
 
+// A posted receive (Transport::post_recv): where the payload of one frame must land. Shared by
+// the poster and, while it reads the payload into `dst`, the I/O thread; fields guarded by Impl::mu.
+struct Posted {
+  enum class State { kWaiting, kReading, kDone };
+  DType dtype = DType::kU8;
+  std::span<std::byte> dst;
+  State state = State::kWaiting;
+  // False when the frame was already in the mailbox at post_recv(): wait_recv() copies that one,
+  // and the I/O thread must not claim a later frame of the same key before it.
+  bool from_io = true;
+  Status status;  // kDone: the outcome
+};
+
 // One TCP connection: handshake state, the frame being read, the write queue.
 struct Connection : std::enable_shared_from_this<Connection> {
   Connection(asio::io_context& io, tcp::socket s, std::string addr)
@@ -158,6 +172,11 @@ struct Connection : std::enable_shared_from_this<Connection> {
   std::function<void(const Status&)> on_handshake_failure;
 
   std::array<uint8_t, kFrameHeaderBytes> in_header{};
+  // The payload being read: its CRC-32C over the first in_crc_done bytes, extended as each read
+  // system call returns (while the bytes are still in cache), and the posted receive it lands in.
+  uint32_t in_crc = 0;
+  size_t in_crc_done = 0;
+  std::shared_ptr<Posted> reading_posted;
   std::deque<OutFrame> out;
   bool writing = false;
   bool close_after_write = false;
@@ -198,6 +217,30 @@ auto transfer_exactly_in_one_go(size_t total, Connection* reading = nullptr) {
     if (reading && done > 0) reading->note_arrival();
     return total - done;
   };
+}
+
+// Completion condition for reading a payload of `total` bytes into `base`: like
+// transfer_exactly_in_one_go(total, c), and extends c->in_crc over the bytes each call returned
+// (the handler checksums the bytes of the last call, which asio does not report here).
+auto read_checksumming(size_t total, Connection* c, const std::byte* base) {
+  c->in_crc = 0;
+  c->in_crc_done = 0;
+  return [total, c, base](const asio::error_code& ec, size_t done) -> size_t {
+    if (ec) return 0;
+    if (done > c->in_crc_done) {
+      c->note_arrival();
+      c->in_crc = crc32c(base + c->in_crc_done, done - c->in_crc_done, c->in_crc);
+      c->in_crc_done = done;
+    }
+    return total - done;
+  };
+}
+
+// The checksum of the whole payload once read: what read_checksumming() left, extended to `total`.
+uint32_t finish_checksum(Connection& c, size_t total, const std::byte* base) {
+  c.in_crc = crc32c(base + c.in_crc_done, total - c.in_crc_done, c.in_crc);
+  c.in_crc_done = total;
+  return c.in_crc;
 }
 
 struct Peer {
@@ -242,6 +285,7 @@ struct Transport::Impl {
   std::condition_variable cv;
   std::map<std::string, Peer> peers;              // guarded by mu
   std::map<MailKey, std::deque<Arrived>> mailbox;  // guarded by mu
+  std::map<MailKey, std::shared_ptr<Posted>> posted;  // guarded by mu: post_recv() until wait/cancel
   std::map<TrafficKey, TrafficStats> traffic;      // guarded by mu
   ErrorFeedback feedback;                          // send(): residuals of lossy streams
   std::deque<Status> refusals;                    // guarded by mu
@@ -296,6 +340,12 @@ struct Transport::Impl {
     }
     {
       std::lock_guard<std::mutex> lock(mu);
+      if (c->reading_posted) {
+        // The socket closes below, so nothing more is read into the posting's buffer: release it.
+        c->reading_posted->state = Posted::State::kDone;
+        c->reading_posted->status = why.ok() ? error(Code::kNetwork, c->who(), " connection closed") : why;
+        c->reading_posted.reset();
+      }
       if (c->registered) {
         Peer& peer = peers[c->peer_id];
         std::erase(peer.conns, c);
@@ -519,22 +569,32 @@ struct Transport::Impl {
   using FrameHandler = std::function<void(Status, FrameHeader, Tensor)>;
 
   // Reads one frame: header, validation against `limits`, payload, payload checksum.
-  void read_frame(const std::shared_ptr<Connection>& c, const FrameLimits& limits, FrameHandler done) {
+  // `to_posted` (after the handshake): a frame with a posted receive is read into its buffer
+  // instead, and the read loop goes on without calling `done`.
+  void read_frame(const std::shared_ptr<Connection>& c, const FrameLimits& limits, FrameHandler done,
+                  bool to_posted = false) {
     asio::async_read(c->socket, asio::buffer(c->in_header), transfer_exactly_in_one_go(kFrameHeaderBytes, c.get()),
-                     [this, c, limits, done = std::move(done)](const asio::error_code& ec, size_t) mutable {
+                     [this, c, limits, to_posted, done = std::move(done)](const asio::error_code& ec, size_t) mutable {
                        if (!c->open) return;
                        if (ec) return done(socket_failure(c->who(), ec), {}, {});
                        c->note_arrival();
                        Result<FrameHeader> h = decode_header(c->in_header, limits);
                        if (!h.ok()) return done(h.status().with_context("bad frame from " + c->who()), {}, {});
+                       c->in_crc = 0;  // the payload's checksum starts here (read_checksumming() extends it)
+                       c->in_crc_done = 0;
+                       if (to_posted) {
+                         if (std::shared_ptr<Posted> p = claim_posted(*c, *h)) {
+                           return read_posted(c, std::move(*h), std::move(p));
+                         }
+                       }
                        // An encoded payload is read as bytes; recv() decodes it.
                        Tensor payload = h->codec == Codec::kRaw
                                             ? Tensor::empty(h->dtype, h->shape)
                                             : Tensor::empty(DType::kU8, {static_cast<int64_t>(h->payload_bytes)});
                        if (h->payload_bytes == 0) return check_payload(c, std::move(*h), std::move(payload), done);
-                       void* dst = payload.raw();
+                       auto* dst = static_cast<std::byte*>(payload.raw());
                        asio::async_read(c->socket, asio::buffer(dst, h->payload_bytes),
-                                        transfer_exactly_in_one_go(h->payload_bytes, c.get()),
+                                        read_checksumming(h->payload_bytes, c.get(), dst),
                                         [this, c, h = std::move(*h), payload = std::move(payload),
                                          done = std::move(done)](const asio::error_code& ec2, size_t) mutable {
                                           if (!c->open) return;
@@ -545,36 +605,98 @@ struct Transport::Impl {
                      });
   }
 
+  // kCorrupt naming the frame, unless `crc` (of the payload as read) is the one its header announced.
+  static Status payload_crc_status(const Connection& c, const FrameHeader& h, uint32_t crc) {
+    if (crc == h.payload_crc) return Status();
+    return error(Code::kCorrupt, "bad frame from ", c.who(), ": field 'payload_crc' is ", h.payload_crc,
+                 " but the payload of ", h.describe(), " checksums to ", crc, " (corrupted in transit)");
+  }
+
   void check_payload(const std::shared_ptr<Connection>& c, FrameHeader h, Tensor payload, const FrameHandler& done) {
-    uint32_t crc = crc32c(payload.raw(), payload.bytes());
-    if (crc != h.payload_crc) {
-      return done(error(Code::kCorrupt, "bad frame from ", c->who(), ": field 'payload_crc' is ", h.payload_crc,
-                        " but the payload of ", h.describe(), " checksums to ", crc, " (corrupted in transit)"),
-                  {}, {});
-    }
+    const uint32_t crc = finish_checksum(*c, payload.bytes(), static_cast<const std::byte*>(payload.raw()));
+    Status st = payload_crc_status(*c, h, crc);
+    if (!st.ok()) return done(st, {}, {});
     done(Status(), std::move(h), std::move(payload));
+  }
+
+  // The posted receive that the frame of header `h` lands in, now marked as being read, or null:
+  // none posted, or posted for a frame of another dtype, codec or size, which fails that posting
+  // (kCorrupt) while the frame goes to the mailbox as usual.
+  std::shared_ptr<Posted> claim_posted(Connection& c, const FrameHeader& h) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (posted.empty()) return nullptr;
+    auto it = posted.find(mail_key(c.peer_id, FrameMeta{h.kind, h.step, h.microbatch, h.tensor_id}));
+    if (it == posted.end() || !it->second->from_io || it->second->state != Posted::State::kWaiting) return nullptr;
+    Posted& p = *it->second;
+    if (h.codec != Codec::kRaw || h.dtype != p.dtype || h.payload_bytes != p.dst.size()) {
+      p.state = Posted::State::kDone;
+      p.status = error(Code::kCorrupt, "bad frame from ", c.who(), ": ", h.describe(), " is a ", dtype_name(h.dtype),
+                       " tensor of shape ", shape_str(h.shape), " (codec ", codec_name(h.codec), ", ", h.payload_bytes,
+                       " payload bytes) where a raw ", dtype_name(p.dtype), " payload of ", p.dst.size(),
+                       " bytes was expected");
+      cv.notify_all();
+      return nullptr;
+    }
+    p.state = Posted::State::kReading;
+    return it->second;
+  }
+
+  // Reads the payload of `h` straight into the posted buffer, then completes the posting and
+  // goes on with the read loop; a bad checksum completes it with kCorrupt and fails the connection.
+  void read_posted(const std::shared_ptr<Connection>& c, FrameHeader h, std::shared_ptr<Posted> p) {
+    c->reading_posted = p;
+    std::byte* dst = p->dst.data();
+    auto finish = [this, c, h = std::move(h), dst](const asio::error_code& ec, size_t) {
+      if (!c->open) return;  // fail_connection() completed the posting
+      if (ec) return fail_connection(c, socket_failure(c->who(), ec));
+      c->note_arrival();
+      Status st = payload_crc_status(*c, h, finish_checksum(*c, h.payload_bytes, dst));
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        c->reading_posted->state = Posted::State::kDone;
+        c->reading_posted->status = st;
+        c->reading_posted.reset();
+        cv.notify_all();
+      }
+      if (!st.ok()) return fail_connection(c, st);
+      read_loop(c);
+    };
+    if (h.payload_bytes == 0) return finish(asio::error_code(), 0);
+    asio::async_read(c->socket, asio::buffer(dst, h.payload_bytes), read_checksumming(h.payload_bytes, c.get(), dst),
+                     std::move(finish));
+  }
+
+  // Closes the connection reading into `p` (a posted receive whose caller gave up on it).
+  void abort_posted_read(const std::shared_ptr<Posted>& p, const Status& why) {
+    std::vector<std::shared_ptr<Connection>> all(connections.begin(), connections.end());
+    for (const auto& c : all) {
+      if (c->reading_posted == p) fail_connection(c, why);
+    }
   }
 
   // After the handshake: deliver frames to the mailbox until the connection ends.
   void read_loop(const std::shared_ptr<Connection>& c) {
-    read_frame(c, options.limits, [this, c](Status st, FrameHeader h, Tensor payload) {
-      if (!st.ok()) return fail_connection(c, st);
-      switch (h.kind) {
-        case FrameKind::kBye:
-          return fail_connection(c, error(Code::kNetwork, c->who(), " closed the connection (it sent BYE)"), true);
-        case FrameKind::kHello:
-          return fail_connection(c, error(Code::kCorrupt, "bad frame from ", c->who(),
-                                          ": field 'kind' is HELLO after the handshake was done"));
-        case FrameKind::kHeartbeat: break;
-        default: {
-          std::lock_guard<std::mutex> lock(mu);
-          FrameMeta meta{h.kind, h.step, h.microbatch, h.tensor_id};
-          mailbox[mail_key(c->peer_id, meta)].push_back(Arrived{h.codec, h.shape, std::move(payload)});
-          cv.notify_all();
-        }
-      }
-      read_loop(c);
-    });
+    read_frame(
+        c, options.limits,
+        [this, c](Status st, FrameHeader h, Tensor payload) {
+          if (!st.ok()) return fail_connection(c, st);
+          switch (h.kind) {
+            case FrameKind::kBye:
+              return fail_connection(c, error(Code::kNetwork, c->who(), " closed the connection (it sent BYE)"), true);
+            case FrameKind::kHello:
+              return fail_connection(c, error(Code::kCorrupt, "bad frame from ", c->who(),
+                                              ": field 'kind' is HELLO after the handshake was done"));
+            case FrameKind::kHeartbeat: break;
+            default: {
+              std::lock_guard<std::mutex> lock(mu);
+              FrameMeta meta{h.kind, h.step, h.microbatch, h.tensor_id};
+              mailbox[mail_key(c->peer_id, meta)].push_back(Arrived{h.codec, h.shape, std::move(payload)});
+              cv.notify_all();
+            }
+          }
+          read_loop(c);
+        },
+        /*to_posted=*/true);
   }
 
   // ------------------------------------------------------------ handshake
@@ -804,6 +926,17 @@ struct Transport::Impl {
     auto it = peers.find(peer_id);
     if (it == peers.end()) return "peer '" + peer_id + "' (never connected)";
     return "peer '" + peer_id + "' (" + it->second.address + ")";
+  }
+
+  // The failure of a watched peer, if one has failed, for a wait on `waited` (requires mu).
+  Status watched_failure(std::span<const std::string> watch, const std::string& waited, const FrameMeta& meta) const {
+    for (const std::string& id : watch) {
+      auto it = peers.find(id);
+      if (it == peers.end() || it->second.failure.ok()) continue;
+      return error(Code::kNetwork, "waiting for ", meta.describe(), " from ", describe_peer(waited), ": ",
+                   describe_peer(id), ", another member, failed: ", it->second.failure.message());
+    }
+    return ok_status();
   }
 };
 
@@ -1036,6 +1169,31 @@ Status Transport::flush(Deadline deadline) {
   return ok_status();
 }
 
+Status Transport::wait_sent(const std::string& peer_id, Deadline deadline) {
+  Impl& d = *impl_;
+  const Clock::time_point start = Clock::now();
+  std::unique_lock<std::mutex> lock(d.mu);
+  auto drained = [&] {
+    auto it = d.peers.find(peer_id);
+    return it == d.peers.end() || it->second.queued == 0;
+  };
+  if (d.cv.wait_until(lock, deadline, drained)) return ok_status();
+  Status why = error(Code::kTimeout, "node '", d.options.node_id, "' waited ", ms_between(start, deadline), " ms for ",
+                     d.peers[peer_id].queued, " frames to ", d.describe_peer(peer_id),
+                     " to be written; they were not (slow link or stalled receiver), so its connection is closed");
+  asio::post(d.io, [&d, peer_id, why] {
+    std::vector<std::shared_ptr<Connection>> conns;
+    {
+      std::lock_guard<std::mutex> inner(d.mu);
+      conns = d.peers[peer_id].conns;
+    }
+    for (const auto& c : conns) d.fail_connection(c, why);
+  });
+  // The I/O thread drops what is queued on the connections it closes, and what reaches it later.
+  d.cv.wait(lock, drained);
+  return why;
+}
+
 uint64_t Transport::forget_lost(const std::string& peer_id) {
   Impl& d = *impl_;
   std::lock_guard<std::mutex> lock(d.mu);
@@ -1046,7 +1204,8 @@ uint64_t Transport::forget_lost(const std::string& peer_id) {
   return lost;
 }
 
-Result<Tensor> Transport::recv(const std::string& peer_id, const FrameMeta& meta, Deadline deadline) {
+Result<Tensor> Transport::recv(const std::string& peer_id, const FrameMeta& meta, Deadline deadline,
+                               std::span<const std::string> watch) {
   Impl& d = *impl_;
   const Clock::time_point start = Clock::now();
   const MailKey key = mail_key(peer_id, meta);
@@ -1070,6 +1229,7 @@ Result<Tensor> Transport::recv(const std::string& peer_id, const FrameMeta& meta
     if (peer != d.peers.end() && !peer->second.failure.ok()) {
       return peer->second.failure.with_context("waiting for " + meta.describe());
     }
+    if (Status gone = d.watched_failure(watch, peer_id, meta); !gone.ok()) return gone;
     if (d.cv.wait_until(lock, deadline) == std::cv_status::timeout && d.mailbox.count(key) == 0) {
       peer = d.peers.find(peer_id);
       if (peer != d.peers.end() && !peer->second.failure.ok()) {
@@ -1081,6 +1241,122 @@ Result<Tensor> Transport::recv(const std::string& peer_id, const FrameMeta& meta
                    connected ? "; the peer is connected but has not sent it" : "");
     }
   }
+}
+
+Status Transport::post_recv(const std::string& peer_id, const FrameMeta& meta, DType dtype, std::span<std::byte> dst) {
+  Impl& d = *impl_;
+  if (dst.size() > d.options.limits.max_payload_bytes) {
+    return error(Code::kInvalidArgument, "cannot post a receive of ", meta.describe(), " from peer '", peer_id,
+                 "': ", dst.size(), " bytes exceed the frame limit of ", d.options.limits.max_payload_bytes);
+  }
+  const MailKey key = mail_key(peer_id, meta);
+  std::lock_guard<std::mutex> lock(d.mu);
+  auto p = std::make_shared<Posted>();
+  p->dtype = dtype;
+  p->dst = dst;
+  p->from_io = d.mailbox.count(key) == 0;
+  if (!d.posted.emplace(key, std::move(p)).second) {
+    return error(Code::kInvalidArgument, "a receive of ", meta.describe(), " from peer '", peer_id,
+                 "' is already posted; wait_recv() or cancel_recv() it before posting it again");
+  }
+  return ok_status();
+}
+
+Status Transport::wait_recv(const std::string& peer_id, const FrameMeta& meta, Deadline deadline,
+                            std::span<const std::string> watch) {
+  Impl& d = *impl_;
+  const Clock::time_point start = Clock::now();
+  const MailKey key = mail_key(peer_id, meta);
+  std::unique_lock<std::mutex> lock(d.mu);
+  auto it = d.posted.find(key);
+  if (it == d.posted.end()) {
+    return error(Code::kInvalidArgument, "wait_recv: no receive of ", meta.describe(), " from peer '", peer_id,
+                 "' is posted; call post_recv() first");
+  }
+  const std::shared_ptr<Posted> p = it->second;
+  auto in_context = [&](const Status& st) { return st.with_context("receiving " + meta.describe()); };
+  bool timed_out = false;
+  while (true) {
+    if (p->state == Posted::State::kDone) {
+      d.posted.erase(key);
+      return p->status.ok() ? p->status : in_context(p->status);
+    }
+    if (p->state == Posted::State::kWaiting) {
+      auto box = d.mailbox.find(key);
+      if (box != d.mailbox.end()) {
+        // The frame came before the posting (or without one): copy it, decoded, into place.
+        Arrived a = std::move(box->second.front());
+        box->second.pop_front();
+        if (box->second.empty()) d.mailbox.erase(box);
+        d.posted.erase(key);
+        const std::string who = d.describe_peer(peer_id);
+        lock.unlock();
+        const Codec codec = a.codec;
+        Result<Tensor> t = decode_arrived(std::move(a));
+        if (!t.ok()) {
+          return t.status().with_context("bad frame from " + who + ": " + meta.describe() + " (codec " +
+                                         codec_name(codec) + ")");
+        }
+        if (t->dtype() != p->dtype || t->bytes() != p->dst.size()) {
+          return error(Code::kCorrupt, "bad frame from ", who, ": ", meta.describe(), " is a ", dtype_name(t->dtype()),
+                       " tensor of shape ", shape_str(t->shape()), " where ", dtype_name(p->dtype), " of ",
+                       p->dst.size(), " bytes was expected");
+        }
+        if (!p->dst.empty()) std::memcpy(p->dst.data(), t->raw(), p->dst.size());
+        return ok_status();
+      }
+      auto peer = d.peers.find(peer_id);
+      if (peer != d.peers.end() && !peer->second.failure.ok()) {
+        d.posted.erase(key);
+        return in_context(peer->second.failure);
+      }
+      if (Status gone = d.watched_failure(watch, peer_id, meta); !gone.ok()) {
+        d.posted.erase(key);  // not being read: nothing lands in dst after this
+        return gone;
+      }
+      if (timed_out) {
+        d.posted.erase(key);
+        break;
+      }
+    }
+    if (timed_out) {
+      // Its payload is being read into the caller's buffer: only closing the connection stops that.
+      Status why = error(Code::kTimeout, "node '", d.options.node_id, "' gave up on ", meta.describe(), " from ",
+                         d.describe_peer(peer_id), " after ", ms_between(start, deadline),
+                         " ms while its payload was arriving; the connection is closed");
+      asio::post(d.io, [&d, p, why] { d.abort_posted_read(p, why); });
+      d.cv.wait(lock, [&] { return p->state == Posted::State::kDone; });
+      continue;
+    }
+    if (d.cv.wait_until(lock, deadline) == std::cv_status::timeout) timed_out = true;
+  }
+  auto peer = d.peers.find(peer_id);
+  const bool connected = peer != d.peers.end() && !peer->second.conns.empty();
+  return error(Code::kTimeout, "node '", d.options.node_id, "' timed out after ", ms_between(start, deadline),
+               " ms waiting for ", meta.describe(), " from ", d.describe_peer(peer_id),
+               connected ? "; the peer is connected but has not sent it" : "");
+}
+
+void Transport::cancel_recv(const std::string& peer_id, const FrameMeta& meta) {
+  Impl& d = *impl_;
+  const MailKey key = mail_key(peer_id, meta);
+  std::unique_lock<std::mutex> lock(d.mu);
+  auto it = d.posted.find(key);
+  if (it == d.posted.end()) return;
+  const std::shared_ptr<Posted> p = it->second;
+  if (p->state == Posted::State::kReading) {
+    Status why = error(Code::kNetwork, "node '", d.options.node_id, "' cancelled its receive of ", meta.describe(),
+                       " while the payload was arriving from ", d.describe_peer(peer_id), "; the connection is closed");
+    asio::post(d.io, [&d, p, why] { d.abort_posted_read(p, why); });
+    d.cv.wait(lock, [&] { return p->state == Posted::State::kDone; });
+  }
+  d.posted.erase(key);
+}
+
+Status Transport::recv_into(const std::string& peer_id, const FrameMeta& meta, DType dtype, std::span<std::byte> dst,
+                            Deadline deadline) {
+  RN_RETURN_IF_ERROR(post_recv(peer_id, meta, dtype, dst));
+  return wait_recv(peer_id, meta, deadline);
 }
 
 void Transport::unrecv(const std::string& peer_id, const FrameMeta& meta, Tensor tensor) {

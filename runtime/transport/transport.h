@@ -12,6 +12,10 @@
 //  * recv() returns exactly the frame asked for by (peer, kind, step, microbatch,
 //    tensor id); frames that arrive earlier wait in a mailbox. A frame received
 //    before its peer went away can still be received.
+//  * post_recv()/wait_recv() (posted receives) land a raw payload straight in the caller's
+//    buffer, read from the socket by the I/O thread with its checksum computed as it arrives;
+//    once wait_recv() or cancel_recv() returns, the I/O thread writes no more into it.
+//    wait_sent() returns once nothing queued for a peer can still be read from its memory.
 //  * Every wait takes a deadline and fails with kTimeout naming the peer, the frame
 //    and the time waited. When a peer closes its socket, crashes or sends a bad
 //    frame, pending and later recv()/send() for that peer fail promptly with
@@ -48,6 +52,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -155,11 +160,41 @@ class Transport {
   // Waits until every queued frame has been written to its socket. Reports frames
   // that were lost because their peer went away.
   Status flush(Deadline deadline);
+  // Waits until no frame queued by send() for `peer_id` is left: each was written to its socket or
+  // dropped with its connection. For a caller that lent memory to send() and must take it back
+  // (RingAllreduce sends from the caller's buffer). At the deadline the peer's connections are closed,
+  // dropping what is left, and it fails with kTimeout; either way no queued frame is read after it
+  // returns. OK for a peer never connected.
+  Status wait_sent(const std::string& peer_id, Deadline deadline);
   // Forgets the frames lost to `peer_id` so far (flush() will not report them) and
   // returns how many there were: for a peer that failed and was replaced.
   uint64_t forget_lost(const std::string& peer_id);
-  // Waits for the frame (peer_id, meta) and returns its tensor (decoded if it was encoded).
-  Result<Tensor> recv(const std::string& peer_id, const FrameMeta& meta, Deadline deadline);
+  // Waits for the frame (peer_id, meta) and returns its tensor (decoded if it was encoded). With `watch`,
+  // it also fails (kNetwork) as soon as one of those peers has failed: a collective's member waiting on a
+  // live neighbour learns at once that another member is gone.
+  Result<Tensor> recv(const std::string& peer_id, const FrameMeta& meta, Deadline deadline,
+                      std::span<const std::string> watch = {});
+  // Posted receives (docs/wire-protocol.md, "Posted receives"): post_recv() names where the payload of
+  // frame (peer_id, meta) must land; when it arrives, the I/O thread reads it straight from the socket
+  // into `dst`, checksumming each piece as it is read, with no tensor allocated and no copy. The frame
+  // must be a raw (codec 0) `dtype` payload of exactly dst.size() bytes, of any shape. The caller keeps
+  // `dst` alive and leaves it alone until wait_recv() or cancel_recv() for the frame returns. A frame
+  // that was already in the mailbox is copied (decoded if encoded) into `dst` by wait_recv(). One
+  // posting per frame key; kInvalidArgument for a second one.
+  Status post_recv(const std::string& peer_id, const FrameMeta& meta, DType dtype, std::span<std::byte> dst);
+  // Waits for a posted frame and ends its posting. OK: `dst` holds the payload, its CRC-32C checked.
+  // Fails like recv(), or with kCorrupt for a bad checksum or a frame of another dtype, codec or size;
+  // `dst` may then hold part of the bad frame, which must not be used. A deadline that passes while
+  // the payload is being read closes that connection (the only way to stop the read into `dst`).
+  // `watch` as for recv(), while the payload has not begun to arrive.
+  Status wait_recv(const std::string& peer_id, const FrameMeta& meta, Deadline deadline,
+                   std::span<const std::string> watch = {});
+  // Ends a posting without waiting for its frame. When it returns the I/O thread no longer writes into
+  // its `dst`; a payload being read at that moment closes its connection. No-op for a key not posted.
+  void cancel_recv(const std::string& peer_id, const FrameMeta& meta);
+  // post_recv() then wait_recv().
+  Status recv_into(const std::string& peer_id, const FrameMeta& meta, DType dtype, std::span<std::byte> dst,
+                   Deadline deadline);
   // Puts a frame recv() returned back in front of its mailbox, for a caller that learnt
   // after taking it that it must be read again later (a step that will be replayed).
   void unrecv(const std::string& peer_id, const FrameMeta& meta, Tensor tensor);
