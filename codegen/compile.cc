@@ -831,7 +831,10 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
       m.training = options.training;
       // Re-planning ring orders probes every member at set rounds; a backup that took a member's place mid-run
       // has no part in the probes it missed, so runs of several clusters with backups keep their first orders.
-      if (!backups.empty() && num_clusters > 1) m.training.replan_every = 0;
+      if (!backups.empty() && num_clusters > 1) {
+        m.training.replan_every = 0;
+        m.training.backups_in_rings = true;
+      }
       m.training.data = data;
       if (!local_steps.empty()) {
         m.training.average_every = local_steps[static_cast<size_t>(c)];

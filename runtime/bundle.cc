@@ -254,6 +254,7 @@ Json manifest_to_json(const Manifest& m) {
   training.set("average_every", t.average_every);
   training.set("replan_every", t.replan_every);
   if (t.late_deadline_s > 0) training.set("late_deadline_s", t.late_deadline_s);
+  if (t.backups_in_rings) training.set("backups_in_rings", true);
   if (t.backup_every != 1) training.set("backup_every", t.backup_every);
   training.set("local_steps_max", t.local_steps_max);
   training.set("average_optimizer_state", t.average_optimizer_state);
@@ -405,6 +406,7 @@ Result<Manifest> manifest_from_json(const Json& j) {
   RN_ASSIGN_OR_RETURN(t.replan_every, j.get_int_or("training.replan_every", 10));
   if (t.replan_every < 0) return error(Code::kInvalidArgument, "training.replan_every must be >= 0");
   RN_ASSIGN_OR_RETURN(t.late_deadline_s, j.get_double_or("training.late_deadline_s", 0));
+  RN_ASSIGN_OR_RETURN(t.backups_in_rings, j.get_bool_or("training.backups_in_rings", false));
   RN_ASSIGN_OR_RETURN(t.backup_every, j.get_int_or("training.backup_every", 1));
   if (t.backup_every < 1 || t.backup_every > 1000)
     return error(Code::kInvalidArgument, "training.backup_every must be in 1..1000 steps");

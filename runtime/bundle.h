@@ -127,6 +127,9 @@ struct TrainingConfig {
   // later round, with the samples of every round it missed, instead of stalling the
   // others. The last round waits for everyone. 0: every round waits for every cluster.
   double late_deadline_s = 0;
+  // Several clusters with backup nodes (docs/faults.md): every node keeps its last round's result per ring, and
+  // no ring member leaves before all are done (a backup may still replay the last round with them).
+  bool backups_in_rings = false;
   // Backups (docs/faults.md): a worker sends its state to its backup after every
   // this many steps; every stage then keeps the state of the last backup_every + 1
   // step starts, so a takeover replays up to backup_every steps.

@@ -60,6 +60,11 @@ constexpr uint64_t kStateStepBase = uint64_t{1} << 58;
 constexpr uint64_t kRecoveryStep = uint64_t{1} << 59;
 constexpr uint32_t kTakeoverId = 0;
 constexpr uint32_t kRestartId = 1;
+// Finishing together (with backups): FIN frames at kRecoveryStep, forward (every stage up to the sender is done)
+// and back (every stage is done); the payload is the sender's count of recoveries, so a FIN sent before a replay
+// is told from one sent after it.
+constexpr uint32_t kFinForwardId = 2;
+constexpr uint32_t kFinBackId = 3;
 constexpr uint32_t kBackupSizesId = 5;
 // Joining nodes: runtime/join.h.
 // Rounds with a coordinator (late clusters, new clusters; gather_round): per averaging
@@ -81,6 +86,7 @@ constexpr uint32_t kRejoinAsk = 0;
 constexpr uint32_t kRejoinReply = 1;
 constexpr uint32_t kRejoinResult = 2;
 constexpr uint32_t kRejoinDecision = 3;
+constexpr uint32_t kRejoinFin = 4;  // micro-batch 0: this node of the ring is done (finishing together)
 // A ring with replaced members runs on tags ring.tag + ((kReplacedTagBase + replacements) << 20).
 constexpr uint32_t kReplacedTagBase = 4000;
 
@@ -237,10 +243,16 @@ class TrainerImpl : public Trainer {
   // A backup that took over a ring member's stage, at its first round: asks every member of its rings where they
   // are, takes the round's result from one that holds it or runs the round again with them.
   Status rejoin_rings(int64_t step);
+  // After the last step, with backups: no node leaves while a pipeline neighbour or a ring member could still
+  // need it to replay steps or a round (its backup taking over before its final state was committed). Returns
+  // the error of a wait that a recovery should follow (a neighbour gone, or a RESTART).
+  Status finish_together(int64_t total);
+  // The part of it for the members of this node's rings (several clusters with backups).
+  Status finish_rings_together();
+  // The state at the start of `step`, kept for a replay (with backups).
+  void take_snapshot(int64_t step);
   // Whether this node keeps its last round's result per ring (a replay or a backup may need that round again).
-  bool keeps_round_results() const {
-    return m().num_clusters > 1 && (protected_run() || !ring_backups_.empty() || m().backup_of.has_value());
-  }
+  bool keeps_round_results() const { return m().training.backups_in_rings; }
   // A receive whose error starts with `doing`.
   Result<Tensor> recv_for(const std::string& peer, const FrameMeta& meta, Deadline deadline, const std::string& doing) {
     Result<Tensor> got = transport_->recv(peer, meta, deadline);
@@ -328,6 +340,13 @@ class TrainerImpl : public Trainer {
   std::vector<uint32_t> ring_replacements_;
   bool rejoin_rings_ = false;
   int64_t averaged_after_ = -1;
+  // Recoveries this stage went through (every stage of a cluster counts each failure once; a backup continues
+  // its worker's count): tells FIN frames sent before a replay from those after it.
+  int64_t recoveries_ = 0;
+  bool finished_alone_ = false;  // a backup that holds its worker's final state and found no neighbour left
+  // Whether this stage's cluster had backups at any step: then its stages finish together (a takeover empties
+  // the survivors' backup lists unevenly, so it is not read from them).
+  bool finishes_together_ = false;
   // Backups: this worker's backup (until it fails), the state at the start of the
   // last two steps (what a replay rolls back to), a replay asked for by a neighbour.
   std::optional<PeerAddress> backup_;
@@ -587,6 +606,7 @@ Status TrainerImpl::connect() {
     RN_ASSIGN_OR_RETURN(ro.members, order_ring(index, host, port, deadline));
     ro.rank = std::find(ro.members.begin(), ro.members.end(), mf.self.id) - ro.members.begin();
     ro.tag = ring.tag;
+    ro.watch_members = keeps_round_results();
     if (mf.training.compression.averaging.codec != Codec::kRaw) {
       std::vector<float> anchor;
       pack_ring(ring, &anchor);
@@ -895,19 +915,23 @@ Status TrainerImpl::sum_tied_gradients(int64_t step) {
   return ok_status();
 }
 
+void TrainerImpl::take_snapshot(int64_t step) {
+  finishes_together_ |= protected_run();
+  if (!protected_run() || (!snapshots_.empty() && snapshots_.back().step == step)) return;
+  // The state this step starts from, for a replay after a failure.
+  Snapshot snap;
+  snap.step = step;
+  for (auto& [name, t] : state_tensors()) snap.tensors.push_back(t->clone());
+  snap.rounds = rounds_;
+  snap.samples_since_average = samples_since_average_;
+  snap.ring_samples = ring_samples_;
+  snapshots_.push_back(std::move(snap));
+  // A backup's state may be backup_every steps old: a replay goes back that far.
+  while (static_cast<int64_t>(snapshots_.size()) > m().training.backup_every + 1) snapshots_.pop_front();
+}
+
 Status TrainerImpl::train_step(int64_t step) {
-  if (protected_run() && (snapshots_.empty() || snapshots_.back().step != step)) {
-    // The state this step starts from, for a replay after a failure.
-    Snapshot snap;
-    snap.step = step;
-    for (auto& [name, t] : state_tensors()) snap.tensors.push_back(t->clone());
-    snap.rounds = rounds_;
-    snap.samples_since_average = samples_since_average_;
-    snap.ring_samples = ring_samples_;
-    snapshots_.push_back(std::move(snap));
-    // A backup's state may be backup_every steps old: a replay goes back that far.
-    while (static_cast<int64_t>(snapshots_.size()) > m().training.backup_every + 1) snapshots_.pop_front();
-  }
+  take_snapshot(step);
   micro_.clear();
   step_loss_ = 0;
   step_correct_ = step_counted_ = 0;
@@ -937,14 +961,16 @@ Status TrainerImpl::send_state(int64_t step, bool now) {
   for (size_t i = 0; i < state.size() && st.ok(); ++i)
     st = transport_->send(backup_->id, FrameMeta{FrameKind::kControl, at, 0, static_cast<uint32_t>(i)},
                           state[i].second->clone());
-  // The step it follows, the averaging counters, whether the step ended with a round, samples per ring.
-  Tensor after = Tensor::zeros(DType::kI64, {4 + static_cast<int64_t>(ring_samples_.size())});
+  // The step it follows, the averaging counters, whether the step ended with a round, the recoveries so far,
+  // samples per ring.
+  Tensor after = Tensor::zeros(DType::kI64, {5 + static_cast<int64_t>(ring_samples_.size())});
   int64_t* a = after.data<int64_t>();
   a[0] = step;
   a[1] = rounds_;
   a[2] = samples_since_average_;
   a[3] = averaged_after_ == step ? 1 : 0;
-  std::copy(ring_samples_.begin(), ring_samples_.end(), a + 4);
+  a[4] = recoveries_;
+  std::copy(ring_samples_.begin(), ring_samples_.end(), a + 5);
   if (st.ok())
     st = transport_->send(backup_->id, FrameMeta{FrameKind::kControl, at, 0, static_cast<uint32_t>(state.size())}, after);
   if (st.ok()) st = transport_->recv(backup_->id, FrameMeta{FrameKind::kControl, at, 1, 0}, deadline_in(opt_.recv_timeout_s))
@@ -1010,7 +1036,7 @@ Result<int64_t> TrainerImpl::shadow() {
       }
       const bool step_frame = i == state.size();
       const DType want_dtype = step_frame ? DType::kI64 : state[i].second->dtype();
-      const Shape want_shape = step_frame ? Shape{4 + static_cast<int64_t>(mf.rings.size())} : state[i].second->shape();
+      const Shape want_shape = step_frame ? Shape{5 + static_cast<int64_t>(mf.rings.size())} : state[i].second->shape();
       if (t->dtype() != want_dtype || t->shape() != want_shape)
         return error(Code::kCorrupt, where(), ": state '", step_frame ? "step" : state[i].first, "' from the worker has ",
                      dtype_name(t->dtype()), "[", shape_str(t->shape()), "], expected ", dtype_name(want_dtype), "[",
@@ -1023,7 +1049,8 @@ Result<int64_t> TrainerImpl::shadow() {
     rounds_ = a[1];
     samples_since_average_ = a[2];
     averaged_after_ = a[3] ? committed : -1;
-    ring_samples_.assign(a + 4, a + 4 + mf.rings.size());
+    recoveries_ = a[4];
+    ring_samples_.assign(a + 5, a + 5 + mf.rings.size());
     RN_RETURN_IF_ERROR(transport_->send(worker.id, FrameMeta{FrameKind::kControl, at, 1, 0}, got.back()));
   }
 }
@@ -1067,6 +1094,7 @@ Status TrainerImpl::take_over(int64_t committed, Clock::time_point lost_at) {
       ro.members = ring.members;
       ro.rank = std::find(ro.members.begin(), ro.members.end(), mf.self.id) - ro.members.begin();
       ro.tag = ring.tag;
+      ro.watch_members = true;
       RN_ASSIGN_OR_RETURN(RingAllreduce r, RingAllreduce::create(*transport_, ro));
       rings_.push_back(std::move(r));
       // The state taken over followed a round: its parameters are that round's result, which a member still
@@ -1081,6 +1109,8 @@ Status TrainerImpl::take_over(int64_t committed, Clock::time_point lost_at) {
   }
   for (auto& [stage, at] : join_targets_)
     if (stage == mf.stage) at = listen_at_;
+  ++recoveries_;  // as every survivor of the cluster counts this failure
+  finishes_together_ = true;
   const double seconds = std::chrono::duration<double>(Clock::now() - lost_at).count();
   RN_LOG_WARN(where(), ": took over stage ", mf.stage, " from ", mf.backup_of->str(), " in ", seconds,
               " s; training goes on from step ", committed + 1);
@@ -1175,6 +1205,7 @@ Result<int64_t> TrainerImpl::recover(const Status& cause) {
   auto state = state_tensors();
   for (size_t i = 0; i < state.size(); ++i)
     std::memcpy(state[i].second->raw(), snap->tensors[i].raw(), snap->tensors[i].bytes());
+  ++recoveries_;
   rounds_ = snap->rounds;
   samples_since_average_ = snap->samples_since_average;
   ring_samples_ = snap->ring_samples;
@@ -1955,6 +1986,7 @@ Status TrainerImpl::install_ring(size_t index, const std::vector<std::string>& o
     ro.members = ordered;
     ro.rank = rank;
     ro.tag = tag;
+    ro.watch_members = keeps_round_results();
     RN_ASSIGN_OR_RETURN(rings_[index], RingAllreduce::create(*transport_, ro));
   }
   ring_built_for_[index] = ordered.size();
@@ -1987,16 +2019,34 @@ Result<bool> TrainerImpl::replace_lost_member(size_t index, const Status& cause)
   // The backup replays up to --backup-every steps before its first round, and a slower cluster's member may be a
   // round behind.
   const Deadline deadline = deadline_in(opt_.connect_timeout_s + 2 * opt_.recv_timeout_s);
+  // The backup takes the lost member's place in every ring of this node at once.
+  std::vector<size_t> shared;
   for (size_t k = 0; k < mf.rings.size(); ++k) {
     RingSpec& ring = b_.manifest.rings[k];
     auto slot = std::find(ring.members.begin(), ring.members.end(), lost);
     if (slot == ring.members.end()) continue;
     *slot = backup.id;
-    const uint32_t replaced = ++ring_replacements_[k];
+    ++ring_replacements_[k];
+    shared.push_back(k);
+  }
+  for (size_t k : shared) {
+    const RingSpec& ring = mf.rings[k];
+    const uint32_t replaced = ring_replacements_[k];
     const std::string doing = where() + ": ring " + std::to_string(ring.tag) + ", replacing " + lost + " by " + backup.id;
-    RN_ASSIGN_OR_RETURN(Tensor ask_frame,
-                        recv_for(backup.id, FrameMeta{FrameKind::kControl, kRejoinStep, ring.tag, kRejoinAsk},
-                                         deadline, doing));
+    // Its ASK; or its FIN, when it took over after the worker's last round (it has no round to run).
+    Result<Tensor> asked = error(Code::kTimeout, "");
+    for (;;) {
+      asked = transport_->recv(backup.id, FrameMeta{FrameKind::kControl, kRejoinStep, ring.tag, kRejoinAsk},
+                               std::min(deadline, Clock::now() + std::chrono::milliseconds(20)));
+      if (asked.ok() || asked.status().code() != Code::kTimeout || Clock::now() >= deadline) break;
+      const FrameMeta fin{FrameKind::kControl, kRejoinStep, 0, kRejoinFin};
+      if (auto done = transport_->recv(backup.id, fin, Clock::now()); done.ok()) {
+        transport_->unrecv(backup.id, fin, std::move(done).value());
+        return true;
+      }
+    }
+    if (!asked.ok()) return asked.status().with_context(doing);
+    const Tensor ask_frame = std::move(asked).value();
     RN_ASSIGN_OR_RETURN(Json ask, frame_json(ask_frame, doing));
     RN_ASSIGN_OR_RETURN(int64_t round, ask.get_int("round"));
     // Where this node is, for the backup's round: holds its result, is in it, or is still in the round before.
@@ -2365,6 +2415,96 @@ Status TrainerImpl::write_trace() {
   return trace_.write(opt_.trace_path).with_context(where() + ": writing the trace");
 }
 
+Status TrainerImpl::finish_together(int64_t total) {
+  if (finished_alone_) return ok_status();
+  if (finishes_together_) {
+    // Forward, FIN says every stage up to its sender is done; back, that every stage is. A stage leaves after the
+    // FIN back: a stage that fails after that has its final state at its backup, which needs no neighbour.
+    take_snapshot(total);  // what a recovery that replays nothing rolls back to
+    Tensor token = Tensor::zeros(DType::kI64, {1});
+    token.data<int64_t>()[0] = recoveries_;
+    const Deadline deadline = deadline_in(opt_.recv_timeout_s);
+    auto wait_fin = [&](const PeerAddress& n, uint32_t id) -> Status {
+      for (;;) {
+        RN_ASSIGN_OR_RETURN(Tensor got, recv_watching(n.id, FrameMeta{FrameKind::kControl, kRecoveryStep, 0, id}, deadline));
+        if (got.dtype() != DType::kI64 || got.numel() != 1)
+          return error(Code::kCorrupt, where(), ": malformed FIN frame from ", n.str());
+        const int64_t theirs = got.data<int64_t>()[0];
+        if (theirs == recoveries_) return ok_status();
+        // A FIN sent before a replay this node went through too (one sent after a replay this node has not seen
+        // cannot come: the RESTART or TAKEOVER comes first on the same link).
+        if (theirs > recoveries_)
+          return error(Code::kInternal, where(), ": ", n.str(), " is done after ", theirs, " recoveries, this node has ",
+                       "seen ", recoveries_);
+      }
+    };
+    if (prev_) RN_RETURN_IF_ERROR(wait_fin(*prev_, kFinForwardId));
+    if (next_) {
+      RN_RETURN_IF_ERROR(transport_->send(next_->id, FrameMeta{FrameKind::kControl, kRecoveryStep, 0, kFinForwardId}, token));
+      RN_RETURN_IF_ERROR(wait_fin(*next_, kFinBackId));
+    }
+    if (prev_) (void)transport_->send(prev_->id, FrameMeta{FrameKind::kControl, kRecoveryStep, 0, kFinBackId}, token);
+  }
+  return finish_rings_together();
+}
+
+Status TrainerImpl::finish_rings_together() {
+  const Manifest& mf = m();
+  if (!keeps_round_results() || mf.rings.empty()) return ok_status();
+  const FrameMeta fin{FrameKind::kControl, kRejoinStep, 0, kRejoinFin};
+  const Tensor token = Tensor::zeros(DType::kI64, {1});
+  auto members = [&] {
+    std::set<std::string> ids;
+    for (const RingSpec& ring : m().rings)
+      for (const auto& id : ring.members)
+        if (id != mf.self.id) ids.insert(id);
+    return ids;
+  };
+  std::set<std::string> told, heard;
+  if (rejoin_rings_) {
+    // A backup that took over after its worker's last round: the members still here dial it (those that left
+    // had the worker's FIN, so they needed nothing more).
+    for (const auto& id : members())
+      if (!transport_->wait_for_peer(id, deadline_in(opt_.connect_timeout_s)).ok()) {
+        RN_LOG_INFO(where(), ": ring member ", id, " has left");
+        heard.insert(id);
+      }
+  }
+  const Deadline deadline = deadline_in(opt_.connect_timeout_s + 2 * opt_.recv_timeout_s);
+  for (;;) {
+    const std::set<std::string> ids = members();
+    for (const auto& id : ids)
+      if (!told.count(id) && !heard.count(id) && transport_->send(id, fin, token).ok()) told.insert(id);
+    bool all = true;
+    for (const auto& id : ids) {
+      if (heard.count(id)) continue;
+      auto got = transport_->recv(id, fin, std::min(deadline, Clock::now() + std::chrono::milliseconds(20)));
+      if (got.ok()) {
+        heard.insert(id);
+        continue;
+      }
+      all = false;
+      if (got.status().code() == Code::kTimeout) {
+        if (Clock::now() >= deadline)
+          return got.status().with_context(where() + ": waiting for ring member " + id + " to be done");
+        continue;
+      }
+      // Gone before it was done: its backup takes its place, and may replay the last round with this node.
+      const auto ring = std::find_if(mf.rings.begin(), mf.rings.end(), [&](const RingSpec& r) {
+        return std::find(r.members.begin(), r.members.end(), id) != r.members.end();
+      });
+      RN_ASSIGN_OR_RETURN(bool replaced, replace_lost_member(static_cast<size_t>(ring - mf.rings.begin()), got.status()));
+      if (!replaced) {
+        RN_LOG_WARN(where(), ": ring member ", id, " is gone before the end (", got.status().message(),
+                    "); its cluster's last steps are not in the average");
+        heard.insert(id);
+      }
+      break;  // the members changed
+    }
+    if (all) return ok_status();
+  }
+}
+
 Result<int64_t> TrainerImpl::count_steps() {
   const Manifest& mf = m();
   // Every stage derives the same sample order from (seed, epoch); only the
@@ -2400,13 +2540,15 @@ Status TrainerImpl::train() {
       return ok_status();
     }
     RN_ASSIGN_OR_RETURN(const int64_t total, taken_over_after >= 0 ? count_steps() : Result<int64_t>(int64_t{0}));
-    if (taken_over_after >= 0 && taken_over_after + 1 >= total) {
-      // The worker failed after its state of the last step reached this node: nothing is left to train (its
-      // neighbours may have left already); the final state is this node's to write.
-      RN_LOG_WARN(where(), ": the worker ", mf.backup_of->str(), " failed after its last step; its final state is "
-                  "written here");
+    Status took = take_over(taken_over_after, Clock::now());
+    if (!took.ok() && taken_over_after >= 0 && taken_over_after + 1 >= total) {
+      // The worker failed after its state of the last step reached this node, and its neighbours, done too, have
+      // left: nothing is left to train; the final state is this node's to write.
+      RN_LOG_WARN(where(), ": the worker ", mf.backup_of->str(), " failed after its last step and its neighbours have "
+                  "left (", took.message(), "); its final state is written here");
+      finished_alone_ = true;
     } else {
-      RN_RETURN_IF_ERROR(take_over(taken_over_after, Clock::now()));
+      RN_RETURN_IF_ERROR(took);
     }
   } else {
     RN_RETURN_IF_ERROR(agree_on_sizes());
@@ -2425,6 +2567,7 @@ Status TrainerImpl::train() {
   } else {
     RN_ASSIGN_OR_RETURN(step, resume_point(total));
   }
+  for (;;) {
   for (int64_t epoch = step / steps_per_epoch; step < total; ++epoch) {
     const int64_t end = std::min(total, (epoch + 1) * steps_per_epoch);
     if (mf.training.mode == "async") {
@@ -2446,7 +2589,8 @@ Status TrainerImpl::train() {
         RN_RETURN_IF_ERROR(serve_joins(step));
         // A backup that joined at this step gets its first state now; once it holds it, it protects the stage.
         const bool joined = !had_backup && backup_.has_value();
-        RN_RETURN_IF_ERROR(send_state(step, joined));
+        // The state of the last step always goes to the backup: a worker that fails after it leaves nothing to replay.
+        RN_RETURN_IF_ERROR(send_state(step, joined || step + 1 == total));
         if (joined && backup_) {
           const double seconds = std::chrono::duration<double>(Clock::now() - joined_since_).count();
           RN_LOG_INFO(where(), ": ", backup_->str(), " joined as this stage's backup after step ", step, " (", seconds,
@@ -2466,6 +2610,13 @@ Status TrainerImpl::train() {
       TraceSpan span(trace_, TraceLane::kCompute, "eval", "EVAL", step, -1);
       RN_RETURN_IF_ERROR(evaluate(epoch));
     }
+  }
+  if (mf.training.mode == "async") break;
+  Status together = finish_together(total);
+  if (together.ok()) break;
+  if (!protected_run()) return together;
+  // A neighbour failed before it was done, and its backup replays from its last state (or a neighbour asks for it).
+  RN_ASSIGN_OR_RETURN(step, recover(together));
   }
   if (losses_.is_open()) losses_.flush();
   if (!opt_.checkpoint_dir.empty()) RN_RETURN_IF_ERROR(save_checkpoint(step));
