@@ -54,7 +54,9 @@ void expect_same(const std::map<std::string, rt::Tensor>& want, const std::map<s
 
 // `exact`: compare with the run without the failure. Rings of 3 or more are ordered by links measured at start,
 // which differ from run to run, and with them the order of the sums: two runs without failures differ too.
-void kill_a_ring_member(const std::string& name, int clusters, bool exact) {
+// `last_step`: the kill comes when the victim reports its last step (before that step's round and its final
+// state to the backup), else at a random step.
+void kill_a_ring_member(const std::string& name, int clusters, bool exact, bool last_step = false) {
   const std::string dir = compile(name, clusters);
   const int workers = clusters * kStages;
   const int nodes = workers + 2;  // node W is stage 0 of cluster 0's backup, node W + 1 stage 1 of cluster 1's
@@ -68,7 +70,7 @@ void kill_a_ring_member(const std::string& name, int clusters, bool exact) {
   std::mt19937 rng(seed);
   const int victim = rng() % 2 ? 0 : 3;  // stage 0 of cluster 0 or stage 1 of cluster 1
   const int backup = victim == 0 ? workers : workers + 1;
-  const int kill_at = 3 + static_cast<int>(rng() % (kSteps - 10));
+  const int kill_at = last_step ? kSteps : 3 + static_cast<int>(rng() % (kSteps - 10));
   ::testing::Test::RecordProperty("seed", std::to_string(seed));
   ::testing::Test::RecordProperty("victim", "node" + std::to_string(victim));
   ::testing::Test::RecordProperty("kill_at_step", std::to_string(kill_at));
@@ -140,6 +142,13 @@ void kill_a_ring_member(const std::string& name, int clusters, bool exact) {
 TEST(ClusterBackups, KilledRingMemberOfTwoClustersIsReplacedWithNoStepLost) {
   if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
   kill_a_ring_member("cluster-backups-2", 2, true);
+}
+
+// The victim fails in its last step, when its neighbours and ring members are done or nearly: they stay until
+// every stage and ring member is done, so its backup can still replay the step and the last round with them.
+TEST(ClusterBackups, RingMemberKilledInItsLastStepIsStillReplaced) {
+  if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  kill_a_ring_member("cluster-backups-last", 2, true, true);
 }
 
 // Rings of three: the member not next to the victim in the ring learns of the loss too, all members agree on the
