@@ -629,7 +629,7 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
                             rt::PeerAddress{"", options.host, static_cast<uint16_t>(options.base_port + total_nodes +
                                                                                     static_cast<int>(i))});
     }
-    if (!wanted.empty()) {
+    if (!wanted.empty() || (num_clusters > 1 && options.join_backups)) {
       if (options.training.mode == "async")
         return error(Code::kUnsupported, "backup nodes need synchronous training (a replayed step must give the same "
                      "update): drop --async or --backup-stages");
@@ -637,7 +637,7 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
       // members keep of their last round (docs/faults.md); these features keep more state than that.
       const rt::TrainingConfig& t = options.training;
       const char* why = nullptr;
-      if (num_clusters > 1 && options.joinable) why = "--joinable";
+      if (num_clusters > 1 && options.joinable) why = "--joinable (new clusters; --join-backups takes joiners as backups)";
       if (num_clusters > 1 && t.late_deadline_s > 0) why = "--late-deadline";
       if (num_clusters > 1 && t.compression.averaging.codec != rt::Codec::kRaw) why = "compressed averaging";
       if (num_clusters > 1 && t.average_optimizer_state) why = "--average-optimizer-state";
@@ -690,7 +690,9 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
     if (std::all_of(local_steps.begin(), local_steps.end(), [&](int64_t k) { return k == local_steps[0]; }))
       local_steps.clear();  // all equal: plain periodic averaging
   }
-  if (!backups.empty() && !local_steps.empty())
+  // Runs of several clusters whose ring members may be replaced by backups, compiled or joining.
+  const bool backups_in_rings = num_clusters > 1 && (!backups.empty() || options.join_backups);
+  if (backups_in_rings && !local_steps.empty())
     return error(Code::kUnsupported, "backup nodes in a run of several clusters do not work with local steps per "
                  "cluster (--local-steps, or the machines' different speeds) yet; give --local-steps K,K,... with one K "
                  "for all, or drop the backups");
@@ -821,17 +823,21 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
         for (const auto& member : ring.members)
           if (auto b = backup_of_node.find(member); b != backup_of_node.end() && member != m.self.id)
             m.ring_backups[member] = b->second;
-      // Nodes joining during the run become backups (docs/faults.md), under the same conditions as compiled ones;
-      // with several clusters and --joinable they form new clusters, copies of cluster 0's stages.
+      // Nodes joining during the run become backups (docs/faults.md), under the same conditions as compiled ones
+      // (several clusters: with backups or --join-backups, of a stage of the cluster they ask); with several
+      // clusters and --joinable they form new clusters, copies of cluster 0's stages.
       if (num_clusters == 1 && options.training.mode != "async" && tied_params(cl.stages).empty())
         for (auto [cluster, stage] : backup_preference) m.join_targets.emplace_back(stage, address(cl.first_node + stage));
+      if (backups_in_rings && tied_params(cl.stages).empty())
+        for (auto [cluster, stage] : backup_preference)
+          if (cluster == c) m.join_targets.emplace_back(stage, address(cl.first_node + stage));
       if (num_clusters > 1 && options.joinable)
         for (int stage = 0; stage < cluster_stages[0]; ++stage)
           m.join_targets.emplace_back(stage, address(clusters[0].first_node + stage));
       m.training = options.training;
       // Re-planning ring orders probes every member at set rounds; a backup that took a member's place mid-run
       // has no part in the probes it missed, so runs of several clusters with backups keep their first orders.
-      if (!backups.empty() && num_clusters > 1) {
+      if (backups_in_rings) {
         m.training.replan_every = 0;
         m.training.backups_in_rings = true;
       }

@@ -58,6 +58,9 @@ struct CompileOptions {
   // cluster, a copy of cluster 0's split (docs/faults.md). Every averaging round then
   // has a coordinator per ring (one extra round trip per round).
   bool joinable = false;
+  // Several clusters: nodes that join during the run become backups of stages without one, in their
+  // pipeline and in their averaging rings (docs/faults.md); implied by backups compiled into such a run.
+  bool join_backups = false;
   int device_clusters = 0;  // with devices_path: > 0 fixes the number of clusters
   int device_stages = 0;    // with devices_path: > 0 fixes the machines (stages) per cluster
 };

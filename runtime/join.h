@@ -44,6 +44,10 @@ inline constexpr uint32_t kJoinFile = 4;
 inline constexpr uint32_t kJoinReady = 5;
 inline constexpr uint32_t kJoinReadyAck = 6;
 inline constexpr uint32_t kJoinStart = 7;
+// Backups in runs of several clusters: a worker's offer of its new backup to the other members of its
+// averaging rings (JSON: the backup's id and address), and their accepts (int64 0), tensor id 0.
+inline constexpr uint32_t kJoinRingOffer = 8;
+inline constexpr uint32_t kJoinRingAccept = 9;
 
 struct JoinOptions {
   PeerAddress via;       // any node of the run

@@ -196,7 +196,8 @@ class TrainerImpl : public Trainer {
   bool protected_run() const { return !backups_.empty(); }
   // Whether each averaging round has a coordinator per ring (late clusters, or new clusters may join).
   bool gathering() const {
-    return m().training.late_deadline_s > 0 || (m().num_clusters > 1 && !join_targets_.empty());
+    return m().training.late_deadline_s > 0 ||
+           (m().num_clusters > 1 && !join_targets_.empty() && !m().training.backups_in_rings);
   }
   // Several clusters (--joinable): a request from a node that wants to be part of a new cluster.
   Status answer_cluster_join(const std::string& joiner, const Json& request, const PeerAddress& node);
@@ -258,6 +259,14 @@ class TrainerImpl : public Trainer {
     Result<Tensor> got = transport_->recv(peer, meta, deadline);
     if (!got.ok()) return got.status().with_context(doing);
     return got;
+  }
+  // The other members of this node's rings (several clusters), each once.
+  std::vector<std::string> ring_members() const {
+    std::set<std::string> ids;
+    for (const RingSpec& ring : m().rings)
+      for (const auto& id : ring.members)
+        if (id != m().self.id) ids.insert(id);
+    return {ids.begin(), ids.end()};
   }
   // Ring `index`'s members in the order it runs them.
   std::vector<std::string> ring_order(size_t index) const;
@@ -373,6 +382,8 @@ class TrainerImpl : public Trainer {
     Clock::time_point since;
     bool offered = false;
     std::map<std::string, int64_t> accepts;  // neighbour id -> first step it keeps
+    bool ring_offered = false;               // several clusters: offered to the members of this node's rings
+    std::set<std::string> ring_accepts;
   };
   std::optional<Joining> joining_;
   Clock::time_point joined_since_;  // when the backup that joined last asked
@@ -1307,6 +1318,17 @@ Status TrainerImpl::serve_joins(int64_t step) {
     RN_RETURN_IF_ERROR(send_accept(it->second.from, it->first, std::max(it->second.keeps_from, accept->data<int64_t>()[0])));
     it = relayed_offers_.erase(it);
   }
+  // Several clusters: a ring member's new backup, which takes its place in the rings if it fails.
+  for (const auto& id : ring_members()) {
+    auto offer = transport_->recv(id, FrameMeta{FrameKind::kControl, kJoinStep, kJoinRingOffer, 0}, Clock::now());
+    if (!offer.ok()) continue;
+    RN_ASSIGN_OR_RETURN(Json j, frame_json(*offer, where() + ": ring offer of a backup from " + id));
+    RN_ASSIGN_OR_RETURN(PeerAddress backup, join_peer_of(j, where() + ": ring offer of a backup from " + id));
+    ring_backups_[id] = backup;
+    RN_LOG_INFO(where(), ": ring member ", id, " has a backup now: ", backup.str());
+    RN_RETURN_IF_ERROR(transport_->send(id, FrameMeta{FrameKind::kControl, kJoinStep, kJoinRingAccept, 0},
+                                        Tensor::zeros(DType::kI64, {1})));
+  }
   // The joiner becoming this stage's backup: once it is connected, every other stage is offered it; once all
   // keep the state of the step after this one, it gets the dataset sizes and, after this step, its first state.
   if (!joining_) return ok_status();
@@ -1339,6 +1361,20 @@ Status TrainerImpl::serve_joins(int64_t step) {
     keeps_from = std::max(keeps_from, j.accepts[id]);
   }
   if (step + 1 < keeps_from) return ok_status();
+  // Several clusters: the members of this node's rings learn of it too (a takeover replaces this node there).
+  if (!j.ring_offered) {
+    const Tensor offer = json_frame(join_peer_json(j.node, mf.stage));
+    for (const auto& id : ring_members())
+      if (!transport_->send(id, FrameMeta{FrameKind::kControl, kJoinStep, kJoinRingOffer, 0}, offer).ok())
+        j.ring_accepts.insert(id);  // gone: nothing to wait for
+    j.ring_offered = true;
+  }
+  for (const auto& id : ring_members()) {
+    if (j.ring_accepts.count(id)) continue;
+    if (!transport_->recv(id, FrameMeta{FrameKind::kControl, kJoinStep, kJoinRingAccept, 0}, Clock::now()).ok())
+      return ok_status();
+    j.ring_accepts.insert(id);
+  }
   backup_ = j.node;
   states_sent_ = 0;
   Tensor sizes = Tensor::empty(DType::kI64, {2});
@@ -1354,7 +1390,8 @@ Status TrainerImpl::answer_join(const std::string& joiner, const Tensor& request
   const Manifest& mf = m();
   RN_ASSIGN_OR_RETURN(Json req, frame_json(request, "its request"));
   RN_ASSIGN_OR_RETURN(PeerAddress node, join_peer_of(req, "its request"));
-  if (mf.num_clusters > 1) return answer_cluster_join(joiner, req, node);
+  // Several clusters: a new cluster's node (--joinable), or a backup (with backups in the rings).
+  if (mf.num_clusters > 1 && !mf.training.backups_in_rings) return answer_cluster_join(joiner, req, node);
   Json answer = Json::object();
   std::string refusal;
   // The stage a joiner should back up: the first in the run's order of preference without a backup.
@@ -1390,6 +1427,7 @@ Status TrainerImpl::answer_join(const std::string& joiner, const Tensor& request
   jm.next = next_;
   jm.backups = backups_;
   jm.backups[mf.stage] = node;
+  jm.ring_backups = ring_backups_;
   jm.join_targets = join_targets_;
   RN_RETURN_IF_ERROR(send_bundle(joiner, jm));
   RN_LOG_INFO(where(), ": ", node.str(), " joins as this stage's backup; its bundle is on the way");

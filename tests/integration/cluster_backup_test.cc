@@ -178,5 +178,83 @@ TEST(ClusterBackups, LauncherLetsTheBackupTakeTheRingMembersPlace) {
               "stage 1: cluster 1's backup against cluster 0");
 }
 
+// A node joins a run of two clusters (`ravnest-rt join`, compiled with --join-backups) and becomes the backup of
+// the first stage of the cluster it asks; that worker is then killed a random number of steps later. The backup
+// takes its place in the pipeline and in the ring, and the run ends with the parameters of the run without the
+// join and the failure, the same in both clusters.
+TEST(ClusterBackups, JoinedBackupTakesTheRingMembersPlace) {
+  if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  const int steps = 200;
+  const std::string dir = testing::temp_dir("cluster-backups-join");
+  auto compiled = run_process({binary("ravnestc"), "compile", source_path("models/cnn/cnn.onnx"), "-o", dir, "--clusters",
+                               "2", "--stages", std::to_string(kStages), "--join-backups", "--batch", "32",
+                               "--microbatches", "4", "--steps", std::to_string(steps), "--no-eval", "--average-every",
+                               "2"},
+                              120);
+  ASSERT_EQ(compiled.exit_code, 0) << compiled.err;
+  const auto base = run_process({binary("ravnest-launch"), dir, "--save-params", dir + "/base", "--timeout", "240"},
+                                300, {"OMP_NUM_THREADS=1"});
+  ASSERT_EQ(base.exit_code, 0) << base.err;
+
+  const unsigned seed = std::random_device{}();
+  std::mt19937 rng(seed);
+  const int join_at = 3 + static_cast<int>(rng() % 10);
+  const int kill_after_join = 1 + static_cast<int>(rng() % 30);
+  ::testing::Test::RecordProperty("seed", std::to_string(seed));
+  std::printf("seed %u: joining at step %d, killing node2 %d steps after the join\n", seed, join_at, kill_after_join);
+  const int workers = 2 * kStages;
+  std::vector<std::string> address;
+  for (int i = 0; i < workers; ++i) address.push_back("127.0.0.1:" + std::to_string(free_loopback_port()));
+  const std::string out = dir + "/joined";
+  std::filesystem::create_directories(out);
+  std::vector<std::unique_ptr<testing::Process>> procs;
+  for (int i = 0; i < workers; ++i) {
+    std::vector<std::string> argv{binary("ravnest-rt"), "--bundle", dir + "/node" + std::to_string(i), "--listen",
+                                  address[static_cast<size_t>(i)], "--recv-timeout", "30", "--save-params",
+                                  out + "/node" + std::to_string(i) + ".rvt"};
+    for (int j = 0; j < workers; ++j)
+      if (j != i) argv.insert(argv.end(), {"--peer", "node" + std::to_string(j) + "=" + address[static_cast<size_t>(j)]});
+    procs.push_back(std::make_unique<testing::Process>(argv, std::vector<std::string>{"OMP_NUM_THREADS=1"}));
+  }
+  const int victim = 2;  // cluster 1's first stage: first in its cluster's order without a devices file
+  ASSERT_TRUE(procs[victim]->wait_for_output("\"step\":" + std::to_string(join_at) + ",", 120));
+  testing::Process joiner({binary("ravnest-rt"), "join", "--via", "node2=" + address[2], "--listen",
+                           "127.0.0.1:" + std::to_string(free_loopback_port()), "--id", "newcomer", "--dir",
+                           dir + "/newcomer", "--recv-timeout", "30", "--save-params", out + "/newcomer.rvt"},
+                          {"OMP_NUM_THREADS=1"});
+  if (!procs[victim]->wait_for_output("\"event\":\"backup_joined\"", 120)) {
+    const auto j = joiner.wait(5);
+    FAIL() << "the joiner did not become a backup; joiner: " << j.err;
+  }
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(procs[victim]->output(), m, std::regex(R"("event":"backup_joined"[^}]*"step":([0-9]+))")));
+  const int joined_after = std::stoi(m[1].str());
+  ASSERT_LT(joined_after, steps - 40) << "the join took most of the run";
+  const int kill_at = joined_after + kill_after_join;
+  ::testing::Test::RecordProperty("kill_at_step", std::to_string(kill_at));
+  ASSERT_TRUE(procs[victim]->wait_for_output("\"step\":" + std::to_string(kill_at) + ",", 120));
+  procs[victim]->kill_now(SIGKILL);
+  std::map<int, testing::ProcessResult> results;
+  for (int i = 0; i < workers; ++i)
+    if (i != victim) results[i] = procs[static_cast<size_t>(i)]->wait(240);
+  procs[victim]->wait(5);
+  const testing::ProcessResult backup = joiner.wait(240);
+  for (const auto& [i, r] : results) {
+    EXPECT_FALSE(r.timed_out) << "node" << i;
+    EXPECT_EQ(r.exit_code, 0) << "node" << i << ": " << r.err;
+  }
+  ASSERT_EQ(backup.exit_code, 0) << backup.err;
+  ASSERT_TRUE(std::regex_search(backup.out, m, std::regex(R"(\{"event":"takeover"[^}]*\})"))) << backup.out << backup.err;
+  std::printf("%s\n", m[0].str().c_str());
+  EXPECT_NE(results[0].out.find(R"("event":"ring_member_replaced","node":"node0","lost":"node2","backup":"newcomer")"),
+            std::string::npos)
+      << results[0].out;
+  for (int i = 0; i < workers; ++i) {
+    const std::string got = i == victim ? out + "/newcomer.rvt" : out + "/node" + std::to_string(i) + ".rvt";
+    expect_same(testing::read_tensors(dir + "/base/node" + std::to_string(i) + ".rvt"), testing::read_tensors(got),
+                "node" + std::to_string(i));
+  }
+}
+
 }  // namespace
 }  // namespace ravnest

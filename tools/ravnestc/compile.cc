@@ -25,7 +25,7 @@ int compile_usage(const char* message) {
                "         [--optimizer sgd|adamw|lamb] [--beta1 X] [--beta2 X] [--eps X] [--clip-norm X]\n"
                "         [--lr-schedule constant|cosine|step] [--warmup-steps N] [--lr-min X] [--step-size N]"
                " [--gamma X]\n"
-               "         [--loss ce|mse] [--backup-stages S1,S2,...] [--backup-every N] [--joinable]\n"
+               "         [--loss ce|mse] [--backup-stages S1,S2,...] [--backup-every N] [--joinable] [--join-backups]\n"
                "  --devices FILE: balance the stages to the machines of a devices file (docs/devices.md);\n"
                "  clusters and stages are then chosen for them unless --clusters C / --stages K fix the counts,\n"
                "  and each node gets its machine's address.\n"
@@ -42,7 +42,8 @@ int compile_usage(const char* message) {
                "  and in its averaging rings (docs/faults.md; synchronous training);\n"
                "  --backup-every N: the state goes to the backup every N steps (a takeover replays up to N steps,\n"
                "  every stage keeps N + 1 snapshots). --joinable: with several clusters, nodes started with\n"
-               "  `ravnest-rt join` during the run form a new cluster (docs/faults.md).\n");
+               "  `ravnest-rt join` during the run form a new cluster (docs/faults.md). --join-backups: with several\n"
+               "  clusters, they become backups of stages without one instead (implied by --backup-stages).\n");
   return 2;
 }
 
@@ -130,6 +131,8 @@ int run_compile(int argc, char** argv) {
         return compile_usage("--backup-stages needs S1,S2,... (stages of cluster 0) or C:S,... (stage S of cluster C)");
     } else if (arg == "--joinable") {
       options.joinable = true;
+    } else if (arg == "--join-backups") {
+      options.join_backups = true;
     } else if (arg == "--backup-every") {
       if (!parse_int(value(), &n) || n < 1 || n > 1000) return compile_usage("--backup-every needs a number of steps in 1..1000");
       options.training.backup_every = n;
