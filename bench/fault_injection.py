@@ -1,6 +1,8 @@
 #!/usr/bin/python3
 """Fault-injection benchmark (issue 7): random kill and link-cut scenarios on a 3-stage CNN run with a backup
-for every stage, each checked against the same run without faults.
+for every stage (or, with --clusters 2, two clusters of 2 stages averaging every 2 steps, every worker with a
+backup, which also takes the worker's place in its averaging ring), each checked against the same run without
+faults.
 
 Scenarios (drawn from --seed, printed so a row can be replayed):
   * kill: the worker of a random stage is killed with SIGKILL when the last stage reports a random step;
@@ -20,7 +22,7 @@ and whether every stage's final parameters equal the fault-free run's (max relat
 
 Usage (tools built in --build; the dataset installed):
     /usr/bin/python3 bench/fault_injection.py [--build build] [--scenarios 20] [--seed N] [--steps 150]
-                                              [--heartbeat-timeout 3]
+                                              [--heartbeat-timeout 3] [--clusters 1|2]
 """
 import argparse
 import json
@@ -39,6 +41,8 @@ import time
 import numpy as np
 
 STAGES = 3
+CLUSTERS = 1
+WORKERS = STAGES * CLUSTERS  # node c * STAGES + s is stage s of cluster c; node WORKERS + i is worker i's backup
 DTYPES = {1: np.float32, 7: np.int64, 11: np.float64, 6: np.int32}
 
 
@@ -83,11 +87,13 @@ def free_port():
 
 
 def compile_bundles(build, out, steps):
+    backups = ",".join(f"{c}:{s}" for c in range(CLUSTERS) for s in range(STAGES))
+    clusters = ["--clusters", str(CLUSTERS), "--average-every", "2"] if CLUSTERS > 1 else []
     subprocess.run([os.path.join(build, "tools", "ravnestc"), "compile",
                     os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "cnn",
                                  "cnn.onnx"),
-                    "-o", out, "--stages", str(STAGES), "--backup-stages", "0,1,2", "--batch", "32", "--microbatches",
-                    "4", "--steps", str(steps), "--no-eval"], check=True, capture_output=True)
+                    "-o", out, "--stages", str(STAGES), "--backup-stages", backups, "--batch", "32", "--microbatches",
+                    "4", "--steps", str(steps), "--no-eval"] + clusters, check=True, capture_output=True)
 
 
 def launch(build, bundles, params, links=None):
@@ -102,15 +108,16 @@ def launch(build, bundles, params, links=None):
 
 
 def kill_run(build, bundles, params, stage, at_step, steps, sig, heartbeat_timeout):
-    """Six ravnest-rt processes; the worker of `stage` gets `sig` at `at_step`. Returns the scenario's row."""
+    """A ravnest-rt process per worker and backup; worker `stage` (a node number) gets `sig` at `at_step`.
+    Returns the scenario's row."""
     rt = os.path.join(build, "tools", "ravnest-rt")
-    ports = [free_port() for _ in range(2 * STAGES)]
+    ports = [free_port() for _ in range(2 * WORKERS)]
     peers = []
     for i, p in enumerate(ports):
         peers += ["--peer", f"node{i}=127.0.0.1:{p}"]
     os.makedirs(params, exist_ok=True)
     procs = {}
-    for i in [3, 4, 5, 0, 1, 2]:
+    for i in list(range(WORKERS, 2 * WORKERS)) + list(range(WORKERS)):
         procs[i] = subprocess.Popen([rt, "--bundle", os.path.join(bundles, f"node{i}"), "--listen",
                                      f"127.0.0.1:{ports[i]}", "--recv-timeout", "60", "--heartbeat-timeout",
                                      str(heartbeat_timeout), "--save-params",
@@ -122,7 +129,7 @@ def kill_run(build, bundles, params, stage, at_step, steps, sig, heartbeat_timeo
     t_kill = None
     deadline = time.monotonic() + 300
     open_fds = {procs[i].stdout.fileno(): i for i in procs}
-    last = STAGES - 1
+    last = (stage // STAGES) * STAGES + STAGES - 1  # the victim's cluster's last stage
     while open_fds and time.monotonic() < deadline:
         # A frozen worker never ends by itself: once every other node has, it is killed.
         if t_kill is not None and all(p.poll() is not None for i, p in procs.items() if i != stage):
@@ -145,7 +152,7 @@ def kill_run(build, bundles, params, stage, at_step, steps, sig, heartbeat_timeo
                 t_kill = now
     codes = {i: p.wait(timeout=60) for i, p in procs.items()}
     final_step = 0
-    for i in (STAGES - 1, 2 * STAGES - 1):
+    for i in (last, last + WORKERS):
         for line in lines[i]:
             m = re.search(r'"event":"step".*"step":(\d+),', line)
             if m:
@@ -153,7 +160,7 @@ def kill_run(build, bundles, params, stage, at_step, steps, sig, heartbeat_timeo
     ok = all(code == 0 for i, code in codes.items() if i != stage)
     detect = events.get("takeover", float("nan")) - t_kill if t_kill else float("nan")
     recover = events.get("recovered", float("nan")) - t_kill if t_kill else float("nan")
-    files = {s: os.path.join(params, f"node{s + STAGES if s == stage else s}.rvt") for s in range(STAGES)}
+    files = {w: os.path.join(params, f"node{w + WORKERS if w == stage else w}.rvt") for w in range(WORKERS)}
     return ok, detect, recover, steps - final_step, files
 
 
@@ -164,7 +171,12 @@ def main():
     ap.add_argument("--seed", type=int, default=int(time.time()))
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--heartbeat-timeout", type=float, default=3.0)
+    ap.add_argument("--clusters", type=int, default=1, choices=[1, 2])
     args = ap.parse_args()
+    global STAGES, CLUSTERS, WORKERS
+    if args.clusters == 2:
+        STAGES, CLUSTERS = 2, 2
+    WORKERS = STAGES * CLUSTERS
     rng = random.Random(args.seed)
     work = tempfile.mkdtemp(prefix="ravnest-faults-")
     bundles = os.path.join(work, "bundles")
@@ -172,8 +184,10 @@ def main():
     base_s, code, err = launch(args.build, bundles, os.path.join(work, "base"))
     if code != 0:
         sys.exit(f"the fault-free run failed:\n{err}")
-    base = {s: read_rvt(os.path.join(work, "base", f"node{s}.rvt")) for s in range(STAGES)}
-    print(f"seed {args.seed}; fault-free run {base_s:.1f} s, {args.steps} steps, 3 stages + 3 backups, "
+    base = {w: read_rvt(os.path.join(work, "base", f"node{w}.rvt")) for w in range(WORKERS)}
+    shape = f"{STAGES} stages + {STAGES} backups" if CLUSTERS == 1 else \
+        f"{CLUSTERS} clusters x {STAGES} stages + {WORKERS} backups, averaging every 2 steps"
+    print(f"seed {args.seed}; fault-free run {base_s:.1f} s, {args.steps} steps, {shape}, "
           f"heartbeat floor {args.heartbeat_timeout} s, load average {os.getloadavg()[0]:.2f}")
     print("| # | scenario | detection (s) | recovery (s) | steps lost | final parameters match | exit |")
     print("|---|---|---|---|---|---|---|")
@@ -181,15 +195,17 @@ def main():
         params = os.path.join(work, f"s{n}")
         draw = rng.random()
         if draw < 0.7:
-            stage = rng.randrange(STAGES)
-            at = rng.randrange(3, args.steps - 5)
+            stage = rng.randrange(WORKERS)
+            at = rng.randrange(3, args.steps + 1)
             sig = signal.SIGKILL if draw < 0.45 else signal.SIGSTOP
             ok, detect, recover, lost, files = kill_run(args.build, bundles, params, stage, at, args.steps, sig,
                                                         args.heartbeat_timeout)
-            what = f"{'kill' if sig == signal.SIGKILL else 'freeze'} stage {stage}'s worker at step {at}"
+            who = f"stage {stage}'s worker" if CLUSTERS == 1 else f"node{stage} (cluster {stage // STAGES}, " \
+                f"stage {stage % STAGES})"
+            what = f"{'kill' if sig == signal.SIGKILL else 'freeze'} {who} at step {at}"
             det, rec = f"{detect:.3f}", f"{recover:.3f}"
         else:
-            node = f"node{rng.randrange(2 * STAGES)}"
+            node = f"node{rng.randrange(2 * WORKERS)}"
             at_s, for_s = rng.randint(2, 3), rng.randint(2, 10)
             links = os.path.join(work, f"links{n}.json")
             with open(links, "w") as f:
@@ -197,11 +213,11 @@ def main():
                            "nodes": {node: {"changes": [{"at_s": at_s, "for_s": for_s, "down": True}]}}}, f)
             seconds, code, _ = launch(args.build, bundles, params, links)
             ok, lost = code == 0, 0 if code == 0 else args.steps
-            files = {s: os.path.join(params, f"node{s}.rvt") for s in range(STAGES)}
+            files = {w: os.path.join(params, f"node{w}.rvt") for w in range(WORKERS)}
             what = f"cut {node}'s link from {at_s} s for {for_s} s"
             det, rec = "-", f"{seconds - base_s:.1f}"
         try:
-            diff = max(max_rel_diff(base[s], read_rvt(files[s])) for s in range(STAGES))
+            diff = max(max_rel_diff(base[w], read_rvt(files[w])) for w in range(WORKERS))
             match = f"yes ({diff:.1e})" if diff <= 1e-5 else f"NO ({diff:.1e})"
         except (OSError, ValueError, KeyError) as e:
             match = f"NO ({e.__class__.__name__})"
