@@ -2606,55 +2606,55 @@ Status TrainerImpl::train() {
     RN_ASSIGN_OR_RETURN(step, resume_point(total));
   }
   for (;;) {
-  for (int64_t epoch = step / steps_per_epoch; step < total; ++epoch) {
-    const int64_t end = std::min(total, (epoch + 1) * steps_per_epoch);
-    if (mf.training.mode == "async") {
-      // The stream drains at epoch ends, where evaluation needs every stage.
-      RN_RETURN_IF_ERROR(train_async(step, end, total, start));
-      step = end;
-    } else {
-      for (; step < end; ++step) {
-        Status st = train_step(step);
-        if (!st.ok() && protected_run()) {
-          // A neighbour failed and its backup took over, or a neighbour asks for a replay.
-          RN_ASSIGN_OR_RETURN(int64_t replay, recover(st));
-          step = replay - 1;
-          continue;
+    for (int64_t epoch = step / steps_per_epoch; step < total; ++epoch) {
+      const int64_t end = std::min(total, (epoch + 1) * steps_per_epoch);
+      if (mf.training.mode == "async") {
+        // The stream drains at epoch ends, where evaluation needs every stage.
+        RN_RETURN_IF_ERROR(train_async(step, end, total, start));
+        step = end;
+      } else {
+        for (; step < end; ++step) {
+          Status st = train_step(step);
+          if (!st.ok() && protected_run()) {
+            // A neighbour failed and its backup took over, or a neighbour asks for a replay.
+            RN_ASSIGN_OR_RETURN(int64_t replay, recover(st));
+            step = replay - 1;
+            continue;
+          }
+          RN_RETURN_IF_ERROR(st);
+          RN_RETURN_IF_ERROR(finish_step(step, total, start));
+          const bool had_backup = backup_.has_value();
+          RN_RETURN_IF_ERROR(serve_joins(step));
+          // A backup that joined at this step gets its first state now; once it holds it, it protects the stage.
+          const bool joined = !had_backup && backup_.has_value();
+          // The state of the last step always goes to the backup: a worker that fails after it leaves nothing to replay.
+          RN_RETURN_IF_ERROR(send_state(step, joined || step + 1 == total));
+          if (joined && backup_) {
+            const double seconds = std::chrono::duration<double>(Clock::now() - joined_since_).count();
+            RN_LOG_INFO(where(), ": ", backup_->str(), " joined as this stage's backup after step ", step, " (", seconds,
+                        " s)");
+            char line[256];
+            std::snprintf(line, sizeof line,
+                          R"({"event":"backup_joined","node":"%s","stage":%d,"backup":"%s","step":%lld,"seconds":%.3f})",
+                          mf.self.id.c_str(), mf.stage, backup_->id.c_str(), static_cast<long long>(step), seconds);
+            progress(line);
+          }
+          if (opt_.checkpoint_every > 0 && (step + 1) % opt_.checkpoint_every == 0 && step + 1 < total)
+            RN_RETURN_IF_ERROR(save_checkpoint(step + 1));
         }
-        RN_RETURN_IF_ERROR(st);
-        RN_RETURN_IF_ERROR(finish_step(step, total, start));
-        const bool had_backup = backup_.has_value();
-        RN_RETURN_IF_ERROR(serve_joins(step));
-        // A backup that joined at this step gets its first state now; once it holds it, it protects the stage.
-        const bool joined = !had_backup && backup_.has_value();
-        // The state of the last step always goes to the backup: a worker that fails after it leaves nothing to replay.
-        RN_RETURN_IF_ERROR(send_state(step, joined || step + 1 == total));
-        if (joined && backup_) {
-          const double seconds = std::chrono::duration<double>(Clock::now() - joined_since_).count();
-          RN_LOG_INFO(where(), ": ", backup_->str(), " joined as this stage's backup after step ", step, " (", seconds,
-                      " s)");
-          char line[256];
-          std::snprintf(line, sizeof line,
-                        R"({"event":"backup_joined","node":"%s","stage":%d,"backup":"%s","step":%lld,"seconds":%.3f})",
-                        mf.self.id.c_str(), mf.stage, backup_->id.c_str(), static_cast<long long>(step), seconds);
-          progress(line);
-        }
-        if (opt_.checkpoint_every > 0 && (step + 1) % opt_.checkpoint_every == 0 && step + 1 < total)
-          RN_RETURN_IF_ERROR(save_checkpoint(step + 1));
+      }
+      // After the final average every cluster holds the same model: cluster 0 evaluates it.
+      if (opt_.evaluate && mf.training.evaluate && test_count_ > 0 && mf.cluster == 0) {
+        TraceSpan span(trace_, TraceLane::kCompute, "eval", "EVAL", step, -1);
+        RN_RETURN_IF_ERROR(evaluate(epoch));
       }
     }
-    // After the final average every cluster holds the same model: cluster 0 evaluates it.
-    if (opt_.evaluate && mf.training.evaluate && test_count_ > 0 && mf.cluster == 0) {
-      TraceSpan span(trace_, TraceLane::kCompute, "eval", "EVAL", step, -1);
-      RN_RETURN_IF_ERROR(evaluate(epoch));
-    }
-  }
-  if (mf.training.mode == "async") break;
-  Status together = finish_together(total);
-  if (together.ok()) break;
-  if (!protected_run()) return together;
-  // A neighbour failed before it was done, and its backup replays from its last state (or a neighbour asks for it).
-  RN_ASSIGN_OR_RETURN(step, recover(together));
+    if (mf.training.mode == "async") break;
+    Status together = finish_together(total);
+    if (together.ok()) break;
+    if (!protected_run()) return together;
+    // A neighbour failed before it was done, and its backup replays from its last state (or a neighbour asks for it).
+    RN_ASSIGN_OR_RETURN(step, recover(together));
   }
   if (losses_.is_open()) losses_.flush();
   if (!opt_.checkpoint_dir.empty()) RN_RETURN_IF_ERROR(save_checkpoint(step));
