@@ -2627,15 +2627,16 @@ Status TrainerImpl::train() {
           RN_RETURN_IF_ERROR(serve_joins(step));
           // A backup that joined at this step gets its first state now; once it holds it, it protects the stage.
           const bool joined = !had_backup && backup_.has_value();
-          // The state of the last step always goes to the backup: a worker that fails after it leaves nothing to replay.
+          // The state of the last step always goes to the backup: a worker failing after it leaves no replay.
           RN_RETURN_IF_ERROR(send_state(step, joined || step + 1 == total));
           if (joined && backup_) {
             const double seconds = std::chrono::duration<double>(Clock::now() - joined_since_).count();
-            RN_LOG_INFO(where(), ": ", backup_->str(), " joined as this stage's backup after step ", step, " (", seconds,
-                        " s)");
+            RN_LOG_INFO(where(), ": ", backup_->str(), " joined as this stage's backup after step ", step, " (",
+                        seconds, " s)");
             char line[256];
             std::snprintf(line, sizeof line,
-                          R"({"event":"backup_joined","node":"%s","stage":%d,"backup":"%s","step":%lld,"seconds":%.3f})",
+                          R"({"event":"backup_joined","node":"%s","stage":%d,"backup":"%s","step":%lld,)"
+                          R"("seconds":%.3f})",
                           mf.self.id.c_str(), mf.stage, backup_->id.c_str(), static_cast<long long>(step), seconds);
             progress(line);
           }
