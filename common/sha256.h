@@ -1,11 +1,12 @@
 // SHA-256 (FIPS 180-4) for bundle digests and checkpoint integrity.
 //
 // Guarantees: results equal the FIPS 180-4 reference (tested with its vectors);
-// sha256_file streams the file in fixed-size chunks, so memory use does not grow
-// with the file size. Hex output is 64 lowercase characters. On x86-64 CPUs with
-// the SHA extensions (cpuid: sha, ssse3, sse4.1) blocks are compressed with them,
-// chosen at run time; every other CPU uses the portable C++ code. Both give the
-// same digests (tested against each other and the NIST vectors).
+// sha256_file streams the file in fixed-size windows (8 MiB, mapped read-only where
+// the file is regular, else read), so memory use does not grow with the file size.
+// Hex output is 64 lowercase characters. On x86-64 CPUs with the SHA extensions
+// (cpuid: sha, ssse3, sse4.1) blocks are compressed with them, chosen at run time;
+// every other CPU uses the portable C++ code. Both give the same digests (tested
+// against each other and the NIST vectors).
 #pragma once
 
 #include <array>

@@ -573,25 +573,26 @@ Status write_bundle(const std::string& dir, Manifest manifest, const std::map<st
   fs::create_directories(dir, ec);
   if (ec) return error(Code::kInvalidArgument, "cannot create bundle folder '", dir, "': ", ec.message());
   manifest.digests.clear();
-  auto record = [&](const std::string& file) -> Status {
-    RN_ASSIGN_OR_RETURN(std::string digest, sha256_file((fs::path(dir) / file).string()));
-    manifest.digests[file] = digest;
+  // Every file's digest is taken from the bytes written, not read back from disk.
+  auto write_hashed = [&](const std::string& file, const std::string& bytes) -> Status {
+    std::ofstream out(fs::path(dir) / file, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    out.close();
+    if (!out) return error(Code::kInvalidArgument, "cannot write ", file, " in '", dir, "'; check the disk and the folder");
+    manifest.digests[file] = sha256_hex(bytes);
     return ok_status();
   };
   for (const auto& [role, graph] : programs) {
     auto it = manifest.programs.find(role);
     if (it == manifest.programs.end()) return error(Code::kInternal, "program role '", role, "' has no file name");
-    RN_RETURN_IF_ERROR(write_model_proto(graph_to_proto(graph), (fs::path(dir) / it->second).string()));
-    RN_RETURN_IF_ERROR(record(it->second));
+    std::string bytes;
+    if (!graph_to_proto(graph).SerializeToString(&bytes))
+      return error(Code::kInternal, "could not serialize the ", role, " program of bundle '", dir, "' (over 2 GiB?)");
+    RN_RETURN_IF_ERROR(write_hashed(it->second, bytes));
   }
-  RN_RETURN_IF_ERROR(write_tensor_file((fs::path(dir) / manifest.weights_file).string(), weights));
-  RN_RETURN_IF_ERROR(record(manifest.weights_file));
-  {
-    std::ofstream out(fs::path(dir) / manifest.schedule_file, std::ios::trunc);
-    out << schedule_to_json(schedule).dump(1) << "\n";
-    if (!out) return error(Code::kInvalidArgument, "cannot write ", manifest.schedule_file, " in '", dir, "'");
-  }
-  RN_RETURN_IF_ERROR(record(manifest.schedule_file));
+  RN_RETURN_IF_ERROR(write_tensor_file((fs::path(dir) / manifest.weights_file).string(), weights,
+                                       &manifest.digests[manifest.weights_file]));
+  RN_RETURN_IF_ERROR(write_hashed(manifest.schedule_file, schedule_to_json(schedule).dump(1) + "\n"));
   std::ofstream out(fs::path(dir) / "manifest.json", std::ios::trunc);
   out << manifest_to_json(manifest).dump(2) << "\n";
   if (!out) return error(Code::kInvalidArgument, "cannot write manifest.json in '", dir, "'");

@@ -5,10 +5,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <bit>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+
+#include "common/sha256.h"
 
 namespace ravnest::rt {
 namespace {
@@ -65,21 +68,78 @@ Status check_writable(const std::string& path, size_t index, const std::string& 
   return ok_status();
 }
 
-Status write_file_contents(int fd, const std::string& path, const NamedTensors& tensors) {
-  std::string head(kTensorFileMagic, sizeof(kTensorFileMagic));
-  append_le<uint32_t>(&head, static_cast<uint32_t>(tensors.size()));
-  RN_RETURN_IF_ERROR(write_all(fd, head.data(), head.size(), path));
-  for (const auto& [name, t] : tensors) {
-    std::string meta;
-    append_le<uint32_t>(&meta, static_cast<uint32_t>(name.size()));
-    meta += name;
-    append_le<int32_t>(&meta, static_cast<int32_t>(t.dtype()));
-    append_le<uint32_t>(&meta, static_cast<uint32_t>(t.rank()));
-    for (int64_t d : t.shape()) append_le<int64_t>(&meta, d);
-    append_le<uint64_t>(&meta, static_cast<uint64_t>(t.bytes()));
-    RN_RETURN_IF_ERROR(write_all(fd, meta.data(), meta.size(), path));
-    RN_RETURN_IF_ERROR(write_all(fd, t.raw(), t.bytes(), path));
+// The file's bytes as spans in file order: the header, every tensor's metadata and
+// the data of every tensor under kStageBelowBytes are copied into one staging
+// buffer; larger tensors' data is referenced where it lies (no copy). Consecutive
+// staged bytes form one span, so a file of many small tensors takes a few write()s.
+class FileImage {
+ public:
+  explicit FileImage(const NamedTensors& tensors) {
+    staged_.assign(kTensorFileMagic, sizeof(kTensorFileMagic));
+    append_le<uint32_t>(&staged_, static_cast<uint32_t>(tensors.size()));
+    for (const auto& [name, t] : tensors) {
+      append_le<uint32_t>(&staged_, static_cast<uint32_t>(name.size()));
+      staged_ += name;
+      append_le<int32_t>(&staged_, static_cast<int32_t>(t.dtype()));
+      append_le<uint32_t>(&staged_, static_cast<uint32_t>(t.rank()));
+      for (int64_t d : t.shape()) append_le<int64_t>(&staged_, d);
+      append_le<uint64_t>(&staged_, static_cast<uint64_t>(t.bytes()));
+      if (t.bytes() < kStageBelowBytes) {
+        staged_.append(static_cast<const char*>(t.raw()), t.bytes());
+      } else {
+        close_staged_span();
+        spans_.push_back({false, 0, static_cast<const char*>(t.raw()), t.bytes()});
+      }
+    }
+    close_staged_span();
+    for (Span& s : spans_)
+      if (s.staged) s.data = staged_.data() + s.offset;  // the buffer no longer moves
   }
+
+  // fn(data, size) for each span in file order; stops at the first error.
+  template <typename Fn>
+  Status for_each_span(Fn&& fn) const {
+    for (const Span& s : spans_) RN_RETURN_IF_ERROR(fn(s.data, s.size));
+    return ok_status();
+  }
+
+ private:
+  static constexpr size_t kStageBelowBytes = 64 * 1024;
+  struct Span {
+    bool staged;    // data is staged_.data() + offset
+    size_t offset;
+    const char* data;
+    size_t size;
+  };
+  void close_staged_span() {
+    if (staged_.size() > span_begin_) spans_.push_back({true, span_begin_, nullptr, staged_.size() - span_begin_});
+    span_begin_ = staged_.size();
+  }
+
+  std::string staged_;
+  size_t span_begin_ = 0;
+  std::vector<Span> spans_;
+};
+
+// Writes the image to fd. With sha256_hex, each piece of at most kHashChunkBytes is
+// hashed right after it is written, while it is still in the CPU's cache, and the hex
+// digest is stored there once every byte is written.
+Status write_file_contents(int fd, const std::string& path, const NamedTensors& tensors, std::string* sha256_hex) {
+  constexpr size_t kHashChunkBytes = 256 * 1024;
+  const FileImage image(tensors);
+  if (sha256_hex == nullptr)
+    return image.for_each_span([&](const char* data, size_t size) { return write_all(fd, data, size, path); });
+  Sha256 hasher;
+  RN_RETURN_IF_ERROR(image.for_each_span([&](const char* data, size_t size) -> Status {
+    for (size_t done = 0; done < size;) {
+      const size_t n = std::min(kHashChunkBytes, size - done);
+      RN_RETURN_IF_ERROR(write_all(fd, data + done, n, path));
+      hasher.update(data + done, n);
+      done += n;
+    }
+    return ok_status();
+  }));
+  *sha256_hex = hasher.finish_hex();
   return ok_status();
 }
 
@@ -172,7 +232,7 @@ Result<std::pair<std::string, Tensor>> read_one(Reader& in, const std::string& p
 
 }  // namespace
 
-Status write_tensor_file(const std::string& path, const NamedTensors& tensors) {
+Status write_tensor_file(const std::string& path, const NamedTensors& tensors, std::string* sha256_hex) {
   if (tensors.size() > UINT32_MAX) return error(Code::kInvalidArgument, "cannot write '", path, "': too many tensors");
   for (size_t i = 0; i < tensors.size(); ++i) {
     RN_RETURN_IF_ERROR(check_writable(path, i, tensors[i].first, tensors[i].second));
@@ -180,7 +240,8 @@ Status write_tensor_file(const std::string& path, const NamedTensors& tensors) {
   std::string tmp = path + ".tmp";
   Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (fd.get() < 0) return error(Code::kInvalidArgument, "cannot create '", tmp, "': ", std::strerror(errno));
-  Status written = write_file_contents(fd.get(), tmp, tensors);
+  std::string digest;  // handed out only when the file is complete and renamed into place
+  Status written = write_file_contents(fd.get(), tmp, tensors, sha256_hex != nullptr ? &digest : nullptr);
   if (written.ok() && ::fsync(fd.get()) != 0) {
     written = error(Code::kResourceExhausted, "fsync of '", tmp, "' failed: ", std::strerror(errno));
   }
@@ -199,6 +260,7 @@ Status write_tensor_file(const std::string& path, const NamedTensors& tensors) {
   std::string dir = std::filesystem::path(path).parent_path().string();
   Fd dir_fd(::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dir_fd.get() >= 0) ::fsync(dir_fd.get());
+  if (sha256_hex != nullptr) *sha256_hex = std::move(digest);
   return ok_status();
 }
 

@@ -9,6 +9,8 @@
 #include <random>
 #include <string>
 
+#include <unistd.h>
+
 namespace ravnest {
 namespace {
 
@@ -49,6 +51,32 @@ TEST(Sha256, FileMatchesBytesAndMissingFileIsNamed) {
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.status().code(), Code::kNotFound);
   EXPECT_NE(missing.status().message().find("sha256_test_file.bin.nope"), std::string::npos);
+}
+
+// Regular files are hashed through 8 MiB mapped windows: sizes on and around a
+// window's end, and files whose size stat does not report (/proc), which are read.
+TEST(Sha256, FileAcrossMappedWindowsAndUnsizedFiles) {
+  std::string path = ::testing::TempDir() + "/sha256_test_windows_" + std::to_string(::getpid()) + ".bin";
+  constexpr size_t kWindow = size_t{8} << 20;
+  for (size_t size : {size_t{0}, size_t{1}, kWindow - 1, kWindow, kWindow + 1, 2 * kWindow + 65}) {
+    std::string content(size, '\0');
+    for (size_t i = 0; i < size; ++i) content[i] = static_cast<char>((i * 2654435761u) >> 13);
+    {
+      std::ofstream out(path, std::ios::binary | std::ios::trunc);
+      out << content;
+    }
+    Result<std::string> digest = sha256_file(path);
+    ASSERT_TRUE(digest.ok()) << digest.status().to_string();
+    EXPECT_EQ(*digest, sha256_hex(content)) << size << " bytes";
+  }
+  std::remove(path.c_str());
+
+  std::ifstream cmdline("/proc/self/cmdline", std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>());
+  ASSERT_FALSE(bytes.empty());
+  Result<std::string> proc = sha256_file("/proc/self/cmdline");
+  ASSERT_TRUE(proc.ok()) << proc.status().to_string();
+  EXPECT_EQ(*proc, sha256_hex(bytes));
 }
 
 std::string hex_with(Sha256Impl impl, std::string_view bytes) {

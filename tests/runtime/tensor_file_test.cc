@@ -11,6 +11,8 @@
 
 #include <unistd.h>
 
+#include "common/sha256.h"
+
 namespace ravnest::rt {
 namespace {
 
@@ -100,6 +102,41 @@ TEST(TensorFile, LayoutMatchesTheSpec) {
   expected.le<uint32_t>(2).raw("ab").le<int32_t>(1).le<uint32_t>(1).le<int64_t>(2).le<uint64_t>(8);
   expected.le<float>(1.0f).le<float>(-2.0f);
   EXPECT_EQ(got, expected.data);
+}
+
+// Small tensors are staged with the metadata and large ones written from their own
+// storage: sizes around the staging limit (64 KiB), interleaved, must still give the
+// spec's bytes, and the digest computed while writing must be that of those bytes.
+TEST(TensorFile, StagedAndDirectTensorsGiveTheSpecBytesAndTheirDigest) {
+  NamedTensors in;
+  Bytes expected = header(0);
+  uint32_t count = 0;
+  for (int64_t n : {int64_t{3}, int64_t{16383}, int64_t{16384}, int64_t{0}, int64_t{16385}, int64_t{5},
+                    int64_t{300000}, int64_t{1}, int64_t{200000}}) {
+    std::string name = "t" + std::to_string(count++);
+    Tensor t = iota(DType::kF32, {n});
+    expected.le<uint32_t>(static_cast<uint32_t>(name.size())).raw(name).le<int32_t>(1).le<uint32_t>(1).le<int64_t>(n);
+    expected.le<uint64_t>(t.bytes()).raw(std::string(static_cast<const char*>(t.raw()), t.bytes()));
+    in.emplace_back(name, t);
+  }
+  std::memcpy(expected.data.data() + 8, &count, sizeof(count));
+  std::string path = temp_path("mixed.rvt");
+  std::string digest;
+  ASSERT_TRUE(write_tensor_file(path, in, &digest).ok());
+  std::ifstream f(path, std::ios::binary);
+  std::string got((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(got, expected.data);
+  EXPECT_EQ(digest, sha256_hex(expected.data));
+  Result<std::string> from_disk = sha256_file(path);
+  ASSERT_TRUE(from_disk.ok());
+  EXPECT_EQ(digest, *from_disk);
+
+  // Without tensors the file is the header alone; a failed write leaves the digest untouched.
+  ASSERT_TRUE(write_tensor_file(path, {}, &digest).ok());
+  EXPECT_EQ(digest, sha256_hex(header(0).data));
+  std::string untouched = "unchanged";
+  EXPECT_FALSE(write_tensor_file(temp_path("no/such/dir/y.rvt"), in, &untouched).ok());
+  EXPECT_EQ(untouched, "unchanged");
 }
 
 TEST(TensorFile, WriterReplacesAtomicallyAndRejectsBadTensors) {
