@@ -38,7 +38,7 @@ struct BenchArgs {
   int iters = 10;
   std::string label;        // impl= of the RESULT lines (each program has a default)
   std::string algorithm;    // Gloo: ring | ring_chunked | allreduce
-  size_t chunk_kib = 256;   // Ravnest: RingOptions::chunk_bytes / 1024
+  size_t chunk_kib = 0;     // Ravnest: RingOptions::chunk_bytes / 1024 (0: RingOptions' default)
   double link_mbit = 0;     // Ravnest: emulated link rate per direction (0: direct loopback)
   double delay_ms = 0;      // Ravnest: one-way delay of one ring hop through the relay
   bool isolated = false;    // Ravnest: iterations start together, one at a time (see summarize_isolated)

@@ -69,7 +69,8 @@ int run_rank(const BenchArgs& args, int rank, int in_fd, int out_fd) {
   };
 
   for (size_t index = 0; index < args.mib.size(); ++index) {
-    rt::RingOptions opt{ids, static_cast<size_t>(rank), static_cast<uint32_t>(index), args.chunk_kib << 10};
+    rt::RingOptions opt{ids, static_cast<size_t>(rank), static_cast<uint32_t>(index)};
+    if (args.chunk_kib != 0) opt.chunk_bytes = args.chunk_kib << 10;
     auto ring = rt::RingAllreduce::create(transport, opt);
     if (!ring.ok()) return fail(rank, ring.status());
     std::vector<float> data(floats_of_mib(args.mib[index]));

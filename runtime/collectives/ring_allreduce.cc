@@ -99,13 +99,15 @@ Result<RingAllreduce> RingAllreduce::create(Transport& transport, RingOptions op
 
 namespace {
 
-// Floats per chunk: chunk_bytes, but at most an eighth of a segment (at least 32 KiB), so a
+// Floats per chunk: chunk_bytes, but at most a quarter of a segment (at least 32 KiB), so a
 // small buffer still goes round in several chunks whose sends, receives and sums overlap
-// (1 MiB over 2 members: 0.21 GB/s busbw with 256 KiB chunks, 0.41 with 64 KiB). The same
-// on every member: it depends only on the buffer size, the member count and the options.
+// (1 MiB over 2 members: 0.21 GB/s busbw with 256 KiB chunks, 0.41 with 64 KiB), while a
+// large one pays the per-chunk cost (frame, posting, wake-up) rarely (16 MiB over 4 members,
+// 16 idle cores: 1.88 GB/s busbw with 256 KiB chunks, 2.53 with 1 MiB; BENCHMARKS.md section 3).
+// The same on every member: it depends only on the buffer size, the member count and the options.
 size_t ring_chunk_elems(size_t chunk_bytes, size_t size, size_t n) {
   const size_t segment_bytes = ring_segment(size, n, 0).size() * sizeof(float);
-  const size_t bytes = std::min(chunk_bytes, std::max<size_t>(size_t{32} << 10, segment_bytes / 8));
+  const size_t bytes = std::min(chunk_bytes, std::max<size_t>(size_t{32} << 10, segment_bytes / 4));
   return std::max<size_t>(1, bytes / sizeof(float));
 }
 
@@ -189,7 +191,7 @@ struct RingAllreduce::Pass {
     SegmentRange range;
   };
   // Posted ahead of the one waited for: enough to keep the I/O thread reading into place while
-  // this thread reduces, few enough to bound the scratch (16 slots of a chunk, 4 MiB at 256 KiB).
+  // this thread reduces, few enough to bound the scratch (16 slots of a chunk, 16 MiB at 1 MiB).
   // Landing j uses slot j mod kPostAhead, free again once landing j - 1 has been added.
   static constexpr size_t kPostAhead = 16;
   size_t slot_elems() const { return std::min(chunk_elems, seg_range(0).size()); }

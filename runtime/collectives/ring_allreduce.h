@@ -45,9 +45,9 @@ struct RingOptions {
   // Distinguishes concurrent collectives on the same Transports; every member of
   // one ring must use the same tag, and two rings that share a Transport must not.
   uint32_t tag = 0;
-  // Largest payload of one frame; chunks are smaller for small buffers (at most an eighth of a
+  // Largest payload of one frame; chunks are smaller for small buffers (at most a quarter of a
   // segment, at least 32 KiB; docs/allreduce.md).
-  size_t chunk_bytes = size_t{256} << 10;
+  size_t chunk_bytes = size_t{1} << 20;
   // A wait on the left neighbour also ends (kNetwork) when another member's connection to this node has failed:
   // for rings whose members may be replaced mid-round (backups in runs of several clusters), where every member
   // must learn of the loss at once. Off by default: a slow link's mesh connection declared dead by heartbeats
