@@ -2491,18 +2491,11 @@ Status TrainerImpl::finish_rings_together() {
   if (!keeps_round_results() || mf.rings.empty()) return ok_status();
   const FrameMeta fin{FrameKind::kControl, kRejoinStep, 0, kRejoinFin};
   const Tensor token = Tensor::zeros(DType::kI64, {1});
-  auto members = [&] {
-    std::set<std::string> ids;
-    for (const RingSpec& ring : m().rings)
-      for (const auto& id : ring.members)
-        if (id != mf.self.id) ids.insert(id);
-    return ids;
-  };
   std::set<std::string> told, heard;
   if (rejoin_rings_) {
     // A backup that took over after its worker's last round: the members still here dial it (those that left
     // had the worker's FIN, so they needed nothing more).
-    for (const auto& id : members())
+    for (const auto& id : ring_members())
       if (!transport_->wait_for_peer(id, deadline_in(opt_.connect_timeout_s)).ok()) {
         RN_LOG_INFO(where(), ": ring member ", id, " has left");
         heard.insert(id);
@@ -2510,7 +2503,7 @@ Status TrainerImpl::finish_rings_together() {
   }
   const Deadline deadline = deadline_in(opt_.connect_timeout_s + 2 * opt_.recv_timeout_s);
   for (;;) {
-    const std::set<std::string> ids = members();
+    const std::vector<std::string> ids = ring_members();  // changes as backups replace members
     for (const auto& id : ids)
       if (!told.count(id) && !heard.count(id) && transport_->send(id, fin, token).ok()) told.insert(id);
     bool all = true;
