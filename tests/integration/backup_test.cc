@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/ports.h"
+#include "tests/integration/node_runs.h"
 #include "tests/integration/process.h"
 
 namespace ravnest {
@@ -39,16 +40,6 @@ std::string compile(const std::string& name, const std::vector<std::string>& ext
   auto r = run_process(argv, 120);
   EXPECT_EQ(r.exit_code, 0) << r.err;
   return dir;
-}
-
-void expect_same(const std::map<std::string, rt::Tensor>& want, const std::map<std::string, rt::Tensor>& got,
-                 const std::string& what) {
-  ASSERT_FALSE(want.empty()) << what;
-  ASSERT_EQ(got.size(), want.size()) << what;
-  for (const auto& [name, t] : want) {
-    ASSERT_TRUE(got.count(name)) << what << ": no " << name;
-    EXPECT_LE(relative_diff(got.at(name), t), 1e-5) << what << ": " << name;
-  }
 }
 
 // Nodes 0..2 are the workers of stages 0..2, nodes 3..5 their backups. A random
@@ -77,15 +68,9 @@ void fail_a_stage(const std::string& name, int signal, const std::string& heartb
   std::vector<std::string> address;
   for (int i = 0; i < 2 * kStages; ++i) address.push_back("127.0.0.1:" + std::to_string(free_loopback_port()));
   std::vector<std::unique_ptr<testing::Process>> nodes(2 * kStages);
-  for (int i : {3, 4, 5, 0, 1, 2}) {
-    std::vector<std::string> argv{binary("ravnest-rt"), "--bundle", dir + "/node" + std::to_string(i), "--listen",
-                                  address[static_cast<size_t>(i)], "--recv-timeout", "30", "--heartbeat-timeout",
-                                  heartbeat_timeout, "--save-params",
-                                  dir + "/killed/node" + std::to_string(i) + ".rvt"};
-    for (int j = 0; j < 2 * kStages; ++j)
-      if (j != i) argv.insert(argv.end(), {"--peer", "node" + std::to_string(j) + "=" + address[static_cast<size_t>(j)]});
-    nodes[static_cast<size_t>(i)] = std::make_unique<testing::Process>(argv, std::vector<std::string>{"OMP_NUM_THREADS=1"});
-  }
+  for (int i : {3, 4, 5, 0, 1, 2})
+    nodes[static_cast<size_t>(i)] =
+        testing::start_node(dir, i, address, dir + "/killed", {"--heartbeat-timeout", heartbeat_timeout});
   ASSERT_TRUE(nodes[kStages - 1]->wait_for_output("\"step\":" + std::to_string(kill_at) + ",", 120))
       << "the last stage did not reach step " << kill_at;
   nodes[static_cast<size_t>(victim)]->kill_now(signal);
@@ -113,8 +98,9 @@ void fail_a_stage(const std::string& name, int signal, const std::string& heartb
   // Every stage's final parameters equal the uninterrupted run's.
   for (int s = 0; s < kStages; ++s) {
     const int node = s == victim ? s + kStages : s;
-    expect_same(testing::read_tensors(dir + "/base/node" + std::to_string(s) + ".rvt"),
-                testing::read_tensors(dir + "/killed/node" + std::to_string(node) + ".rvt"), "stage " + std::to_string(s));
+    testing::expect_params_close(testing::read_tensors(dir + "/base/node" + std::to_string(s) + ".rvt"),
+                                 testing::read_tensors(dir + "/killed/node" + std::to_string(node) + ".rvt"),
+                                 "stage " + std::to_string(s));
   }
 }
 

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/ports.h"
+#include "tests/integration/node_runs.h"
 #include "tests/integration/process.h"
 
 namespace ravnest {
@@ -43,17 +44,6 @@ std::string compile(const std::string& name, int steps, const std::vector<std::s
 
 std::string loopback() { return "127.0.0.1:" + std::to_string(free_loopback_port()); }
 
-// Starts node `i` of `dir` at address[i], every other node's address given with --peer.
-std::unique_ptr<testing::Process> start_node(const std::string& dir, int i, const std::vector<std::string>& address,
-                                             const std::string& save_dir) {
-  std::vector<std::string> argv{binary("ravnest-rt"), "--bundle", dir + "/node" + std::to_string(i), "--listen",
-                                address[static_cast<size_t>(i)], "--recv-timeout", "30", "--save-params",
-                                save_dir + "/node" + std::to_string(i) + ".rvt"};
-  for (size_t j = 0; j < address.size(); ++j)
-    if (static_cast<int>(j) != i) argv.insert(argv.end(), {"--peer", "node" + std::to_string(j) + "=" + address[j]});
-  return std::make_unique<testing::Process>(argv, std::vector<std::string>{"OMP_NUM_THREADS=1"});
-}
-
 TEST(Join, JoinedBackupTakesOverWithNoStepLost) {
   if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
   const std::string dir = compile("join", kSteps, {"--stages", std::to_string(kStages), "--clip-norm", "5"});
@@ -74,7 +64,7 @@ TEST(Join, JoinedBackupTakesOverWithNoStepLost) {
   std::vector<std::string> address;
   for (int i = 0; i < kStages; ++i) address.push_back(loopback());
   std::vector<std::unique_ptr<testing::Process>> nodes;
-  for (int i = 0; i < kStages; ++i) nodes.push_back(start_node(dir, i, address, out));
+  for (int i = 0; i < kStages; ++i) nodes.push_back(testing::start_node(dir, i, address, out));
   ASSERT_TRUE(nodes[kStages - 1]->wait_for_output("\"step\":" + std::to_string(join_at) + ",", 120))
       << "the last stage did not reach step " << join_at;
   // Asked at the last stage, which sends it on to stage 0 (first in the order without a devices file).
@@ -119,14 +109,8 @@ TEST(Join, JoinedBackupTakesOverWithNoStepLost) {
   // Every stage's final parameters equal the uninterrupted run's.
   for (int s = 0; s < kStages; ++s) {
     const std::string got = s == 0 ? out + "/newcomer.rvt" : out + "/node" + std::to_string(s) + ".rvt";
-    const auto want = testing::read_tensors(dir + "/base/node" + std::to_string(s) + ".rvt");
-    const auto have = testing::read_tensors(got);
-    ASSERT_FALSE(want.empty());
-    ASSERT_EQ(have.size(), want.size()) << "stage " << s;
-    for (const auto& [name, t] : want) {
-      ASSERT_TRUE(have.count(name)) << "stage " << s << ": no " << name;
-      EXPECT_LE(relative_diff(have.at(name), t), 1e-5) << "stage " << s << ": " << name;
-    }
+    testing::expect_params_close(testing::read_tensors(dir + "/base/node" + std::to_string(s) + ".rvt"),
+                                 testing::read_tensors(got), "stage " + std::to_string(s));
   }
 }
 
@@ -169,7 +153,7 @@ TEST(Join, NewcomersFormANewClusterAndEveryCopyEndsIdentical) {
   std::vector<std::string> address;
   for (int i = 0; i < 4; ++i) address.push_back(loopback());
   std::vector<std::unique_ptr<testing::Process>> nodes;
-  for (int i = 0; i < 4; ++i) nodes.push_back(start_node(dir, i, address, out));
+  for (int i = 0; i < 4; ++i) nodes.push_back(testing::start_node(dir, i, address, out));
   ASSERT_TRUE(nodes[1]->wait_for_output("\"step\":8,", 120)) << "cluster 0 did not reach step 8";
   std::vector<std::unique_ptr<testing::Process>> newcomers;
   for (const char* id : {"newA", "newB"})
@@ -217,8 +201,8 @@ TEST(Join, RunWhoseStagesAllHaveBackupsRefusesAJoiner) {
   const std::vector<std::string> address{loopback(), loopback()};
   const std::string out = dir + "/params";
   std::filesystem::create_directories(out);
-  auto backup = start_node(dir, 1, address, out);
-  auto worker = start_node(dir, 0, address, out);
+  auto backup = testing::start_node(dir, 1, address, out);
+  auto worker = testing::start_node(dir, 0, address, out);
   ASSERT_TRUE(worker->wait_for_output("\"step\":2,", 120));
   auto r = run_process({binary("ravnest-rt"), "join", "--via", "node0=" + address[0], "--listen", loopback(), "--id",
                         "late", "--dir", dir + "/late"},

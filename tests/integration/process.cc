@@ -75,18 +75,18 @@ void Process::pump(int timeout_ms) {
   }
 }
 
-bool Process::wait_for_output(const std::string& needle, double timeout_s) {
+bool Process::wait_for(const std::string& stream, const std::string& needle, double timeout_s) {
   auto end = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
   while (Clock::now() < end) {
     pump(50);
-    if (result_.out.find(needle) != std::string::npos) return true;
+    if (stream.find(needle) != std::string::npos) return true;
     int status;
     if (!done_ && waitpid(pid_, &status, WNOHANG) == pid_) {
       done_ = true;
       pump(0);
       result_.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
       result_.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
-      return result_.out.find(needle) != std::string::npos;
+      return stream.find(needle) != std::string::npos;
     }
   }
   return false;

@@ -28,8 +28,9 @@ class Process {
   explicit Process(const std::vector<std::string>& argv, const std::vector<std::string>& extra_env = {});
   ~Process();
   int pid() const { return pid_; }
-  // Reads available output for up to `timeout_s`, until `needle` appears in stdout.
-  bool wait_for_output(const std::string& needle, double timeout_s);
+  // Reads available output for up to `timeout_s`, until `needle` appears in stdout (stderr).
+  bool wait_for_output(const std::string& needle, double timeout_s) { return wait_for(result_.out, needle, timeout_s); }
+  bool wait_for_error(const std::string& needle, double timeout_s) { return wait_for(result_.err, needle, timeout_s); }
   // Standard output read so far (by wait_for_output).
   const std::string& output() const { return result_.out; }
   // Waits for exit (killing at the deadline) and returns the result.
@@ -38,6 +39,7 @@ class Process {
 
  private:
   void pump(int timeout_ms);
+  bool wait_for(const std::string& stream, const std::string& needle, double timeout_s);
   int pid_ = -1;
   int out_fd_ = -1, err_fd_ = -1;
   ProcessResult result_;
