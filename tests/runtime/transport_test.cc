@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <iostream>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -99,9 +100,10 @@ TEST(Crc32c, StandardCheckValueAndExtension) {
   }
 }
 
-// The hardware path checksums three interleaved blocks (8 KiB, then 256 B) and joins them;
-// every length around those block boundaries, at odd offsets, must match one bit at a time.
-TEST(Crc32c, MatchesABitwiseReferenceAroundEveryBlockBoundary) {
+// The crc32-instruction path checksums three interleaved blocks (8 KiB, then 256 B) and joins
+// them; the folding path takes 256 bytes a round from 1 KiB on, then 64, then 16. Every path the
+// CPU has, at every length around those boundaries and at odd offsets, must match one bit at a time.
+TEST(Crc32c, EveryPathMatchesABitwiseReferenceAroundEveryBlockBoundary) {
   auto bitwise = [](const uint8_t* p, size_t n, uint32_t crc) {
     crc = ~crc;
     while (n--) {
@@ -116,18 +118,30 @@ TEST(Crc32c, MatchesABitwiseReferenceAroundEveryBlockBoundary) {
     x = x * 1664525u + 1013904223u;
     b = static_cast<uint8_t>(x >> 24);
   }
-  for (size_t base : {size_t{0}, size_t{3 * 256}, size_t{3 * 8192}, size_t{2 * 3 * 8192 + 3 * 256}}) {
-    for (size_t delta : {size_t{0}, size_t{1}, size_t{7}, size_t{8}, size_t{9}}) {
+  std::vector<Crc32cPath> paths;
+  for (Crc32cPath path : {Crc32cPath::kPortable, Crc32cPath::kSse42, Crc32cPath::kAvx512Clmul}) {
+    if (crc32c_path_available(path)) paths.push_back(path);
+  }
+  std::cout << "CRC-32C paths on this CPU: " << paths.size() << " of 3\n";
+  for (size_t base : {size_t{0}, size_t{3 * 256}, size_t{1024}, size_t{1024 + 64}, size_t{1024 + 256},
+                      size_t{3 * 8192}, size_t{2 * 3 * 8192 + 3 * 256}}) {
+    for (size_t delta : {size_t{0}, size_t{1}, size_t{7}, size_t{8}, size_t{9}, size_t{16}, size_t{63}}) {
       for (size_t len : {base + delta, base > delta ? base - delta : 0}) {
         for (size_t offset : {size_t{0}, size_t{3}}) {
           ASSERT_LE(offset + len, bytes.size());
-          EXPECT_EQ(crc32c(bytes.data() + offset, len, 0x1234u), bitwise(bytes.data() + offset, len, 0x1234u))
-              << "length " << len << " at offset " << offset;
+          const uint32_t expected = bitwise(bytes.data() + offset, len, 0x1234u);
+          EXPECT_EQ(crc32c(bytes.data() + offset, len, 0x1234u), expected) << "length " << len << " at offset " << offset;
+          for (Crc32cPath path : paths) {
+            EXPECT_EQ(crc32c_on(path, bytes.data() + offset, len, 0x1234u), expected)
+                << "path " << static_cast<int>(path) << ", length " << len << " at offset " << offset;
+          }
         }
       }
     }
   }
-  EXPECT_EQ(crc32c(bytes.data(), bytes.size()), bitwise(bytes.data(), bytes.size(), 0));
+  for (Crc32cPath path : paths) {
+    EXPECT_EQ(crc32c_on(path, bytes.data(), bytes.size()), bitwise(bytes.data(), bytes.size(), 0));
+  }
 }
 
 FrameHeader sample_header() {
