@@ -5,13 +5,13 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <future>
 #include <iomanip>
 #include <limits>
 #include <map>
 #include <set>
-#include <tuple>
+#include <span>
 #include <sstream>
+#include <tuple>
 
 #include "codegen/report.h"
 #include "codegen/ring_plan.h"
@@ -183,24 +183,31 @@ Result<ClusterSplit> split_cluster(const Graph& model, const std::vector<double>
   return split;
 }
 
-// Bytes of weights held out of the model graph while its stages are planned: name -> bytes.
-using HeldBytes = std::map<std::string, std::vector<uint8_t>>;
+// Bytes of weights held out of the model graph while its stages are planned: views
+// into the mapped model file (the import left those out of the graph) and owned
+// bytes moved out of it, by name.
+struct HeldWeights {
+  fe::WeightViews views;
+  std::map<std::string, std::vector<uint8_t>> owned;
+};
 
 // Parameters with more elements than this are held out by take_weight_bytes.
 constexpr int64_t kHeldMinElements = 1024;
 
 // Moves the bytes of `model`'s parameters of over kHeldMinElements elements out
-// of it (their dtype and shape stay). The splitter, the cost model and the stage
+// of it (their dtype and shape stay), beside the `views` of those the import left
+// in the model file. The splitter, the cost model and the stage
 // programs read only parameters' types and shapes, so every copy of the model the
 // calibration rounds make (one per split, one per stage build, each stage's
 // weights) stops copying hundreds of MB of weights. Values a shape rule may read
 // as constants (scalars, short vectors) keep their bytes.
-HeldBytes take_weight_bytes(Graph& model) {
-  HeldBytes held;
+HeldWeights take_weight_bytes(Graph& model, fe::WeightViews views) {
+  HeldWeights held{std::move(views), {}};
   for (const std::string& name : model.parameters) {
     auto it = model.initializers.find(name);
-    if (it == model.initializers.end() || it->second.numel() <= kHeldMinElements) continue;
-    held[name] = std::move(it->second.bytes);
+    if (it == model.initializers.end() || it->second.numel() <= kHeldMinElements || held.views.bytes.count(name))
+      continue;
+    held.owned[name] = std::move(it->second.bytes);
     it->second.bytes.clear();
   }
   return held;
@@ -208,9 +215,10 @@ HeldBytes take_weight_bytes(Graph& model) {
 
 // The runtime tensor of weight `name` for a bundle: a view of its held bytes (no
 // copy) or of the stage's own tensor. Both outlive the bundle writing.
-rt::Tensor weight_tensor(const std::string& name, const TensorData& d, const HeldBytes& held) {
-  auto it = held.find(name);
-  const std::vector<uint8_t>& bytes = it != held.end() ? it->second : d.bytes;
+rt::Tensor weight_tensor(const std::string& name, const TensorData& d, const HeldWeights& held) {
+  std::span<const uint8_t> bytes(d.bytes);
+  if (auto v = held.views.bytes.find(name); v != held.views.bytes.end()) bytes = v->second;
+  else if (auto o = held.owned.find(name); o != held.owned.end()) bytes = o->second;
   if (bytes.empty()) return rt::Tensor::empty(d.dtype, d.shape);
   return rt::Tensor::view(d.dtype, d.shape, const_cast<uint8_t*>(bytes.data()));
 }
@@ -368,19 +376,15 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
   RN_RETURN_IF_ERROR(rt::validate_optimizer(options.training));
   RN_ASSIGN_OR_RETURN(part::MemoryPlan memory, memory_plan_for(options));
 
-  // The model file's digest (for the run id) is computed on a second thread while the model is imported and split
-  // (deferred to get() where no thread can be started).
-  std::future<Result<std::string>> model_digest_job = std::async(
-      std::launch::async | std::launch::deferred, [path = options.model_path] { return sha256_file(path); });
-
   fe::ImportOptions import_options;
   import_options.shapes = options.shapes;
   import_options.batch = micro;
-  RN_ASSIGN_OR_RETURN(Graph model, fe::import_model(options.model_path, import_options));
+  fe::WeightViews views;
+  RN_ASSIGN_OR_RETURN(Graph model, fe::import_model(options.model_path, import_options, &views));
   rt::DataConfig data = options.training.data;
   RN_ASSIGN_OR_RETURN(data.kind, resolve_dataset(model, options.dataset));
-  // The model's large weights wait here until the bundles are written.
-  const HeldBytes held_weights = take_weight_bytes(model);
+  // The model's large weights wait here (most in the mapped model file) until the bundles are written.
+  const HeldWeights held_weights = take_weight_bytes(model, std::move(views));
 
   // The clusters: from the devices file (cluster formation), or as many stages as asked on unit machines.
   DevicesPlan devices;
@@ -727,46 +731,12 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
     RN_ASSIGN_OR_RETURN(rings, plan_rings(params, layouts));
   }
 
-  // The run id ties the bundles of one compile together: nodes of different
-  // compiles refuse to talk to each other.
-  std::ostringstream fingerprint;
-  RN_ASSIGN_OR_RETURN(std::string model_digest, model_digest_job.get());
-  fingerprint << model_digest << "|" << options.batch << "|" << options.microbatches << "|" << options.schedule << "|"
-              << options.training.mode << "|" << options.training.seed << "|" << options.training.optimizer.lr << "|"
-              << options.training.average_every;
-  for (int k : cluster_stages) fingerprint << "|" << k;
-  for (int i = 0; i < total_nodes; ++i) fingerprint << "|" << node_machine[static_cast<size_t>(i)] << "@" << address(i).host << ":" << address(i).port;
   CompileSummary summary;
   summary.stages = total_nodes;
-  summary.run_id = sha256_hex(fingerprint.str()).substr(0, 16);
 
+  // Every bundle's manifest, in summary.node_dirs' order: written once all files are and the run id is known.
+  std::vector<rt::Manifest> manifests;
   CompileReport rep;
-  std::ostringstream header;
-  header << "model: " << options.model_path << "\n"
-         << "run id: " << summary.run_id << "\n"
-         << "clusters: " << num_clusters << ", batch " << options.batch << " = " << options.microbatches
-         << " micro-batches x " << micro << ", schedule " << options.schedule << "\n";
-  {
-    const rt::OptimizerConfig& o = options.training.optimizer;
-    header << "optimizer: " << o.type << ", lr " << o.lr << " (" << o.lr_schedule;
-    if (o.warmup_steps > 0) header << ", " << o.warmup_steps << " warm-up updates";
-    header << ")";
-    if (o.clip_norm > 0) header << ", gradients clipped to global norm " << o.clip_norm;
-    header << "\n";
-  }
-  if (options.training.compression.activations.codec != rt::Codec::kRaw ||
-      options.training.compression.gradients.codec != rt::Codec::kRaw)
-    header << "compression: activations " << rt::codec_spec_str(options.training.compression.activations)
-           << ", gradients " << rt::codec_spec_str(options.training.compression.gradients) << "\n";
-  if (num_clusters > 1 && local_steps.empty()) {
-    header << "averaging every " << options.training.average_every << " steps over " << rings.size() << " rings\n";
-  } else if (num_clusters > 1) {
-    header << "averaging over " << rings.size() << " rings after each cluster's local steps (";
-    for (size_t i = 0; i < local_steps.size(); ++i) header << (i ? ", " : "") << local_steps[i];
-    header << (options.local_steps.empty() ? "; from the machines' predicted step times" : "")
-           << "), weighted by samples\n";
-  }
-  rep.header = header.str();
   if (with_devices) {
     rep.devices = options.devices_path + " (" + std::to_string(devices.set.devices.size()) + " machines)";
     rep.cluster_why = devices.plan.explanation;
@@ -778,7 +748,6 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
       const int index = cl.first_node + sp.stage;
       StageReport& r = cl.report.stages[static_cast<size_t>(sp.stage)];
       rt::Manifest m;
-      m.run_id = summary.run_id;
       m.model = fs::path(options.model_path).filename().string();
       m.self = address(index);
       m.stage = sp.stage;
@@ -867,22 +836,24 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
         weights.emplace_back(name, weight_tensor(name, tensor, held_weights));
       const rt::StageSchedule& schedule = cl.schedules[static_cast<size_t>(sp.stage)];
       std::string dir = (fs::path(options.out_dir) / m.self.id).string();
-      RN_RETURN_IF_ERROR(write_bundle(dir, m,
-                                      {{"forward", sp.forward}, {"backward", sp.backward},
-                                       {"weight", sp.weight}, {"optimizer", sp.optimizer}},
-                                      weights, schedule));
+      RN_RETURN_IF_ERROR(write_bundle_files(dir, m,
+                                            {{"forward", sp.forward}, {"backward", sp.backward},
+                                             {"weight", sp.weight}, {"optimizer", sp.optimizer}},
+                                            weights, schedule));
       summary.node_dirs.push_back(dir);
+      manifests.push_back(m);
       // A backup's bundle: the same stage, under the backup's id and address.
       if (auto b = backups.find({c, sp.stage}); b != backups.end()) {
         rt::Manifest bm = m;
         bm.backup_of = m.self;
         bm.self = b->second;
         const std::string backup_dir = (fs::path(options.out_dir) / bm.self.id).string();
-        RN_RETURN_IF_ERROR(write_bundle(backup_dir, bm,
-                                        {{"forward", sp.forward}, {"backward", sp.backward},
-                                         {"weight", sp.weight}, {"optimizer", sp.optimizer}},
-                                        weights, schedule));
+        RN_RETURN_IF_ERROR(write_bundle_files(backup_dir, bm,
+                                              {{"forward", sp.forward}, {"backward", sp.backward},
+                                               {"weight", sp.weight}, {"optimizer", sp.optimizer}},
+                                              weights, schedule));
         summary.node_dirs.push_back(backup_dir);
+        manifests.push_back(bm);
         r.notes.push_back("backup: " + bm.self.id + " at " + bm.self.host + ":" + std::to_string(bm.self.port) +
                           " shadows this stage and takes it over if " + m.self.id + " fails");
       }
@@ -900,6 +871,51 @@ Result<CompileSummary> compile_model(const CompileOptions& given, std::ostream& 
     }
     rep.clusters.push_back(std::move(cl.report));
   }
+  // The run id ties the bundles of one compile together: nodes of different compiles refuse to talk to each
+  // other, and a checkpoint of another compile is refused. It is a digest of every manifest (which holds the
+  // digest of every other file of its bundle, so every weight byte and every program) and of the options
+  // below: two compiles share it only when they wrote the same bundles (docs/bundle-format.md).
+  std::ostringstream fingerprint;
+  fingerprint << options.batch << "|" << options.microbatches << "|" << options.schedule << "|"
+              << options.training.mode << "|" << options.training.seed << "|" << options.training.optimizer.lr << "|"
+              << options.training.average_every;
+  for (int k : cluster_stages) fingerprint << "|" << k;
+  for (int i = 0; i < total_nodes; ++i)
+    fingerprint << "|" << node_machine[static_cast<size_t>(i)] << "@" << address(i).host << ":" << address(i).port;
+  for (const rt::Manifest& m : manifests) fingerprint << "\n" << rt::manifest_to_json(m).dump();
+  summary.run_id = sha256_hex(fingerprint.str()).substr(0, 16);
+  for (size_t i = 0; i < manifests.size(); ++i) {
+    manifests[i].run_id = summary.run_id;
+    RN_RETURN_IF_ERROR(rt::write_manifest(summary.node_dirs[i], manifests[i]));
+  }
+
+  std::ostringstream header;
+  header << "model: " << options.model_path << "\n"
+         << "run id: " << summary.run_id << "\n"
+         << "clusters: " << num_clusters << ", batch " << options.batch << " = " << options.microbatches
+         << " micro-batches x " << micro << ", schedule " << options.schedule << "\n";
+  {
+    const rt::OptimizerConfig& o = options.training.optimizer;
+    header << "optimizer: " << o.type << ", lr " << o.lr << " (" << o.lr_schedule;
+    if (o.warmup_steps > 0) header << ", " << o.warmup_steps << " warm-up updates";
+    header << ")";
+    if (o.clip_norm > 0) header << ", gradients clipped to global norm " << o.clip_norm;
+    header << "\n";
+  }
+  if (options.training.compression.activations.codec != rt::Codec::kRaw ||
+      options.training.compression.gradients.codec != rt::Codec::kRaw)
+    header << "compression: activations " << rt::codec_spec_str(options.training.compression.activations)
+           << ", gradients " << rt::codec_spec_str(options.training.compression.gradients) << "\n";
+  if (num_clusters > 1 && local_steps.empty()) {
+    header << "averaging every " << options.training.average_every << " steps over " << rings.size() << " rings\n";
+  } else if (num_clusters > 1) {
+    header << "averaging over " << rings.size() << " rings after each cluster's local steps (";
+    for (size_t i = 0; i < local_steps.size(); ++i) header << (i ? ", " : "") << local_steps[i];
+    header << (options.local_steps.empty() ? "; from the machines' predicted step times" : "")
+           << "), weighted by samples\n";
+  }
+  rep.header = header.str();
+
   const std::string text = render_report_text(rep);
   for (const auto& [name, content] : {std::pair<const char*, std::string>{"report.txt", text},
                                       std::pair<const char*, std::string>{"report.html", render_report_html(rep)}}) {

@@ -205,6 +205,68 @@ void compare_with_onnx(const Graph& graph, const std::map<std::string, ValueInfo
   }
 }
 
+// Takes the initializers whose bytes are viewed out of `model`'s graph (and out of its inputs, where
+// old exports list them), so graph_from_proto does not read them; returns them with their type and shape
+// and no bytes. A view whose size does not match its shape is dropped: its external-data read reports it.
+using Viewed = std::map<std::string, TensorData>;
+Result<Viewed> take_viewed_initializers(onnx::ModelProto& model, WeightViews& views) {
+  Viewed taken;
+  auto* g = model.mutable_graph();
+  auto* inits = g->mutable_initializer();
+  for (int i = 0; i < inits->size();) {
+    const onnx::TensorProto& init = inits->Get(i);
+    auto view = views.bytes.find(init.name());
+    if (view == views.bytes.end()) {
+      ++i;
+      continue;
+    }
+    TensorData t;
+    RN_ASSIGN_OR_RETURN(t.dtype, dtype_from_onnx(init.data_type()));
+    t.shape.assign(init.dims().begin(), init.dims().end());
+    Result<int64_t> n = checked_numel(t.shape);
+    if (!n.ok() || static_cast<uint64_t>(n.value()) * dtype_size(t.dtype) != view->second.size()) {
+      views.bytes.erase(view);
+      ++i;
+      continue;
+    }
+    taken[init.name()] = std::move(t);
+    inits->DeleteSubrange(i, 1);
+  }
+  auto* inputs = g->mutable_input();
+  for (int i = 0; i < inputs->size();) {
+    if (taken.count(inputs->Get(i).name())) inputs->DeleteSubrange(i, 1);
+    else ++i;
+  }
+  std::erase_if(views.bytes, [&](const auto& view) { return !taken.count(view.first); });
+  return taken;
+}
+
+// Puts the taken initializers into `graph` as graph_from_proto would have: the value described by the
+// tensor unless the file's value_info describes it.
+void put_viewed_initializers(const onnx::ModelProto& model, Viewed taken, Graph& graph) {
+  std::set<std::string> described;
+  for (const auto& vi : model.graph().value_info()) described.insert(vi.name());
+  for (auto& [name, tensor] : taken) {
+    if (!described.count(name)) graph.set_value(ValueInfo::of(name, tensor.dtype, tensor.shape));
+    graph.initializers[name] = std::move(tensor);
+  }
+}
+
+// After the passes: views of initializers that are gone are dropped, and those that are no longer
+// parameters (running state) get their own bytes, so only parameters are left without bytes.
+void settle_views(Graph& graph, WeightViews& views) {
+  for (auto it = views.bytes.begin(); it != views.bytes.end();) {
+    auto init = graph.initializers.find(it->first);
+    if (init != graph.initializers.end() && graph.parameters.count(it->first)) {
+      ++it;
+      continue;
+    }
+    if (init != graph.initializers.end()) init->second.bytes.assign(it->second.begin(), it->second.end());
+    it = views.bytes.erase(it);
+  }
+  if (views.bytes.empty()) views.file.reset();
+}
+
 Status check_all_static(const Graph& graph) {
   for (const auto& [name, info] : graph.values)
     if (!info.is_static() || info.dtype == DType::kUndefined)
@@ -237,7 +299,13 @@ Status set_batch_option(const std::string& text, ImportOptions& options) {
 }
 
 Result<Graph> import_model(const std::string& path, const ImportOptions& options) {
-  RN_ASSIGN_OR_RETURN(onnx::ModelProto model, read_model_for_import(path));
+  return import_model(path, options, nullptr);
+}
+
+Result<Graph> import_model(const std::string& path, const ImportOptions& options, WeightViews* views) {
+  WeightViews none;  // import_model without views: read_external reads every weight
+  WeightViews& weights = views ? *views : none;
+  RN_ASSIGN_OR_RETURN(onnx::ModelProto model, views ? read_model_mapped(path, views) : read_model_for_import(path));
   RN_RETURN_IF_ERROR(check_opset(model, path));
   name_unnamed_nodes(model);
   RN_RETURN_IF_ERROR(check_trainable_export(model, path));
@@ -247,9 +315,11 @@ Result<Graph> import_model(const std::string& path, const ImportOptions& options
   RN_RETURN_IF_ERROR(run_onnx_shape_inference(model, path));
 
   std::string base_dir = std::filesystem::path(path).parent_path().string();
+  RN_ASSIGN_OR_RETURN(Viewed viewed, take_viewed_initializers(model, weights));
   auto converted = graph_from_proto(model, base_dir.empty() ? "." : base_dir);
   if (!converted.ok()) return converted.status().with_context("loading '" + path + "'");
   Graph graph = std::move(converted).value();
+  put_viewed_initializers(model, std::move(viewed), graph);
   if (graph.name.empty()) graph.name = std::filesystem::path(path).stem().string();
   std::map<std::string, ValueInfo> onnx_types(graph.values.begin(), graph.values.end());
 
@@ -260,6 +330,7 @@ Result<Graph> import_model(const std::string& path, const ImportOptions& options
   RN_RETURN_IF_ERROR(infer_shapes(graph));
   remove_dead_nodes(graph);
   RN_RETURN_IF_ERROR(mark_state(graph));
+  settle_views(graph, weights);
   compare_with_onnx(graph, onnx_types);
   RN_RETURN_IF_ERROR(check_all_static(graph));
   RN_RETURN_IF_ERROR(graph.validate());

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "common/graph.h"
+#include "frontend/model_reader.h"
 
 namespace ravnest::fe {
 
@@ -32,5 +33,12 @@ Status add_shape_option(const std::string& spec, ImportOptions& options);
 Status set_batch_option(const std::string& text, ImportOptions& options);
 
 Result<Graph> import_model(const std::string& path, const ImportOptions& options);
+
+// import_model that leaves the large weights in the model file instead of copying them: every
+// initializer read_model_mapped left in the mapped file that is still a parameter after import
+// has empty `bytes` in the returned Graph (its dtype and shape set), and its bytes are
+// views->bytes[name], valid while views->file lives (shared: keep a copy of `views`). Every other
+// initializer owns its bytes, as with import_model; views->bytes names exactly the empty ones.
+Result<Graph> import_model(const std::string& path, const ImportOptions& options, WeightViews* views);
 
 }  // namespace ravnest::fe

@@ -1,6 +1,7 @@
-// read_model_for_import: one mapping of the file, a rewrite of its protobuf wire
-// format that turns large inline weights into external-data references to the
-// file itself, then a protobuf parse of what is left (see model_reader.h).
+// read_model_for_import / read_model_mapped: one mapping of the file, a rewrite of
+// its protobuf wire format that turns large inline weights into external-data
+// references to the file itself, then a protobuf parse of what is left (see
+// model_reader.h). read_model_mapped keeps the mapping for the moved weights.
 #include "frontend/model_reader.h"
 
 #include <fcntl.h>
@@ -9,8 +10,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <limits>
+#include <set>
 #include <string_view>
 
 #include "common/onnx_graph.h"
@@ -22,6 +26,7 @@ namespace {
 constexpr uint32_t kModelGraph = 7;
 constexpr uint32_t kGraphInitializer = 5;
 constexpr uint32_t kTensorDataType = 2;
+constexpr uint32_t kTensorName = 8;
 constexpr uint32_t kTensorRawData = 9;
 constexpr uint32_t kTensorExternalData = 13;
 constexpr uint32_t kTensorDataLocation = 14;
@@ -91,11 +96,12 @@ bool next_field(const uint8_t*& p, const uint8_t* end, Field* f) {
   return true;
 }
 
-// What rewriting a file needs: where the mapping starts, the file's name, how many weights moved.
+// What rewriting a file needs: where the mapping starts, the file's name, the weights moved (name -> raw data).
 struct Rewrite {
   const uint8_t* file_begin = nullptr;
   std::string location;
-  int moved = 0;
+  std::map<std::string, std::span<const uint8_t>> moved;
+  std::set<std::string> names, repeated;  // of every initializer
 };
 
 // A TensorProto: a FLOAT tensor with inline raw_data of kOutOfPlaceMinBytes or more
@@ -105,9 +111,12 @@ bool rewrite_tensor(const uint8_t* begin, const uint8_t* end, Rewrite& rw, std::
   const uint8_t* raw = nullptr;
   uint64_t raw_size = 0;
   bool is_float = false, has_location = false;
+  std::string_view name;
   for (const uint8_t* p = begin; p < end;) {
     Field f;
     if (!next_field(p, end, &f)) return false;
+    if (f.number == kTensorName && f.wire_type == kLengthDelimited)
+      name = std::string_view(reinterpret_cast<const char*>(f.payload), static_cast<size_t>(f.end - f.payload));
     if (f.number == kTensorDataType && f.wire_type == kVarint) is_float = f.value == kFloatType;
     if (f.number == kTensorExternalData || f.number == kTensorDataLocation) has_location = true;
     if (f.number == kTensorRawData && f.wire_type == kLengthDelimited) {
@@ -115,6 +124,7 @@ bool rewrite_tensor(const uint8_t* begin, const uint8_t* end, Rewrite& rw, std::
       raw_size = static_cast<uint64_t>(f.end - f.payload);
     }
   }
+  if (!rw.names.insert(std::string(name)).second) rw.repeated.insert(std::string(name));
   if (!is_float || has_location || !raw || raw_size < kOutOfPlaceMinBytes) {
     out.append(reinterpret_cast<const char*>(begin), static_cast<size_t>(end - begin));
     return true;
@@ -137,7 +147,7 @@ bool rewrite_tensor(const uint8_t* begin, const uint8_t* end, Rewrite& rw, std::
   }
   put_varint(out, (uint64_t{kTensorDataLocation} << 3) | kVarint);
   put_varint(out, kLocationExternal);
-  ++rw.moved;
+  rw.moved[std::string(name)] = std::span<const uint8_t>(raw, static_cast<size_t>(raw_size));
   return true;
 }
 
@@ -158,44 +168,74 @@ bool rewrite_message(const uint8_t* begin, const uint8_t* end, uint32_t target, 
   return true;
 }
 
-// The file's bytes with large weights made external; empty when nothing moved or the wire format was not followed.
-std::string rewritten_model(const uint8_t* data, size_t size, const std::string& location) {
-  Rewrite rw{data, location, 0};
+// The file's bytes with large weights made external (their names and bytes in `rw.moved`); empty when nothing moved
+// or the wire format was not followed.
+std::string rewritten_model(const uint8_t* data, size_t size, Rewrite& rw) {
   std::string out;
   const bool ok = rewrite_message(data, data + size, kModelGraph, out, [&](auto* gb, auto* ge, std::string& graph) {
     return rewrite_message(gb, ge, kGraphInitializer, graph, [&](auto* tb, auto* te, std::string& tensor) {
       return rewrite_tensor(tb, te, rw, tensor);
     });
   });
-  if (!ok || rw.moved == 0) return {};
+  if (!ok || rw.moved.empty()) return {};
   return out;
 }
 
 }  // namespace
 
-Result<onnx::ModelProto> read_model_for_import(const std::string& path) {
+Result<std::shared_ptr<const MappedFile>> MappedFile::map(const std::string& path, bool populate) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return read_model_proto(path);
+  if (fd < 0) return error(Code::kNotFound, "cannot open model file '", path, "': ", std::strerror(errno));
   struct stat st {};
-  const bool regular = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
-                       static_cast<uint64_t>(st.st_size) <= static_cast<uint64_t>(std::numeric_limits<int>::max());
-  const size_t size = regular ? static_cast<size_t>(st.st_size) : 0;
-  void* mapped = regular ? ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0) {
+    ::close(fd);
+    return error(Code::kInvalidArgument, "model file '", path, "' is not a regular, non-empty file");
+  }
+  const size_t size = static_cast<size_t>(st.st_size);
+  void* mapped = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE | (populate ? MAP_POPULATE : 0), fd, 0);
+  const int map_errno = errno;
   ::close(fd);
+  if (mapped == MAP_FAILED)
+    return error(Code::kInvalidArgument, "cannot map model file '", path, "': ", std::strerror(map_errno));
+  return std::shared_ptr<const MappedFile>(new MappedFile(static_cast<const uint8_t*>(mapped), size));
+}
+
+MappedFile::~MappedFile() { ::munmap(const_cast<uint8_t*>(data_), size_); }
+
+namespace {
+
+// read_model_mapped, with the file's pages mapped up front or not (read_model_for_import only parses).
+Result<onnx::ModelProto> read_model(const std::string& path, WeightViews* weights, bool populate) {
+  *weights = WeightViews{};
   // read_external takes a plain relative name without "..": other names keep the ordinary parse.
   const std::string location = std::filesystem::path(path).filename().string();
-  if (location.empty() || location.find("..") != std::string::npos) {
-    if (mapped != MAP_FAILED) ::munmap(mapped, size);
+  Result<std::shared_ptr<const MappedFile>> file = MappedFile::map(path, populate);
+  if (location.empty() || location.find("..") != std::string::npos || !file.ok() ||
+      file.value()->size() > static_cast<size_t>(std::numeric_limits<int>::max()))
     return read_model_proto(path);
-  }
-  if (mapped == MAP_FAILED) return read_model_proto(path);
-  const std::string lean = rewritten_model(static_cast<const uint8_t*>(mapped), size, location);
-  ::munmap(mapped, size);
+  Rewrite rw{file.value()->data(), location, {}, {}, {}};
+  const std::string lean = rewritten_model(file.value()->data(), file.value()->size(), rw);
   onnx::ModelProto model;
   if (lean.empty() || lean.size() > static_cast<size_t>(std::numeric_limits<int>::max()) ||
       !model.ParseFromArray(lean.data(), static_cast<int>(lean.size())) || !model.has_graph())
     return read_model_proto(path);
+  // Views are by name: a name given to several initializers (the last one counts) keeps its external-data read.
+  for (const std::string& name : rw.repeated) rw.moved.erase(name);
+  if (rw.moved.empty()) return model;
+  weights->file = std::move(file).value();
+  weights->bytes = std::move(rw.moved);
   return model;
+}
+
+}  // namespace
+
+Result<onnx::ModelProto> read_model_mapped(const std::string& path, WeightViews* weights) {
+  return read_model(path, weights, /*populate=*/true);
+}
+
+Result<onnx::ModelProto> read_model_for_import(const std::string& path) {
+  WeightViews unused;
+  return read_model(path, &unused, /*populate=*/false);
 }
 
 }  // namespace ravnest::fe

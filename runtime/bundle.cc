@@ -567,8 +567,8 @@ Result<Bundle> load_bundle(const std::string& dir) {
   return b;
 }
 
-Status write_bundle(const std::string& dir, Manifest manifest, const std::map<std::string, Graph>& programs,
-                    const std::vector<std::pair<std::string, Tensor>>& weights, const StageSchedule& schedule) {
+Status write_bundle_files(const std::string& dir, Manifest& manifest, const std::map<std::string, Graph>& programs,
+                          const std::vector<std::pair<std::string, Tensor>>& weights, const StageSchedule& schedule) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return error(Code::kInvalidArgument, "cannot create bundle folder '", dir, "': ", ec.message());
@@ -590,13 +590,23 @@ Status write_bundle(const std::string& dir, Manifest manifest, const std::map<st
       return error(Code::kInternal, "could not serialize the ", role, " program of bundle '", dir, "' (over 2 GiB?)");
     RN_RETURN_IF_ERROR(write_hashed(it->second, bytes));
   }
+  // Not fsynced, like the other files: a file a crash left incomplete fails its digest when the bundle is loaded.
   RN_RETURN_IF_ERROR(write_tensor_file((fs::path(dir) / manifest.weights_file).string(), weights,
-                                       &manifest.digests[manifest.weights_file]));
-  RN_RETURN_IF_ERROR(write_hashed(manifest.schedule_file, schedule_to_json(schedule).dump(1) + "\n"));
+                                       &manifest.digests[manifest.weights_file], FileSync::kRenameOnly));
+  return write_hashed(manifest.schedule_file, schedule_to_json(schedule).dump(1) + "\n");
+}
+
+Status write_manifest(const std::string& dir, const Manifest& manifest) {
   std::ofstream out(fs::path(dir) / "manifest.json", std::ios::trunc);
   out << manifest_to_json(manifest).dump(2) << "\n";
   if (!out) return error(Code::kInvalidArgument, "cannot write manifest.json in '", dir, "'");
   return ok_status();
+}
+
+Status write_bundle(const std::string& dir, Manifest manifest, const std::map<std::string, Graph>& programs,
+                    const std::vector<std::pair<std::string, Tensor>>& weights, const StageSchedule& schedule) {
+  RN_RETURN_IF_ERROR(write_bundle_files(dir, manifest, programs, weights, schedule));
+  return write_manifest(dir, manifest);
 }
 
 }  // namespace ravnest::rt

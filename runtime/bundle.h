@@ -231,5 +231,12 @@ Result<Bundle> load_bundle(const std::string& dir);
 // manifest.digests, and writes manifest.json last.
 Status write_bundle(const std::string& dir, Manifest manifest, const std::map<std::string, Graph>& programs,
                     const std::vector<std::pair<std::string, Tensor>>& weights, const StageSchedule& schedule);
+// write_bundle in two steps, for a writer that needs the digests of every bundle before it writes the
+// manifests (the compiler's run id): write_bundle_files writes every file but manifest.json into `dir`
+// (created if needed) and fills manifest.digests; write_manifest then writes manifest.json. No file of a
+// bundle is fsynced: load_bundle's digest check refuses one a crash left incomplete.
+Status write_bundle_files(const std::string& dir, Manifest& manifest, const std::map<std::string, Graph>& programs,
+                          const std::vector<std::pair<std::string, Tensor>>& weights, const StageSchedule& schedule);
+Status write_manifest(const std::string& dir, const Manifest& manifest);
 
 }  // namespace ravnest::rt

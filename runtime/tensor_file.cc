@@ -232,7 +232,8 @@ Result<std::pair<std::string, Tensor>> read_one(Reader& in, const std::string& p
 
 }  // namespace
 
-Status write_tensor_file(const std::string& path, const NamedTensors& tensors, std::string* sha256_hex) {
+Status write_tensor_file(const std::string& path, const NamedTensors& tensors, std::string* sha256_hex,
+                         FileSync sync) {
   if (tensors.size() > UINT32_MAX) return error(Code::kInvalidArgument, "cannot write '", path, "': too many tensors");
   for (size_t i = 0; i < tensors.size(); ++i) {
     RN_RETURN_IF_ERROR(check_writable(path, i, tensors[i].first, tensors[i].second));
@@ -242,7 +243,7 @@ Status write_tensor_file(const std::string& path, const NamedTensors& tensors, s
   if (fd.get() < 0) return error(Code::kInvalidArgument, "cannot create '", tmp, "': ", std::strerror(errno));
   std::string digest;  // handed out only when the file is complete and renamed into place
   Status written = write_file_contents(fd.get(), tmp, tensors, sha256_hex != nullptr ? &digest : nullptr);
-  if (written.ok() && ::fsync(fd.get()) != 0) {
+  if (written.ok() && sync == FileSync::kDurable && ::fsync(fd.get()) != 0) {
     written = error(Code::kResourceExhausted, "fsync of '", tmp, "' failed: ", std::strerror(errno));
   }
   if (written.ok() && ::close(fd.release()) != 0) {
@@ -256,10 +257,11 @@ Status write_tensor_file(const std::string& path, const NamedTensors& tensors, s
     ::unlink(tmp.c_str());
     return written;
   }
-  // Make the rename itself durable.
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  Fd dir_fd(::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dir_fd.get() >= 0) ::fsync(dir_fd.get());
+  if (sync == FileSync::kDurable) {  // make the rename itself durable
+    std::string dir = std::filesystem::path(path).parent_path().string();
+    Fd dir_fd(::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (dir_fd.get() >= 0) ::fsync(dir_fd.get());
+  }
   if (sha256_hex != nullptr) *sha256_hex = std::move(digest);
   return ok_status();
 }

@@ -6,7 +6,10 @@
 //
 // Guarantees: the writer is atomic — it writes PATH.tmp, fsyncs it, renames it
 // over PATH and fsyncs the folder, so PATH holds either the old or the complete
-// new file. Small tensors are staged so that the file takes few write() calls;
+// new file, even after a crash (FileSync::kDurable). With FileSync::kRenameOnly it
+// skips both fsyncs: readers still see the old or the complete new file, but a
+// crash of the machine may leave PATH incomplete (bundles: their manifest's
+// digest of the file then refuses it). Small tensors are staged so that the file takes few write() calls;
 // large tensors are written from their own storage. The reader checks every
 // length against the bytes left in the file before allocating, and its errors name
 // the file, the tensor (index and name) and what is wrong.
@@ -30,7 +33,9 @@ using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 // With sha256_hex, the SHA-256 of the file's bytes (64 lowercase hex characters) is
 // stored there on success, computed from the bytes as they are written (equal to
 // sha256_file(path) afterwards, without reading the file back).
-Status write_tensor_file(const std::string& path, const NamedTensors& tensors, std::string* sha256_hex = nullptr);
+enum class FileSync { kDurable, kRenameOnly };
+Status write_tensor_file(const std::string& path, const NamedTensors& tensors, std::string* sha256_hex = nullptr,
+                         FileSync sync = FileSync::kDurable);
 // Tensors come back in file order. Errors are kCorrupt (bad content), kUnsupported
 // (unknown dtype) or kNotFound (cannot open).
 Result<NamedTensors> read_tensor_file(const std::string& path);

@@ -1,6 +1,7 @@
 // read_model_for_import: large inline float weights become external data in the
 // file itself, the Graph is bit for bit the one read_model_proto gives, and files
-// it cannot rewrite get read_model_proto's errors.
+// it cannot rewrite get read_model_proto's errors. read_model_mapped: the moved
+// weights' views hold their bytes, inside the mapping.
 #include "frontend/model_reader.h"
 
 #include <gtest/gtest.h>
@@ -75,6 +76,48 @@ TEST(ModelReader, LargeFloatWeightsAreReadOutOfPlaceAndGiveTheSameGraph) {
   }
 }
 
+TEST(ModelReader, MappedReadViewsTheMovedWeightsInTheFile) {
+  const auto dir = testing::test_dir();
+  const std::string path = write_model(dir);
+  Result<onnx::ModelProto> plain = read_model_proto(path);
+  ASSERT_TRUE(plain.ok());
+  WeightViews weights;
+  Result<onnx::ModelProto> lean = read_model_mapped(path, &weights);
+  ASSERT_TRUE(lean.ok()) << lean.status().to_string();
+  ASSERT_NE(weights.file, nullptr);
+  ASSERT_EQ(weights.bytes.size(), 2u);
+  for (const auto& init : plain->graph().initializer()) {
+    auto view = weights.bytes.find(init.name());
+    if (init.name() != "big" && init.name() != "big2") {
+      EXPECT_EQ(view, weights.bytes.end()) << init.name();
+      continue;
+    }
+    ASSERT_NE(view, weights.bytes.end()) << init.name();
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(view->second.data()), view->second.size()), init.raw_data())
+        << init.name();
+    EXPECT_GE(view->second.data(), weights.file->data());
+    EXPECT_LE(view->second.data() + view->second.size(), weights.file->data() + weights.file->size());
+  }
+}
+
+TEST(ModelReader, MappedReadViewsNoNameTwoInitializersShare) {
+  const auto dir = testing::test_dir();
+  onnx::ModelProto model;
+  model.set_ir_version(8);
+  model.add_opset_import()->set_version(17);
+  auto* g = model.mutable_graph();
+  add_raw(g, "twice", onnx::TensorProto::FLOAT, 20000, 4, 1);
+  add_raw(g, "twice", onnx::TensorProto::FLOAT, 20000, 4, 2);
+  add_raw(g, "once", onnx::TensorProto::FLOAT, 20000, 4, 3);
+  const std::string path = (dir / "twice.onnx").string();
+  std::ofstream(path, std::ios::binary) << model.SerializeAsString();
+  WeightViews weights;
+  Result<onnx::ModelProto> lean = read_model_mapped(path, &weights);
+  ASSERT_TRUE(lean.ok()) << lean.status().to_string();
+  EXPECT_EQ(weights.bytes.count("twice"), 0u);
+  EXPECT_EQ(weights.bytes.count("once"), 1u);
+}
+
 TEST(ModelReader, FilesItCannotRewriteGetTheOrdinaryErrors) {
   const auto dir = testing::test_dir();
   const std::string path = write_model(dir);
@@ -95,6 +138,12 @@ TEST(ModelReader, FilesItCannotRewriteGetTheOrdinaryErrors) {
   Result<onnx::ModelProto> missing = read_model_for_import((dir / "nope.onnx").string());
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.status().code(), Code::kNotFound);
+  WeightViews weights;
+  weights.bytes["stale"] = {};
+  Result<onnx::ModelProto> missing_mapped = read_model_mapped((dir / "nope.onnx").string(), &weights);
+  ASSERT_FALSE(missing_mapped.ok());
+  EXPECT_EQ(missing_mapped.status().code(), Code::kNotFound);
+  EXPECT_TRUE(weights.bytes.empty());
 }
 
 }  // namespace
