@@ -84,20 +84,37 @@ PassTimes op_times(const fe::OpCost& cost, OpClass c, const DeviceProfile& devic
   return t;
 }
 
-double conv_forward_gflops(const DeviceProfile& device, double reduction) {
-  constexpr double kNarrow = 9, kWide = 64 * 9;  // the reductions of the two profiled convolutions
-  if (device.conv_narrow_gflops <= 0 || reduction >= kWide) return device.conv_gflops;
-  if (reduction <= kNarrow) return device.conv_narrow_gflops;
+namespace {
+
+// `narrow` GFLOP/s at a reduction of 9 (one input channel, 3x3), conv_gflops at 576 (64 channels) and above,
+// geometric interpolation between; conv_gflops where `narrow` was not measured (0).
+double interpolated_conv_gflops(const DeviceProfile& device, double narrow, double reduction) {
+  constexpr double kNarrow = 9, kWide = 64 * 9;  // the reductions of the profiled convolutions
+  if (narrow <= 0 || reduction >= kWide) return device.conv_gflops;
+  if (reduction <= kNarrow) return narrow;
   const double x = std::log(reduction / kNarrow) / std::log(kWide / kNarrow);
-  return std::exp(std::log(device.conv_narrow_gflops) + x * (std::log(device.conv_gflops) - std::log(device.conv_narrow_gflops)));
+  return std::exp(std::log(narrow) + x * (std::log(device.conv_gflops) - std::log(narrow)));
+}
+
+}  // namespace
+
+double conv_forward_gflops(const DeviceProfile& device, double reduction) {
+  return interpolated_conv_gflops(device, device.conv_narrow_gflops, reduction);
+}
+
+double conv_grad_weight_gflops(const DeviceProfile& device, double reduction) {
+  return interpolated_conv_gflops(device, device.conv_narrow_grad_weight_gflops, reduction);
 }
 
 namespace {
 
-// Cin / group * kh * kw of a forward Conv from its weight's static shape [M, C/group, kh, kw]; 0 when unknown.
+// Cin / group * kh * kw of a convolution from its weight's static shape [M, C/group, kh, kw]: the input 1 of a
+// forward Conv, the output 0 (the weight gradient) of a ConvGradWeight; 0 for other nodes or unknown shapes.
 double conv_reduction(const Node& n, const Graph& graph) {
-  if (!n.domain.empty() || n.op != "Conv" || n.inputs.size() < 2) return 0;
-  const ValueInfo* w = graph.find_value(n.inputs[1]);
+  const std::string* weight = nullptr;
+  if (n.domain.empty() && n.op == "Conv" && n.inputs.size() >= 2) weight = &n.inputs[1];
+  if (n.domain == kRavnestDomain && n.op == "ConvGradWeight" && !n.outputs.empty()) weight = &n.outputs[0];
+  const ValueInfo* w = weight && !weight->empty() ? graph.find_value(*weight) : nullptr;
   if (!w || !w->is_static() || w->static_shape().size() != 4) return 0;
   const Shape s = w->static_shape();
   return static_cast<double>(s[1] * s[2] * s[3]);
@@ -111,10 +128,20 @@ std::vector<PassTimes> graph_times(const Graph& graph, const DeviceProfile& devi
   for (const Node& n : graph.nodes) {
     const fe::OpCost cost = node_cost(n, graph);
     PassTimes t = op_times(cost, op_class(n.domain, n.op), device, options);
-    // A forward convolution with a short reduction (few input channels) runs below conv_gflops.
-    if (const double k = conv_reduction(n, graph); k > 0 && device.conv_narrow_gflops > 0 && cost.flops > 0)
-      t.f = kernel_overhead(device, options) + cost.flops / (conv_forward_gflops(device, k) * 1e9) +
-            cost.bytes / (device.memory_bandwidth_gbps * 1e9);
+    // A convolution or its weight gradient with a short reduction (few input channels) runs below conv_gflops:
+    // a ConvGradWeight node (a W program) and the W of a forward Conv (the whole model, as the partitioner
+    // sees it) at conv_grad_weight_gflops, a forward Conv at conv_forward_gflops.
+    if (const double k = conv_reduction(n, graph); k > 0) {
+      auto at = [&](double flops, double gflops) {
+        return kernel_overhead(device, options) + flops / (gflops * 1e9) +
+               cost.bytes / (device.memory_bandwidth_gbps * 1e9);
+      };
+      const bool forward = n.op == "Conv";
+      if (cost.flops > 0)
+        t.f = at(cost.flops, forward ? conv_forward_gflops(device, k) : conv_grad_weight_gflops(device, k));
+      if (forward && cost.backward_weight_flops > 0)
+        t.w = at(cost.backward_weight_flops, conv_grad_weight_gflops(device, k));
+    }
     if (t.w > 0) t.w += gradient_accumulation_bytes(n, graph) / (device.memory_bandwidth_gbps * 1e9);
     out.push_back(t);
   }

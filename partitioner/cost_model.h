@@ -5,7 +5,8 @@
 //  * time(pass) = flops(pass) / throughput(op class) + bytes(pass) / memory
 //    bandwidth + a fixed per-kernel overhead, where the op class is conv (Conv and
 //    its gradients: the device's conv_gflops), gemm (Gemm, MatMul: gemm_gflops) or
-//    other (everything else: gemm_gflops scaled by other_efficiency); the overhead
+//    other (everything else: gemm_gflops scaled by other_efficiency), a Conv or ConvGradWeight with few
+//    input channels at conv_forward_gflops / conv_grad_weight_gflops (in graph_times); the overhead
 //    is the profile's measured kernel_overhead_s where it has one. A pass with
 //    no work (0 FLOPs, e.g. W of ReLU) takes 0 s; F always moves the forward bytes.
 //  * A stage program's pass (F, B or W) adds once, beside its kernels,
@@ -63,6 +64,10 @@ struct PassTimes {
 // profile's conv_narrow_gflops at 9 (one input channel, 3x3), conv_gflops at 576 (64 channels)
 // and above, geometric interpolation between; conv_gflops when the profile has no narrow figure.
 double conv_forward_gflops(const DeviceProfile& device, double reduction);
+// The same for a convolution's weight gradient (ConvGradWeight, whose reduction runs over the batch and the
+// image, but whose speed falls with few input channels as the forward's does), from the profile's
+// conv_narrow_grad_weight_gflops; conv_gflops when the profile has no such figure.
+double conv_grad_weight_gflops(const DeviceProfile& device, double reduction);
 
 // Seconds of `flops` + `bytes` of class `c` on `device` (0 when both are 0).
 double kernel_seconds(double flops, double bytes, OpClass c, const DeviceProfile& device,

@@ -218,6 +218,8 @@ Result<DeviceProfile> parse_device(const Json& json, const std::string& where) {
   RN_ASSIGN_OR_RETURN(d.gemm_gflops, named.number("gemm_gflops", true, 0, 0, true));
   RN_ASSIGN_OR_RETURN(d.conv_gflops, named.number("conv_gflops", true, 0, 0, true));
   RN_ASSIGN_OR_RETURN(d.conv_narrow_gflops, named.number("conv_narrow_gflops", false, 0.0, 0, false, 1e9));
+  RN_ASSIGN_OR_RETURN(d.conv_narrow_grad_weight_gflops,
+                      named.number("conv_narrow_grad_weight_gflops", false, 0.0, 0, false, 1e9));
   RN_ASSIGN_OR_RETURN(d.memory_bandwidth_gbps, named.number("memory_bandwidth_gbps", true, 0, 0, true));
   RN_ASSIGN_OR_RETURN(d.memory_bytes, named.integer("memory_bytes", 1));
   RN_ASSIGN_OR_RETURN(d.kernel_overhead_s, named.number("kernel_overhead_s", false, 0.0, 0, false, 1.0));
@@ -277,6 +279,7 @@ Json device_to_json(const DeviceProfile& d) {
   j.set("gemm_gflops", d.gemm_gflops);
   j.set("conv_gflops", d.conv_gflops);
   if (d.conv_narrow_gflops > 0) j.set("conv_narrow_gflops", d.conv_narrow_gflops);
+  if (d.conv_narrow_grad_weight_gflops > 0) j.set("conv_narrow_grad_weight_gflops", d.conv_narrow_grad_weight_gflops);
   j.set("memory_bandwidth_gbps", d.memory_bandwidth_gbps);
   j.set("memory_bytes", d.memory_bytes);
   if (d.kernel_overhead_s > 0) j.set("kernel_overhead_s", d.kernel_overhead_s);

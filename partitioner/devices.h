@@ -54,6 +54,9 @@ struct DeviceProfile {
   // Optional (0: not measured): a convolution with one input channel (3x3, the first layer
   // of an image model), whose reduction of Cin * kh * kw = 9 runs far below conv_gflops.
   double conv_narrow_gflops = 0;
+  // Optional (0: not measured, such weight gradients are predicted at conv_gflops): the weight
+  // gradient (ConvGradWeight) of that one-input-channel convolution.
+  double conv_narrow_grad_weight_gflops = 0;
   double memory_bandwidth_gbps = 0;  // measured copy bandwidth, GB/s = 1e9 bytes/s (> 0)
   int64_t memory_bytes = 0;          // memory available for training, bytes (> 0)
   // Measured run-time overheads (0: not measured, the cost model's defaults apply):

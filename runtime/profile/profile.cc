@@ -378,6 +378,27 @@ double measure_conv_gflops(Millis budget, Status* status, int64_t in_channels) {
   return 2 * macs / timing->seconds / 1e9;
 }
 
+double measure_conv_narrow_grad_weight_gflops(Millis budget, Status* status) {
+  constexpr int64_t kBatch = 8, kOut = 32, kHw = 28;
+  Node n = make_node("ConvGradWeight", "profile_conv_grad_weight", {"dy", "x"});
+  n.domain = kRavnestDomain;
+  n.outputs = {"dw", "db"};
+  n.attrs["kernel_shape"] = std::vector<int64_t>{3, 3};
+  n.attrs["pads"] = std::vector<int64_t>{1, 1, 1, 1};
+  auto timing = time_kernel(n,
+                            {ValueInfo::of("dy", DType::kF32, {kBatch, kOut, kHw, kHw}),
+                             ValueInfo::of("x", DType::kF32, {kBatch, 1, kHw, kHw})},
+                            {ValueInfo::of("dw", DType::kF32, {kOut, 1, 3, 3}),
+                             ValueInfo::of("db", DType::kF32, {kOut})},
+                            budget);
+  if (!timing.ok()) {
+    *status = timing.status().with_context("timing the ConvGradWeight kernel");
+    return 0;
+  }
+  const double outputs = static_cast<double>(kBatch) * kOut * kHw * kHw;
+  return (2 * outputs * 9 + outputs) / timing->seconds / 1e9;
+}
+
 double measure_memory_bandwidth_gbps(int threads, Millis budget) {
   constexpr size_t kBytes = size_t{64} << 20;  // per buffer: well beyond any last-level cache share
   threads = std::max(1, threads);
@@ -488,7 +509,10 @@ Result<MachineMeasurement> measure_machine(const MeasureOptions& options) {
   RN_RETURN_IF_ERROR(st);
   m.conv_gflops = measure_conv_gflops(fraction(options.seconds, kernel_share * 0.2), &st);
   RN_RETURN_IF_ERROR(st);
-  m.conv_narrow_gflops = measure_conv_gflops(fraction(options.seconds, kernel_share * 0.1), &st, 1);
+  m.conv_narrow_gflops = measure_conv_gflops(fraction(options.seconds, kernel_share * 0.05), &st, 1);
+  RN_RETURN_IF_ERROR(st);
+  m.conv_narrow_grad_weight_gflops =
+      measure_conv_narrow_grad_weight_gflops(fraction(options.seconds, kernel_share * 0.05), &st);
   RN_RETURN_IF_ERROR(st);
   // The kernels' threads copy: with one OpenMP thread (one stage per core) that thread alone, else one per core.
   const int copy_threads = omp_get_max_threads() == 1 ? 1 : static_cast<int>(m.cores);
@@ -520,6 +544,7 @@ Json profile_json(const MachineMeasurement& m, const std::string& id, const std:
   j.set("gemm_gflops", m.gemm_gflops);
   j.set("conv_gflops", m.conv_gflops);
   j.set("conv_narrow_gflops", m.conv_narrow_gflops);
+  j.set("conv_narrow_grad_weight_gflops", m.conv_narrow_grad_weight_gflops);
   j.set("memory_bandwidth_gbps", m.memory_bandwidth_gbps);
   j.set("memory_bytes", m.memory_available_bytes);
   j.set("kernel_overhead_s", m.kernel_overhead_s);

@@ -9,7 +9,8 @@
 //  * measure_machine() spends about options.seconds in total (kernel and copy
 //    budgets are fractions of it; every link probe has a deadline inside it), and
 //    never blocks longer than options.seconds + 5 s. GEMM is a 512^3 fp32 Gemm
-//    (dnnl_sgemm), conv a 3x3 64->64 channel Conv on 8x64x56x56 (oneDNN), memory
+//    (dnnl_sgemm), conv a 3x3 64->64 channel Conv on 8x64x56x56 (oneDNN), the narrow conv and its weight
+//    gradient a 3x3 1->32 channel Conv and ConvGradWeight on 8x1x28x28, memory
 //    a copy of 64 MiB buffers by the kernels' threads (one with one OpenMP
 //    thread, else one per core; read + write bytes counted); memory
 //    available is /proc/meminfo's MemAvailable; executor overheads by
@@ -59,6 +60,7 @@ struct MachineMeasurement {
   double gemm_gflops = 0;
   double conv_gflops = 0;
   double conv_narrow_gflops = 0;  // a 3x3 convolution with one input channel (docs/devices.md)
+  double conv_narrow_grad_weight_gflops = 0;  // the weight gradient of that convolution (docs/devices.md)
   double memory_bandwidth_gbps = 0;
   int64_t memory_available_bytes = 0;
   double kernel_overhead_s = 0;   // executor run per kernel, beyond the kernel's work
@@ -76,6 +78,10 @@ double measure_gemm_gflops(std::chrono::milliseconds budget, Status* status);
 // GFLOP/s of a 3x3 convolution with `in_channels` input channels: 64 (conv_gflops, 8x64x56x56 to 64
 // channels) or 1 (conv_narrow_gflops, 8x1x28x28 to 32 channels, an image model's first layer).
 double measure_conv_gflops(std::chrono::milliseconds budget, Status* status, int64_t in_channels = 64);
+// GFLOP/s of the weight gradient (ConvGradWeight, with the bias gradient) of the one-input-channel convolution
+// of measure_conv_gflops(.., 1): 8x32x28x28 output gradient and 8x1x28x28 input to 32x1x3x3 and 32 (the cost
+// rule's FLOPs: 2 x MACs + one add per output-gradient element, over the median run, memory time included).
+double measure_conv_narrow_grad_weight_gflops(std::chrono::milliseconds budget, Status* status);
 // The executor's fixed costs: programs of 1 and of 9 chained Relu nodes on one
 // float, run through Executor (feeds, outputs, kernel dispatch) for `budget`; per
 // kernel = the difference / 8, per program = the 1-node run less one kernel.

@@ -1,11 +1,13 @@
 // The fixed costs of a pass in the cost model: the profile's measured executor
 // (program_overhead_s) and trainer (pass_overhead_s) overheads are read, written
 // back and preferred to the defaults; a profile without them still loads and gets
-// the defaults; a stage pass's fixed cost is the sum of the two.
+// the defaults; a stage pass's fixed cost is the sum of the two. Convolutions and their
+// weight gradients with few input channels run at the profile's narrow figures.
 #include <gtest/gtest.h>
 
 #include <cmath>
 
+#include "frontend/op_table.h"
 #include "partitioner/cost_model.h"
 #include "partitioner/devices.h"
 
@@ -99,6 +101,90 @@ TEST(CostModelConvolutions, NarrowReductionsRunAtTheMeasuredNarrowThroughput) {
   EXPECT_NEAR(mid, 17.0 * std::pow(10.0, 0.5), 1e-9);
   EXPECT_DOUBLE_EQ(device_to_json(*n).get_double("conv_narrow_gflops").value(), 17.0);
   with.set("conv_narrow_gflops", -1.0);
+  EXPECT_FALSE(parse_device(with, "bad.json").ok());
+}
+
+// A weight gradient program: ConvGradWeight of a 3x3 convolution with `cin` input channels and 32 outputs on a
+// batch of 8 28x28 images (the profile's narrow shape when cin is 1).
+Graph grad_weight_program(int64_t cin) {
+  Graph g;
+  g.name = "w";
+  g.opset = 17;
+  g.inputs = {"dy", "x"};
+  g.set_value(ValueInfo::of("dy", DType::kF32, {8, 32, 28, 28}));
+  g.set_value(ValueInfo::of("x", DType::kF32, {8, cin, 28, 28}));
+  g.set_value(ValueInfo::of("dw", DType::kF32, {32, cin, 3, 3}));
+  g.set_value(ValueInfo::of("db", DType::kF32, {32}));
+  Node n;
+  n.domain = kRavnestDomain;
+  n.op = "ConvGradWeight";
+  n.name = "grad_weight";
+  n.inputs = {"dy", "x"};
+  n.outputs = {"dw", "db"};
+  n.attrs["kernel_shape"] = std::vector<int64_t>{3, 3};
+  n.attrs["pads"] = std::vector<int64_t>{1, 1, 1, 1};
+  g.nodes.push_back(n);
+  g.outputs = {"dw", "db"};
+  return g;
+}
+
+// The weight gradient of a convolution with one input channel runs at the profile's
+// conv_narrow_grad_weight_gflops (in between for wider ones, conv_gflops from 64 channels on); a profile
+// without the figure (written before it) loads and predicts every weight gradient at conv_gflops as before.
+TEST(CostModelConvolutions, NarrowWeightGradientsRunAtTheMeasuredNarrowThroughput) {
+  auto old = parse_device(profile(), "old.json");
+  ASSERT_TRUE(old.ok()) << old.status().message();
+  EXPECT_EQ(old->conv_narrow_grad_weight_gflops, 0);
+  EXPECT_DOUBLE_EQ(conv_grad_weight_gflops(*old, 9), 170.0);
+  EXPECT_FALSE(device_to_json(*old).has("conv_narrow_grad_weight_gflops"));
+  Json with = profile();
+  with.set("conv_narrow_gflops", 40.0);
+  with.set("conv_narrow_grad_weight_gflops", 17.0);
+  auto n = parse_device(with, "new.json");
+  ASSERT_TRUE(n.ok()) << n.status().message();
+  EXPECT_DOUBLE_EQ(conv_grad_weight_gflops(*n, 9), 17.0);
+  EXPECT_DOUBLE_EQ(conv_forward_gflops(*n, 9), 40.0);  // the forward keeps its own figure
+  EXPECT_NEAR(conv_grad_weight_gflops(*n, 72), 17.0 * std::pow(10.0, 0.5), 1e-9);
+  EXPECT_DOUBLE_EQ(conv_grad_weight_gflops(*n, 576), 170.0);
+  EXPECT_DOUBLE_EQ(device_to_json(*n).get_double("conv_narrow_grad_weight_gflops").value(), 17.0);
+
+  // In a program: one input channel costs its FLOPs at 17 instead of 170 GFLOP/s, the bytes unchanged.
+  const Graph narrow = grad_weight_program(1);
+  const fe::OpDef* def = fe::find_op(kRavnestDomain, "ConvGradWeight", 17);
+  ASSERT_TRUE(def && def->cost);
+  const double flops = def->cost(narrow.nodes[0], narrow).flops;
+  ASSERT_GT(flops, 0);
+  const double before = graph_times(narrow, *old).at(0).f, after = graph_times(narrow, *n).at(0).f;
+  EXPECT_NEAR(after - before, flops / 17e9 - flops / 170e9, 1e-12);
+  // 64 input channels: the wide figure either way.
+  const Graph wide = grad_weight_program(64);
+  EXPECT_DOUBLE_EQ(graph_times(wide, *n).at(0).f, graph_times(wide, *old).at(0).f);
+
+  // The whole model's forward Conv (what the partitioner balances): its W at the same narrow figure.
+  Graph model;
+  model.name = "model";
+  model.opset = 17;
+  model.inputs = {"x"};
+  model.set_value(ValueInfo::of("x", DType::kF32, {8, 1, 28, 28}));
+  model.set_value(ValueInfo::of("w", DType::kF32, {32, 1, 3, 3}));
+  model.set_value(ValueInfo::of("y", DType::kF32, {8, 32, 28, 28}));
+  Node conv;
+  conv.op = "Conv";
+  conv.name = "conv";
+  conv.inputs = {"x", "w"};
+  conv.outputs = {"y"};
+  conv.attrs["kernel_shape"] = std::vector<int64_t>{3, 3};
+  conv.attrs["pads"] = std::vector<int64_t>{1, 1, 1, 1};
+  model.nodes.push_back(conv);
+  model.outputs = {"y"};
+  const fe::OpDef* conv_def = fe::find_op("", "Conv", 17);
+  ASSERT_TRUE(conv_def && conv_def->cost);
+  const double weight_flops = conv_def->cost(model.nodes[0], model).backward_weight_flops;
+  ASSERT_GT(weight_flops, 0);
+  EXPECT_NEAR(graph_times(model, *n).at(0).w - graph_times(model, *old).at(0).w,
+              weight_flops / 17e9 - weight_flops / 170e9, 1e-12);
+
+  with.set("conv_narrow_grad_weight_gflops", -1.0);
   EXPECT_FALSE(parse_device(with, "bad.json").ok());
 }
 

@@ -149,10 +149,11 @@ int profile_main(int argc, char** argv) {
   Status st = write_atomically(out_path, rt::profile_json(*measured, id, address).dump(2) + "\n");
   if (!st.ok()) return fail(st);
   std::fprintf(stderr,
-               "ravnest-rt profile: wrote %s (gemm %.1f GFLOP/s, conv %.1f GFLOP/s (one input channel: %.1f), "
+               "ravnest-rt profile: wrote %s (gemm %.1f GFLOP/s, conv %.1f GFLOP/s (one input channel: %.1f, "
+               "its weight gradient: %.1f), "
                "memory %.1f GB/s, %lld MiB free; overheads: kernel %.2f us, program %.2f us, trainer pass %.2f us)\n",
                out_path.c_str(), measured->gemm_gflops, measured->conv_gflops, measured->conv_narrow_gflops,
-               measured->memory_bandwidth_gbps,
+               measured->conv_narrow_grad_weight_gflops, measured->memory_bandwidth_gbps,
                static_cast<long long>(measured->memory_available_bytes >> 20), measured->kernel_overhead_s * 1e6,
                measured->program_overhead_s * 1e6, measured->pass_overhead_s * 1e6);
   return 0;
