@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <deque>
 #include <functional>
 #include <limits>
 #include <numeric>
@@ -274,128 +273,257 @@ Status memory_error(const WeightedDag& dag, const Pipeline& pipeline, const std:
 
 // ---- chain DP ----
 
-// Exact contiguous split of `order` at bottleneck threshold `limit` (kInf: memory only).
-// Returns the stage of each node, or an empty vector when no split meets the limit.
+// Prefix sums of one topological order: what every pipeline's DP over that order shares
+// (choose_machine_order scores many machine arrangements on the same order).
+struct ChainPrefix {
+  std::vector<int> order;
+  std::vector<double> work, fixed, act;  // n + 1 entries: sums over positions [0, i)
+  std::vector<double> cross;             // cross[i]: bytes of tensors live across the cut before position i
+};
+
+ChainPrefix chain_prefix(const WeightedDag& dag, const std::vector<int>& order) {
+  const size_t n = order.size();
+  ChainPrefix c;
+  c.order = order;
+  c.work.assign(n + 1, 0);
+  c.fixed.assign(n + 1, 0);
+  c.act.assign(n + 1, 0);
+  c.cross.assign(n + 1, 0);
+  std::vector<size_t> pos(n);
+  for (size_t i = 0; i < n; ++i) pos[static_cast<size_t>(order[i])] = i;
+  for (size_t i = 0; i < n; ++i) {
+    size_t v = static_cast<size_t>(order[i]);
+    c.work[i + 1] = c.work[i] + dag.compute[v];
+    c.fixed[i + 1] = c.fixed[i] + dag.memory[v];
+    c.act[i + 1] = c.act[i] + activation_of(dag, v);
+  }
+  std::vector<double> diff(n + 2, 0);
+  for (const DagTensor& x : dag.tensors) {
+    size_t p = pos[static_cast<size_t>(x.producer)], m = p;
+    for (int cons : x.consumers) m = std::max(m, pos[static_cast<size_t>(cons)]);
+    if (m > p) {
+      diff[p + 1] += x.bytes;
+      diff[m + 1] -= x.bytes;
+    }
+  }
+  double run = 0;
+  for (size_t i = 0; i <= n; ++i) c.cross[i] = (run += diff[i]);
+  return c;
+}
+
+// Exact contiguous split of the order at bottleneck threshold `limit` (kInf: memory only).
+// Stage s spans positions [a, b): cost = (W[b]-W[a])/speed + cross[a]/bw_in + cross[b]/bw_out
+// <= limit <=> g(a) := W[a]/speed - cross[a]/bw_in >= W[b]/speed + cross[b]/bw_out - limit,
+// so for each end b the start with the largest g among the reachable, memory-feasible
+// starts is taken (ties: the latest such start), found with a monotone window. Everything
+// that does not depend on `limit` (g, the transfer times, the memory window's lower end)
+// is computed once per pipeline; solve() reuses its buffers across probes.
 class ChainDp {
  public:
-  ChainDp(const WeightedDag& dag, const Pipeline& pipeline, const std::vector<int>& order)
-      : pipeline_(pipeline), order_(order), n_(order.size()), k_(pipeline.machines.size()) {
-    work_.assign(n_ + 1, 0);
-    fixed_.assign(n_ + 1, 0);
-    act_.assign(n_ + 1, 0);
-    cross_.assign(n_ + 1, 0);
-    std::vector<size_t> pos(n_);
-    for (size_t i = 0; i < n_; ++i) pos[static_cast<size_t>(order[i])] = i;
-    for (size_t i = 0; i < n_; ++i) {
-      size_t v = static_cast<size_t>(order[i]);
-      work_[i + 1] = work_[i] + dag.compute[v];
-      fixed_[i + 1] = fixed_[i] + dag.memory[v];
-      act_[i + 1] = act_[i] + activation_of(dag, v);
-    }
-    // cross_[i]: bytes of tensors live across the cut before position i.
-    std::vector<double> diff(n_ + 2, 0);
-    for (const DagTensor& x : dag.tensors) {
-      size_t p = pos[static_cast<size_t>(x.producer)], m = p;
-      for (int c : x.consumers) m = std::max(m, pos[static_cast<size_t>(c)]);
-      if (m > p) {
-        diff[p + 1] += x.bytes;
-        diff[m + 1] -= x.bytes;
-      }
-    }
-    double run = 0;
-    for (size_t i = 0; i <= n_; ++i) cross_[i] = (run += diff[i]);
-  }
-
-  std::vector<int> solve(double limit) const {
-    // reach[s][b]: nodes [0, b) fit on stages [0, s); from[s][b]: where stage s-1 began.
-    std::vector<std::vector<char>> reach(k_ + 1, std::vector<char>(n_ + 1, 0));
-    std::vector<std::vector<int>> from(k_ + 1, std::vector<int>(n_ + 1, -1));
-    reach[0][0] = 1;
+  ChainDp(const ChainPrefix& prefix, const Pipeline& pipeline) : p_(&prefix), n_(prefix.order.size()),
+      k_(pipeline.machines.size()) {
+    speed_.resize(k_);
+    later_speed_.assign(k_, 0);
+    for (size_t s = k_ - 1; s-- > 0;) later_speed_[s] = later_speed_[s + 1] + pipeline.machines[s + 1].speed;
+    g_.assign(k_ * (n_ + 1), 0);
+    tin_.assign(k_ * (n_ + 1), 0);
+    tout_.assign(k_ * (n_ + 1), 0);
+    lo_.assign(k_ * (n_ + 1), 0);
+    auto transfer = [](double bytes, double bw) { return bytes > 0 ? bytes / bw : 0.0; };
     for (size_t s = 0; s < k_; ++s) {
-      const Machine& m = pipeline_.machines[s];
+      const Machine& m = pipeline.machines[s];
+      speed_[s] = m.speed;
       const double cap = capacity(m);
-      const double bw_in = s > 0 ? link_bw(pipeline_, s - 1) : kInf, bw_out = s + 1 < k_ ? link_bw(pipeline_, s) : kInf;
-      auto transfer = [](double bytes, double bw) { return bytes > 0 ? bytes / bw : 0.0; };
-      // Stage s spans [a, b): cost = (W[b]-W[a])/speed + cross[a]/bw_in + cross[b]/bw_out <= limit
-      // <=> g(a) := W[a]/speed - cross[a]/bw_in >= W[b]/speed + cross[b]/bw_out - limit.
-      auto g = [&](size_t a) { return work_[a] / m.speed - transfer(cross_[a], bw_in); };
-      std::deque<size_t> window;  // reachable starts a, g decreasing
-      size_t lo = 0, next = 0;
+      const double bw_in = s > 0 ? link_bw(pipeline, s - 1) : kInf, bw_out = s + 1 < k_ ? link_bw(pipeline, s) : kInf;
+      double* g = &g_[s * (n_ + 1)];
+      double* tin = &tin_[s * (n_ + 1)];
+      double* tout = &tout_[s * (n_ + 1)];
+      size_t* lo_of = &lo_[s * (n_ + 1)];
+      for (size_t i = 0; i <= n_; ++i) {
+        tin[i] = transfer(prefix.cross[i], bw_in);
+        tout[i] = transfer(prefix.cross[i], bw_out);
+        g[i] = prefix.work[i] / m.speed - tin[i];
+      }
+      // Memory: fixed[b]-fixed[a] + (act[b]-act[a]) * in_flight <= cap, monotone in a.
+      size_t lo = 0;
       const size_t last_b = n_ - (k_ - 1 - s);
       for (size_t b = s + 1; b <= last_b; ++b) {
-        // Memory: fixed[b]-fixed[a] + (act[b]-act[a]) * in_flight <= cap, monotone in a.
-        while (lo < b && fixed_[b] - fixed_[lo] + (act_[b] - act_[lo]) * m.in_flight > cap * (1 + 1e-12)) ++lo;
-        for (; next < b; ++next) {
-          if (!reach[s][next]) continue;
-          while (!window.empty() && g(window.back()) <= g(next)) window.pop_back();
-          window.push_back(next);
-        }
-        while (!window.empty() && window.front() < lo) window.pop_front();
-        if (window.empty()) continue;
-        if (s + 1 == k_ && b != n_) continue;
-        size_t a = window.front();
-        double cost = (work_[b] - work_[a]) / m.speed + transfer(cross_[a], bw_in) + transfer(cross_[b], bw_out);
-        if (cost <= limit * (1 + 1e-12)) {
-          reach[s + 1][b] = 1;
-          from[s + 1][b] = static_cast<int>(a);
-        }
+        while (lo < b && prefix.fixed[b] - prefix.fixed[lo] + (prefix.act[b] - prefix.act[lo]) * m.in_flight >
+                             cap * (1 + 1e-12))
+          ++lo;
+        lo_of[b] = lo;
       }
     }
-    if (!reach[k_][n_]) return {};
+    // slack_: a bound on the rounding of a cost or g value (a few operations on values up to
+    // W[n] / slowest speed + the largest transfer times), 16x generous.
+    double slowest = kInf, largest_transfer = 0;
+    for (double sp : speed_) slowest = std::min(slowest, sp);
+    for (size_t i = 0; i < tin_.size(); ++i) largest_transfer = std::max(largest_transfer, tin_[i] + tout_[i]);
+    slack_ = 64 * std::numeric_limits<double>::epsilon() * (prefix.work[n_] / slowest + largest_transfer);
+    if (!std::isfinite(slack_)) slack_ = kInf;
+    reach_.assign((k_ + 1) * (n_ + 1), 0);
+    from_.assign((k_ + 1) * (n_ + 1), -1);
+    window_.resize(n_ + 1);
+  }
+
+  // The stage of each node, or an empty vector when no split meets the limit.
+  std::vector<int> solve(double limit) {
+    std::vector<int> stage;
+    if (feasible(limit)) stage = split();
+    return stage;
+  }
+
+  // Whether a split meets the limit; leaves the split in from_ for split().
+  bool feasible(double limit) {
+    const size_t row = n_ + 1;
+    std::fill(reach_.begin(), reach_.begin() + static_cast<std::ptrdiff_t>(row), 0);
+    reach_[0] = 1;
+    const double bound = limit * (1 + 1e-12);
+    size_t first = 0, last = 0;  // the reachable starts of stage s lie in [first, last]
+    for (size_t s = 0; s < k_; ++s) {
+      const char* reach = &reach_[s * row];
+      char* reach_next = &reach_[(s + 1) * row];
+      int* from_next = &from_[(s + 1) * row];
+      std::fill(reach_next, reach_next + row, 0);
+      const double* g = &g_[s * row];
+      const double* tin = &tin_[s * row];
+      const double* tout = &tout_[s * row];
+      const size_t* lo_of = &lo_[s * row];
+      const double* work = p_->work.data();
+      const double speed = speed_[s];
+      size_t head = 0, tail = 0;  // window_[head, tail): reachable starts, g decreasing
+      size_t next = first;
+      bool any = false;
+      size_t next_first = 0, next_last = 0;
+      const size_t last_b = n_ - (k_ - 1 - s);
+      // Ends up to `first` have no start; past the last start, an end whose compute from
+      // that start alone exceeds the bound fails, and so does every later end (prefix
+      // sums only grow and every other term is >= 0). Ends that leave more compute than
+      // the later stages can do even within bound + slack_, W[n] - W[b] > (bound + slack_)
+      // x their summed speed (1e-9 over for the rounding of that test), are skipped: no
+      // split continues from them. Skipping them changes no end that can complete: its
+      // window's best start either met the bound (then it can complete: not skipped) or
+      // missed it by more than slack_ (else it could complete within bound + slack_), so
+      // any other start, whose g is no larger, misses it too.
+      size_t b_begin = std::max(s + 1, first + 1);
+      if (s + 1 < k_) {
+        const double rest = (bound + slack_) * later_speed_[s] * (1 + 1e-9);
+        auto too_early = [&](size_t b) { return work[n_] - work[b] > rest; };
+        size_t lo = b_begin, hi = last_b + 1;  // first end in [lo, hi) that is not too early
+        while (lo < hi) {
+          const size_t mid = lo + (hi - lo) / 2;
+          if (too_early(mid)) lo = mid + 1; else hi = mid;
+        }
+        b_begin = lo;
+      }
+      for (size_t b = b_begin; b <= last_b; ++b) {
+        if (b > last && (work[b] - work[last]) / speed > bound) break;
+        for (; next < b; ++next) {
+          if (!reach[next]) continue;
+          while (tail > head && g[window_[tail - 1]] <= g[next]) --tail;
+          window_[tail++] = next;
+        }
+        const size_t lo = lo_of[b];
+        while (tail > head && window_[head] < lo) ++head;
+        if (tail == head) continue;
+        if (s + 1 == k_ && b != n_) continue;
+        const size_t a = window_[head];
+        const double cost = (work[b] - work[a]) / speed + tin[a] + tout[b];
+        if (cost <= bound) {
+          reach_next[b] = 1;
+          from_next[b] = static_cast<int>(a);
+          if (!any) next_first = b;
+          next_last = b;
+          any = true;
+        }
+      }
+      if (!any) return false;
+      first = next_first;
+      last = next_last;
+    }
+    return reach_[k_ * row + n_] != 0;
+  }
+
+ private:
+  std::vector<int> split() const {
+    const size_t row = n_ + 1;
     std::vector<int> stage(n_, 0);
     size_t end = n_;
     for (size_t s = k_; s >= 1; --s) {
-      size_t begin = static_cast<size_t>(from[s][end]);
-      for (size_t i = begin; i < end; ++i) stage[static_cast<size_t>(order_[i])] = static_cast<int>(s - 1);
+      size_t begin = static_cast<size_t>(from_[s * row + end]);
+      for (size_t i = begin; i < end; ++i) stage[static_cast<size_t>(p_->order[i])] = static_cast<int>(s - 1);
       end = begin;
     }
     return stage;
   }
 
-  // The same split with every machine's memory unlimited: the split the memory error
-  // reports against.
-  std::vector<int> solve_ignoring_memory(double limit) const {
-    Pipeline unlimited = pipeline_;
-    for (Machine& m : unlimited.machines) m.memory_bytes = 0;
-    ChainDp copy = *this;
-    copy.pipeline_ = unlimited;
-    return copy.solve(limit);
-  }
-
- private:
-  Pipeline pipeline_;
-  std::vector<int> order_;
+  const ChainPrefix* p_;
   size_t n_, k_;
-  std::vector<double> work_, fixed_, act_, cross_;
+  std::vector<double> speed_;
+  std::vector<double> later_speed_;     // per stage: the summed speed of the stages after it
+  double slack_ = kInf;                 // rounding bound of one cost (kInf: no skipping)
+  std::vector<double> g_, tin_, tout_;  // per stage, per position
+  std::vector<size_t> lo_;              // per stage, per end: the first memory-feasible start
+  std::vector<char> reach_;             // per stage boundary, per position: nodes [0, b) fit on stages [0, s)
+  std::vector<int> from_;               // where the stage ending there began
+  std::vector<size_t> window_;
 };
 
 // Bisection on the bottleneck; when memory alone rules out every split, the memory
 // error for the best split that ignores memory.
-Result<std::vector<int>> chain_dp(const WeightedDag& dag, const Pipeline& pipeline, const std::vector<int>& order) {
-  ChainDp dp(dag, pipeline, order);
+Result<std::vector<int>> chain_dp_bisect(const WeightedDag& dag, const Pipeline& pipeline, const ChainPrefix& prefix,
+                                         ChainDp& dp) {
   std::vector<int> best = dp.solve(kInf);
   if (best.empty()) {
-    std::vector<int> loose = dp.solve_ignoring_memory(kInf);
+    Pipeline unlimited = pipeline;
+    for (Machine& m : unlimited.machines) m.memory_bytes = 0;
+    ChainDp loose_dp(prefix, unlimited);
+    std::vector<int> loose = loose_dp.solve(kInf);
     double lo = 0, hi = make_result(dag, pipeline, loose, "").bottleneck;
     for (int it = 0; it < 200 && hi - lo > 1e-12 * hi; ++it) {
       double mid = 0.5 * (lo + hi);
-      std::vector<int> s = dp.solve_ignoring_memory(mid);
+      std::vector<int> s = loose_dp.solve(mid);
       if (s.empty()) lo = mid; else { hi = mid; loose = std::move(s); }
     }
     return memory_error(dag, pipeline, loose);
   }
   double lo = 0, hi = make_result(dag, pipeline, best, "").bottleneck;
+  double best_limit = kInf;
   for (int it = 0; it < 200 && hi - lo > 1e-13 * hi; ++it) {
     double mid = 0.5 * (lo + hi);
-    std::vector<int> s = dp.solve(mid);
-    if (s.empty()) {
-      lo = mid;
-    } else {
+    if (dp.feasible(mid)) {
       hi = mid;
-      best = std::move(s);
+      best_limit = mid;
+    } else {
+      lo = mid;
     }
   }
+  if (best_limit < kInf) best = dp.solve(best_limit);
   return best;
+}
+
+Result<std::vector<int>> chain_dp(const WeightedDag& dag, const Pipeline& pipeline, const std::vector<int>& order) {
+  const ChainPrefix prefix = chain_prefix(dag, order);
+  ChainDp dp(prefix, pipeline);
+  return chain_dp_bisect(dag, pipeline, prefix, dp);
+}
+
+// A bound on how far the DP's stage cost of a split (prefix differences, running sums of
+// crossing bytes) and the argmax-g start choice can stray from the stage time that
+// make_result() computes for the same split (per-stage and per-link sums): every sum
+// here has at most n + tensors + k + 16 rounded terms, each off by at most one ulp of
+// the largest magnitude, W_total / slowest speed + 2 B_total / slowest link. Generous by
+// a factor of 16. kInf when a weight is infinite (then nothing is pruned).
+double rounding_margin(const WeightedDag& dag, const Pipeline& pipeline) {
+  double work = 0, bytes = 0, slowest = kInf, narrowest = kInf;
+  for (double w : dag.compute) work += w;
+  for (const DagTensor& x : dag.tensors) bytes += x.bytes;
+  for (const Machine& m : pipeline.machines) slowest = std::min(slowest, m.speed);
+  for (double bw : pipeline.link_bandwidth) narrowest = std::min(narrowest, bw);
+  const double scale = work / slowest + (bytes > 0 ? 2 * bytes / narrowest : 0.0);
+  if (!std::isfinite(scale)) return kInf;
+  const double terms = static_cast<double>(dag.size() + dag.tensors.size() + pipeline.machines.size() + 16);
+  return 16 * terms * std::numeric_limits<double>::epsilon() * scale;
 }
 
 // ---- refinement ----
@@ -774,16 +902,26 @@ Result<MachineOrder> choose_machine_order(const WeightedDag& dag, const std::vec
   const Adjacency adj = build_adjacency(dag);
   RN_ASSIGN_OR_RETURN(std::vector<int> topo, kahn_order(dag, adj, {}));
   // Score: the chain DP's bottleneck on the topological order (kInf when nothing fits).
-  auto score = [&](const std::vector<int>& order) {
+  // The prefix sums are shared by every arrangement. An arrangement is only taken when its
+  // score is below `beat` * (1 - 1e-12); when one probe of the DP at that level plus the
+  // rounding margin finds no split, its score cannot be (a split scoring v meets every
+  // threshold >= v + margin), so the bisection is skipped and the result is unchanged.
+  const ChainPrefix prefix = chain_prefix(dag, topo);
+  auto score = [&](const std::vector<int>& order, double beat) {
     auto p = pipeline_for(order);
     if (!p.ok()) return kInf;
-    auto stage = chain_dp(dag, *p, topo);
+    ChainDp dp(prefix, *p);
+    if (beat < kInf) {
+      const double margin = rounding_margin(dag, *p);
+      if (margin < kInf && !dp.feasible(beat * (1 - 1e-12) + 2 * margin)) return kInf;
+    }
+    auto stage = chain_dp_bisect(dag, *p, prefix, dp);
     return stage.ok() ? make_result(dag, *p, *stage, "").bottleneck : kInf;
   };
   std::vector<int> order(k);
   std::iota(order.begin(), order.end(), 0);
   std::vector<int> best_order = order;
-  double best = score(order);
+  double best = score(order, kInf);
   // Interchangeable machines (same speed, memory and in-flight count, same links to
   // every other machine) give the same score in either place: classes of them, and
   // only the distinct arrangements of the classes are scored (8 machines of 2 kinds:
@@ -831,7 +969,7 @@ Result<MachineOrder> choose_machine_order(const WeightedDag& dag, const std::vec
     std::sort(seq.begin(), seq.end());
     do {
       std::vector<int> candidate = order_of(seq);
-      double v = score(candidate);
+      double v = score(candidate, best);
       if (v < best * (1 - 1e-12)) {
         best = v;
         best_order = std::move(candidate);
@@ -844,7 +982,7 @@ Result<MachineOrder> choose_machine_order(const WeightedDag& dag, const std::vec
         for (size_t j = i + 1; j < k && !improved; ++j) {
           std::vector<int> next = best_order;
           std::swap(next[i], next[j]);
-          double v = score(next);
+          double v = score(next, best);
           if (v < best * (1 - 1e-12)) {
             best = v;
             best_order = std::move(next);
