@@ -249,6 +249,9 @@ Status write_tensor_file(const std::string& path, const NamedTensors& tensors, s
   if (written.ok() && ::close(fd.release()) != 0) {
     written = error(Code::kResourceExhausted, "closing '", tmp, "' failed: ", std::strerror(errno));
   }
+  // Renaming over an existing file makes ext4 (auto_da_alloc) start writing the new file back inside
+  // rename(); without fsync that wait buys nothing, so the old file goes first (0.15 s per 200 MB here).
+  if (written.ok() && sync == FileSync::kRenameOnly) ::unlink(path.c_str());
   if (written.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
     written = error(Code::kResourceExhausted, "renaming '", tmp, "' to '", path, "' failed: ", std::strerror(errno));
   }
