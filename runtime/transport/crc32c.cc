@@ -59,18 +59,7 @@ constexpr uint32_t mult_mod_poly(uint32_t a, uint32_t b) {
   return product;
 }
 
-// x^(8n) mod P: the operator that appends n zero bytes to a CRC state.
-constexpr uint32_t zeros_operator(uint64_t n) {
-  uint32_t result = uint32_t{1} << 31;  // x^0
-  uint32_t power = uint32_t{1} << 23;   // x^8
-  for (; n; n >>= 1) {
-    if (n & 1) result = mult_mod_poly(power, result);
-    power = mult_mod_poly(power, power);
-  }
-  return result;
-}
-
-// x^n mod P, reflected.
+// x^n mod P, reflected; x^(8n) is the operator that appends n zero bytes to a CRC state.
 constexpr uint32_t x_power(uint64_t n) {
   uint32_t result = uint32_t{1} << 31;  // x^0
   uint32_t power = uint32_t{1} << 30;   // x^1
@@ -86,7 +75,7 @@ template <size_t kBlock>
 struct ZerosTable {
   std::array<std::array<uint32_t, 256>, 4> t;
   constexpr ZerosTable() : t() {
-    const uint32_t op = zeros_operator(kBlock);
+    const uint32_t op = x_power(8 * kBlock);
     for (uint32_t k = 0; k < 4; ++k) {
       for (uint32_t v = 0; v < 256; ++v) t[k][v] = mult_mod_poly(op, v << (8 * k));
     }

@@ -126,27 +126,26 @@ struct ReferenceResult {
   std::vector<int> stage;
 };
 
+// Bisects the bottleneck limit of `dp` down from the split `best` until the interval is `width` relative.
+std::vector<int> reference_bisect(const WeightedDag& dag, const Pipeline& pipeline, ReferenceChainDp& dp,
+                                  std::vector<int> best, double width) {
+  double lo = 0, hi = bottleneck_of(dag, pipeline, best);
+  for (int it = 0; it < 200 && hi - lo > width * hi; ++it) {
+    double mid = 0.5 * (lo + hi);
+    std::vector<int> s = dp.solve(mid);
+    if (s.empty()) lo = mid; else { hi = mid; best = std::move(s); }
+  }
+  return best;
+}
+
 ReferenceResult reference_chain_dp(const WeightedDag& dag, const Pipeline& pipeline, const std::vector<int>& order) {
   ReferenceChainDp dp(dag, pipeline, order);
   std::vector<int> best = dp.solve(kInf);
   if (best.empty()) {
     ReferenceChainDp loose_dp(dag, without_memory_limits(pipeline), order);
-    std::vector<int> loose = loose_dp.solve(kInf);
-    double lo = 0, hi = bottleneck_of(dag, pipeline, loose);
-    for (int it = 0; it < 200 && hi - lo > 1e-12 * hi; ++it) {
-      double mid = 0.5 * (lo + hi);
-      std::vector<int> s = loose_dp.solve(mid);
-      if (s.empty()) lo = mid; else { hi = mid; loose = std::move(s); }
-    }
-    return {false, loose};
+    return {false, reference_bisect(dag, pipeline, loose_dp, loose_dp.solve(kInf), 1e-12)};
   }
-  double lo = 0, hi = bottleneck_of(dag, pipeline, best);
-  for (int it = 0; it < 200 && hi - lo > 1e-13 * hi; ++it) {
-    double mid = 0.5 * (lo + hi);
-    std::vector<int> s = dp.solve(mid);
-    if (s.empty()) lo = mid; else { hi = mid; best = std::move(s); }
-  }
-  return {true, best};
+  return {true, reference_bisect(dag, pipeline, dp, std::move(best), 1e-13)};
 }
 
 // Every contiguous split of the node order into k non-empty stages: the best bottleneck
