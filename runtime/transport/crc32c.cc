@@ -187,10 +187,11 @@ __attribute__((target("avx512f,vpclmulqdq,sse4.2"))) uint32_t crc32c_avx512(cons
   const __m512i to_last = fold_constants_x4(kBy48, kBy32, kBy16, FoldConstants{0, 0});
   const __m512i lane3 = _mm512_maskz_mov_epi64(0xC0, x);
   x = fold(x, to_last, lane3);
-  __m128i folded = _mm_xor_si128(_mm_xor_si128(_mm512_extracti32x4_epi32(x, 0), _mm512_extracti32x4_epi32(x, 1)),
-                                 _mm_xor_si128(_mm512_extracti32x4_epi32(x, 2), _mm512_extracti32x4_epi32(x, 3)));
-  uint64_t c = _mm_crc32_u64(0, static_cast<uint64_t>(_mm_cvtsi128_si64(folded)));
-  c = _mm_crc32_u64(c, static_cast<uint64_t>(_mm_extract_epi64(folded, 1)));
+  // The four lanes XORed into one (lane 3's place), through memory: once per call.
+  alignas(64) uint64_t q[8];
+  _mm512_store_si512(q, x);
+  uint64_t c = _mm_crc32_u64(0, q[0] ^ q[2] ^ q[4] ^ q[6]);
+  c = _mm_crc32_u64(c, q[1] ^ q[3] ^ q[5] ^ q[7]);
   return crc32c_sse42(p, n, static_cast<uint32_t>(c));
 }
 
