@@ -161,7 +161,12 @@ ModelTotals model_totals(const Graph& graph) {
   for (const Node& n : graph.nodes) {
     fe::OpCost c = node_cost(n, graph);
     int k = static_cast<int>(op_class(n.domain, n.op));
-    t.flops[k] += c.flops + c.backward_input_flops + c.backward_weight_flops;
+    if (const double r = conv_reduction(n, graph); r > 0 && n.op == "Conv") {
+      t.convs.push_back({r, c.flops, c.backward_weight_flops});  // as graph_times prices them
+      t.flops[k] += c.backward_input_flops;
+    } else {
+      t.flops[k] += c.flops + c.backward_input_flops + c.backward_weight_flops;
+    }
     double passes = (c.flops > 0 || c.bytes > 0 ? 1 : 0) + (c.backward_input_flops > 0 ? 1 : 0) +
                     (c.backward_weight_flops > 0 ? 1 : 0);
     t.bytes += passes * c.bytes + (c.backward_weight_flops > 0 ? gradient_accumulation_bytes(n, graph) : 0);
@@ -180,6 +185,10 @@ ModelTotals model_totals(const Graph& graph) {
 double model_seconds(const ModelTotals& totals, const DeviceProfile& device, const CostModelOptions& options) {
   double s = totals.kernels * kernel_overhead(device, options) + totals.bytes / (device.memory_bandwidth_gbps * 1e9);
   for (int k = 0; k < 3; ++k) s += totals.flops[k] / throughput_flops(static_cast<OpClass>(k), device, options);
+  for (const ModelTotals::Conv& c : totals.convs) {
+    s += c.forward_flops / (conv_forward_gflops(device, c.reduction) * 1e9) +
+         c.weight_flops / (conv_grad_weight_gflops(device, c.reduction) * 1e9);
+  }
   return s;
 }
 

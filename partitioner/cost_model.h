@@ -84,7 +84,15 @@ double transfer_seconds(double bytes, const LinkEstimate& link);
 
 // What the cluster former needs of a whole model, per micro-batch.
 struct ModelTotals {
-  double flops[3] = {0, 0, 0};   // F+B+W FLOPs by OpClass
+  // A forward convolution's F and W FLOPs, kept apart from flops[kConv] because their rate depends on the
+  // reduction (conv_forward_gflops, conv_grad_weight_gflops); its B FLOPs are in flops[kConv].
+  struct Conv {
+    double reduction = 0;
+    double forward_flops = 0;
+    double weight_flops = 0;
+  };
+  std::vector<Conv> convs;
+  double flops[3] = {0, 0, 0};   // F+B+W FLOPs by OpClass, but for `convs`
   double bytes = 0;              // F+B+W memory traffic
   double kernels = 0;            // kernel launches of F+B+W
   double param_bytes = 0;        // trainable parameters

@@ -71,6 +71,15 @@ TEST(CostModel, CnnTotalsMatchTheModel) {
   // Twice the device: the time beyond the launch overheads halves.
   const double overhead = t.kernels * CostModelOptions{}.kernel_overhead_s;
   EXPECT_NEAR(2 * (model_seconds(t, device(200, 100, 20)) - overhead), model_seconds(t, d) - overhead, 1e-9 * sum);
+  // With the narrow-convolution figures (conv1 has one input channel) the whole-model time still equals the sum of
+  // the ops' times, and it is longer: conv1's F and W run below conv_gflops.
+  DeviceProfile narrow = d;
+  narrow.conv_narrow_gflops = 20;
+  narrow.conv_narrow_grad_weight_gflops = 10;
+  double narrow_sum = 0;
+  for (const PassTimes& p : graph_times(*g, narrow)) narrow_sum += p.total();
+  EXPECT_NEAR(model_seconds(t, narrow), narrow_sum, 1e-9 * narrow_sum);
+  EXPECT_GT(model_seconds(t, narrow), model_seconds(t, d) * 1.01);
 }
 
 TEST(MemoryModel, InFlightBySchedule) {
