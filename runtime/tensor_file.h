@@ -10,8 +10,9 @@
 // skips both fsyncs and removes an old PATH before the rename (renaming over it
 // would make ext4 write the new file back inside rename()): a reader finds the old
 // file, no file, or the complete new one, and a crash of the machine may leave PATH
-// missing or incomplete (bundles: their manifest's digest of the file then refuses it). Small tensors are staged so that the file takes few write() calls;
-// large tensors are written from their own storage. The reader checks every
+// missing or incomplete (bundles: their manifest's digest of the file then refuses
+// it). Small tensors are staged so that the file takes few write() calls; large
+// tensors are written from their own storage. The reader checks every
 // length against the bytes left in the file before allocating, and its errors name
 // the file, the tensor (index and name) and what is wrong.
 #pragma once

@@ -167,7 +167,8 @@ __attribute__((target("avx512f,vpclmulqdq,sse4.2"))) uint32_t crc32c_avx512(cons
   if (n < kFoldMin) return crc32c_sse42(p, n, crc);
   const __m512i by256 = fold_constants_x4(kBy256, kBy256, kBy256, kBy256);
   const __m512i by64 = fold_constants_x4(kBy64, kBy64, kBy64, kBy64);
-  __m512i x0 = _mm512_xor_si512(_mm512_loadu_si512(p), _mm512_castsi128_si512(_mm_cvtsi32_si128(static_cast<int>(crc))));
+  const __m512i state = _mm512_castsi128_si512(_mm_cvtsi32_si128(static_cast<int>(crc)));
+  __m512i x0 = _mm512_xor_si512(_mm512_loadu_si512(p), state);
   __m512i x1 = _mm512_loadu_si512(p + 64);
   __m512i x2 = _mm512_loadu_si512(p + 128);
   __m512i x3 = _mm512_loadu_si512(p + 192);

@@ -130,7 +130,8 @@ TEST(Crc32c, EveryPathMatchesABitwiseReferenceAroundEveryBlockBoundary) {
         for (size_t offset : {size_t{0}, size_t{3}}) {
           ASSERT_LE(offset + len, bytes.size());
           const uint32_t expected = bitwise(bytes.data() + offset, len, 0x1234u);
-          EXPECT_EQ(crc32c(bytes.data() + offset, len, 0x1234u), expected) << "length " << len << " at offset " << offset;
+          EXPECT_EQ(crc32c(bytes.data() + offset, len, 0x1234u), expected)
+              << "length " << len << " at offset " << offset;
           for (Crc32cPath path : paths) {
             EXPECT_EQ(crc32c_on(path, bytes.data() + offset, len, 0x1234u), expected)
                 << "path " << static_cast<int>(path) << ", length " << len << " at offset " << offset;
