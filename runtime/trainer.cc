@@ -1858,10 +1858,12 @@ Result<bool> TrainerImpl::gather_round(size_t i, bool last_round) {
     return list;
   };
   Json decision = Json::object();
+  // How long the coordinator waits for the others: up to the deadline (the last round, or without a deadline:
+  // everyone, up to the receive timeout).
+  const double wait_s =
+      last_round || mf.training.late_deadline_s <= 0 ? opt_.recv_timeout_s : mf.training.late_deadline_s;
   if (member && coordinator == mf.self.id) {
-    // Wait for the others up to the deadline (the last round, or without a deadline: everyone, up to the receive
-    // timeout); the members that came, in the ring's order, then the nodes of new clusters vouched for.
-    const double wait_s = last_round || mf.training.late_deadline_s <= 0 ? opt_.recv_timeout_s : mf.training.late_deadline_s;
+    // The members that came, in the ring's order, then the nodes of new clusters vouched for.
     const Deadline deadline = deadline_in(wait_s);
     std::set<std::string> in{mf.self.id};
     std::vector<std::string> late;
@@ -1908,7 +1910,10 @@ Result<bool> TrainerImpl::gather_round(size_t i, bool last_round) {
       body.set("vouch", vouches());
       RN_RETURN_IF_ERROR(transport_->send(coordinator, arrived, json_frame(body)));
     }
-    RN_ASSIGN_OR_RETURN(Tensor frame, transport_->recv(coordinator, decided, deadline_in(opt_.recv_timeout_s)));
+    // The coordinator may start its wait up to a receive timeout after this node arrived and then wait wait_s for
+    // a member that does not come: a shorter wait here would give up on a decision that is on its way.
+    RN_ASSIGN_OR_RETURN(Tensor frame,
+                        transport_->recv(coordinator, decided, deadline_in(opt_.recv_timeout_s + wait_s)));
     RN_ASSIGN_OR_RETURN(decision, frame_json(frame, where() + ": round decision from " + coordinator));
   }
   // Nodes of new clusters take their cluster's place in the ring, from this round on.
