@@ -168,6 +168,10 @@ TEST(Join, NewcomersFormANewClusterAndEveryCopyEndsIdentical) {
   std::vector<testing::ProcessResult> joined;
   for (auto& n : newcomers) joined.push_back(n->wait(120));
   for (size_t i = 0; i < results.size(); ++i) EXPECT_EQ(results[i].exit_code, 0) << "node" << i << ": " << results[i].err;
+  if (::testing::Test::HasFailure()) {  // a node failed: what the newcomers saw explains most such failures
+    for (size_t i = 0; i < joined.size(); ++i)
+      ADD_FAILURE() << "newcomer " << i << " (exit code " << joined[i].exit_code << "): " << joined[i].err;
+  }
   for (const auto& r : joined) {
     ASSERT_EQ(r.exit_code, 0) << r.err;
     std::smatch m;
