@@ -2667,6 +2667,10 @@ Status TrainerImpl::train() {
   // before this leaves its final state, which the backup holds, to the backup to write).
   if (backup_)
     (void)transport_->send(backup_->id, FrameMeta{FrameKind::kControl, kStateStepBase, 2, 0}, Tensor::zeros(DType::kI64, {1}));
+  // Frames queued for the ring members of clusters declared lost went nowhere, and every survivor knows it.
+  for (const RingSpec& ring : mf.rings)
+    for (size_t c = 0; c < ring.members.size() && c < cluster_alive_.size(); ++c)
+      if (!cluster_alive_[c] && ring.members[c] != mf.self.id) transport_->forget_lost(ring.members[c]);
   RN_RETURN_IF_ERROR(transport_->flush(deadline_in(opt_.recv_timeout_s)).with_context(where() + ": flushing sends"));
   double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
   // Mean F, B and W times of this stage: what a schedule simulator is fed.
