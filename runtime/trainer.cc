@@ -1987,6 +1987,9 @@ Result<bool> TrainerImpl::agree_on_survivors(size_t index, int64_t step, const S
   std::sort(lost.begin(), lost.end());
   for (size_t c : lost) {
     if (c < cluster_alive_.size()) cluster_alive_[c] = false;
+    // What was queued for the cluster's ring members went nowhere, and every survivor knows it.
+    for (const RingSpec& r : mf.rings)
+      if (c < r.members.size() && r.members[c] != mf.self.id) transport_->forget_lost(r.members[c]);
     std::string left;
     for (size_t k = 0; k < cluster_alive_.size(); ++k)
       if (cluster_alive_[k]) left += (left.empty() ? "" : ", ") + std::to_string(k);
@@ -2667,10 +2670,6 @@ Status TrainerImpl::train() {
   // before this leaves its final state, which the backup holds, to the backup to write).
   if (backup_)
     (void)transport_->send(backup_->id, FrameMeta{FrameKind::kControl, kStateStepBase, 2, 0}, Tensor::zeros(DType::kI64, {1}));
-  // Frames queued for the ring members of clusters declared lost went nowhere, and every survivor knows it.
-  for (const RingSpec& ring : mf.rings)
-    for (size_t c = 0; c < ring.members.size() && c < cluster_alive_.size(); ++c)
-      if (!cluster_alive_[c] && ring.members[c] != mf.self.id) transport_->forget_lost(ring.members[c]);
   RN_RETURN_IF_ERROR(transport_->flush(deadline_in(opt_.recv_timeout_s)).with_context(where() + ": flushing sends"));
   double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
   // Mean F, B and W times of this stage: what a schedule simulator is fed.

@@ -250,6 +250,7 @@ struct Peer {
   uint64_t queued = 0;                             // counted frames handed to send() and not yet written
   uint64_t lost = 0;                               // counted frames dropped because their connection failed
   Status lost_reason;
+  bool forgotten = false;  // forget_lost(): its losses are not reported until it connects again
 };
 
 }  // namespace
@@ -381,6 +382,7 @@ struct Transport::Impl {
     std::lock_guard<std::mutex> lock(mu);
     Peer& peer = peers[c->peer_id];
     if (peer.conns.empty()) peer.failure = Status();  // a peer that came back
+    peer.forgotten = false;
     peer.address = c->address;
     peer.conns.push_back(c);
     if (joiner) joiners.push_back(c->peer_id);
@@ -1159,7 +1161,7 @@ Status Transport::flush(Deadline deadline) {
     }
   }
   for (auto& [id, peer] : d.peers) {
-    if (peer.lost) {
+    if (peer.lost && !peer.forgotten) {
       Status st = error(Code::kNetwork, peer.lost, " frames queued for ", d.describe_peer(id),
                         " were not delivered: ", peer.lost_reason.message());
       peer.lost = 0;
@@ -1201,6 +1203,7 @@ uint64_t Transport::forget_lost(const std::string& peer_id) {
   if (it == d.peers.end()) return 0;
   const uint64_t lost = it->second.lost;
   it->second.lost = 0;
+  it->second.forgotten = true;
   return lost;
 }
 

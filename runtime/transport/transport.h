@@ -166,8 +166,10 @@ class Transport {
   // dropping what is left, and it fails with kTimeout; either way no queued frame is read after it
   // returns. OK for a peer never connected.
   Status wait_sent(const std::string& peer_id, Deadline deadline);
-  // Forgets the frames lost to `peer_id` so far (flush() will not report them) and
-  // returns how many there were: for a peer that failed and was replaced.
+  // Forgets the frames lost to `peer_id` so far, and those lost to it later until it connects
+  // again (flush() will not report them), and returns how many there were so far: for a peer
+  // that failed and was replaced or given up on (frames a send() queued just before the failure
+  // may be counted lost after this call).
   uint64_t forget_lost(const std::string& peer_id);
   // Waits for the frame (peer_id, meta) and returns its tensor (decoded if it was encoded). With `watch`,
   // it also fails (kNetwork) as soon as one of those peers has failed: a collective's member waiting on a

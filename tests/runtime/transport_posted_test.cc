@@ -232,6 +232,25 @@ TEST(TransportPosted, WaitSentReturnsWhenWrittenOrClosesTheConnectionAtTheDeadli
   EXPECT_TRUE(fails_with(a.flush(deadline_after(kWait)), Code::kNetwork, {"were not delivered"}));
 }
 
+// forget_lost(): a peer given up on (replaced, or its cluster lost) is not reported by flush(),
+// until a peer of that id connects again.
+TEST(TransportPosted, ForgottenLossesAreNotReportedUntilThePeerConnectsAgain) {
+  Transport a(options("a"));
+  ASSERT_TRUE(a.listen("127.0.0.1", 0).ok());
+  Tensor big = pattern(size_t{16} << 20, 6);  // 64 MiB: more than the socket buffers hold
+  auto lose_one = [&](uint64_t step) {
+    std::unique_ptr<RawClient> raw = raw_peer(a);
+    ASSERT_TRUE(a.send("raw", act(step), big).ok());
+    EXPECT_TRUE(fails_with(a.wait_sent("raw", deadline_after(300ms)), Code::kTimeout, {"so its connection is closed"}));
+  };
+  lose_one(12);
+  EXPECT_EQ(a.forget_lost("raw"), 1u);
+  Status st = a.flush(deadline_after(kWait));
+  EXPECT_TRUE(st.ok()) << st.to_string();
+  lose_one(13);  // the peer came back: its losses count again
+  EXPECT_TRUE(fails_with(a.flush(deadline_after(kWait)), Code::kNetwork, {"1 frames queued for peer 'raw'"}));
+}
+
 // ------------------------------------------------------------------ ring all-reduce
 
 // Member m0 of a two-member ring whose other member is a hand-made peer: a corrupt chunk fails
