@@ -51,8 +51,7 @@ std::string compile(const std::string& name, const std::vector<std::string>& ext
 void fail_a_stage(const std::string& name, int signal, const std::string& heartbeat_timeout, int backup_every = 1,
                   const std::vector<std::string>& extra = {}) {
   const std::string dir = compile(name, extra);
-  const auto base = run_process({binary("ravnest-launch"), dir, "--save-params", dir + "/base", "--timeout", "240"},
-                                300, {"OMP_NUM_THREADS=1"});
+  const auto base = testing::run_uninterrupted(dir);
   ASSERT_EQ(base.exit_code, 0) << base.err;
 
   const unsigned seed = std::random_device{}();

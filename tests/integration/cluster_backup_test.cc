@@ -54,8 +54,7 @@ void kill_a_ring_member(const std::string& name, int clusters, bool exact, bool 
   const int workers = clusters * kStages;
   const int nodes = workers + 2;  // node W is stage 0 of cluster 0's backup, node W + 1 stage 1 of cluster 1's
   if (exact) {
-    const auto base = run_process({binary("ravnest-launch"), dir, "--save-params", dir + "/base", "--timeout", "240"},
-                                  300, {"OMP_NUM_THREADS=1"});
+    const auto base = testing::run_uninterrupted(dir);
     ASSERT_EQ(base.exit_code, 0) << base.err;
   }
 
@@ -181,8 +180,7 @@ TEST(ClusterBackups, JoinedBackupTakesTheRingMembersPlace) {
                                "2"},
                               120);
   ASSERT_EQ(compiled.exit_code, 0) << compiled.err;
-  const auto base = run_process({binary("ravnest-launch"), dir, "--save-params", dir + "/base", "--timeout", "240"},
-                                300, {"OMP_NUM_THREADS=1"});
+  const auto base = testing::run_uninterrupted(dir);
   ASSERT_EQ(base.exit_code, 0) << base.err;
 
   const unsigned seed = std::random_device{}();

@@ -47,8 +47,7 @@ std::string loopback() { return "127.0.0.1:" + std::to_string(free_loopback_port
 TEST(Join, JoinedBackupTakesOverWithNoStepLost) {
   if (!testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
   const std::string dir = compile("join", kSteps, {"--stages", std::to_string(kStages), "--clip-norm", "5"});
-  const auto base = run_process({binary("ravnest-launch"), dir, "--save-params", dir + "/base", "--timeout", "240"},
-                                300, {"OMP_NUM_THREADS=1"});
+  const auto base = testing::run_uninterrupted(dir);
   ASSERT_EQ(base.exit_code, 0) << base.err;
 
   const unsigned seed = std::random_device{}();

@@ -26,6 +26,13 @@ inline std::unique_ptr<Process> start_node(const std::string& dir, int i, const 
   return std::make_unique<Process>(argv, std::vector<std::string>{"OMP_NUM_THREADS=1"});
 }
 
+// The run of `dir` without failures, under ravnest-launch, each node's final parameters saved to dir/base:
+// what runs with kills and joins are compared with.
+inline ProcessResult run_uninterrupted(const std::string& dir) {
+  return run_process({binary("ravnest-launch"), dir, "--save-params", dir + "/base", "--timeout", "240"}, 300,
+                     {"OMP_NUM_THREADS=1"});
+}
+
 // Every tensor of `want` is in `got` and within 1e-5 relative of it.
 inline void expect_params_close(const std::map<std::string, rt::Tensor>& want,
                                 const std::map<std::string, rt::Tensor>& got, const std::string& what) {

@@ -16,6 +16,7 @@
 #include "runtime/transport/crc32c.h"
 #include "runtime/transport/frame.h"
 #include "runtime/transport/transport.h"
+#include "tests/runtime/pattern_tensor.h"
 #include "tests/runtime/raw_client.h"
 #include "tests/status_assertions.h"
 
@@ -41,16 +42,7 @@ FrameMeta act(uint64_t step, uint32_t id = 0) {
 
 // `floats` floats whose bytes follow a pattern of `seed`.
 Tensor pattern(size_t floats, uint32_t seed) {
-  Tensor t = Tensor::empty(DType::kF32, {static_cast<int64_t>(floats)});
-  auto* b = static_cast<uint8_t*>(t.raw());
-  uint32_t x = seed * 2654435761u + 1;
-  for (size_t i = 0; i < t.bytes(); ++i) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    b[i] = static_cast<uint8_t>(x);
-  }
-  return t;
+  return testing::pattern(DType::kF32, {static_cast<int64_t>(floats)}, seed);
 }
 
 // A buffer with guard bytes on both sides of the `bytes` where a payload must land.

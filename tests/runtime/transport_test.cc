@@ -24,6 +24,7 @@
 #include "common/json.h"
 #include "runtime/transport/crc32c.h"
 #include "runtime/transport/frame.h"
+#include "tests/runtime/pattern_tensor.h"
 #include "tests/runtime/raw_client.h"
 #include "tests/status_assertions.h"
 
@@ -45,18 +46,7 @@ TransportOptions options(const std::string& node, const std::string& run = "run-
   return o;
 }
 
-Tensor pattern(DType dtype, Shape shape, uint32_t seed) {
-  Tensor t = Tensor::empty(dtype, std::move(shape));
-  auto* b = static_cast<uint8_t*>(t.raw());
-  uint32_t x = seed * 2654435761u + 1;
-  for (size_t i = 0; i < t.bytes(); ++i) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    b[i] = static_cast<uint8_t>(x);
-  }
-  return t;
-}
+using testing::pattern;
 
 ::testing::AssertionResult same(const Tensor& a, const Tensor& b) {
   if (a.dtype() != b.dtype()) return ::testing::AssertionFailure() << "dtype differs";
